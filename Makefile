@@ -1,0 +1,61 @@
+# Every target installs what it needs first. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+# Where torch comes from. Empty: decided by `install-torch` (CPU build on CPU machines).
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+DOCS ?= data/samples
+
+.DEFAULT_GOAL := help
+.PHONY: help install run ingest test lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install everything (CPU torch on CPU machines)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@$(MAKE) --no-print-directory install-torch
+	$(PIP) install -q -e ".[dev]"
+	@touch $(STAMP)
+
+.PHONY: install-torch
+install-torch:
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') already installed"; \
+	elif [ -n "$(TORCH_INDEX)" ]; then \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url "$(TORCH_INDEX)"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "NVIDIA GPU found: installing the CUDA build of torch"; \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	elif $(PIP) download -q --no-deps --no-index -d $(VENV)/.torch-wheel "torch==$(TORCH_VERSION)" >/dev/null 2>&1; then \
+	  echo "installing the CPU build of torch found on this machine"; \
+	  $(PIP) install -q $(VENV)/.torch-wheel/torch-*.whl; \
+	else \
+	  echo "no GPU: installing the CPU build of torch"; \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+
+run: install ## ingest the sample documents (or DOCS=folder) into the local store and show them
+	$(PY) -m ingest $(DOCS)
+	$(PY) -m rag_app stats
+
+test: install ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+lint: install ## ruff and mypy only
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+bench: install ## ingest speed: this project vs the LangChain tutorial pipeline (prints a table)
+	$(PY) bench/ingest_bench.py
+
+clean: ## delete runtime state (data/store) and the virtualenv
+	rm -rf data/store $(VENV)

@@ -1,0 +1,40 @@
+"""The LangChain tutorial pipeline most RAG projects start from, as the baseline to beat.
+
+PyPDFLoader → RecursiveCharacterTextSplitter(1000, 200) → HuggingFaceEmbeddings (same model as
+ours) → Chroma.from_documents. Prints a JSON line: pages, chunks, and how many chunks are longer
+than the model reads (silently truncated, so their tails can never be found).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(folder: str, persist: str) -> None:
+    from langchain_chroma import Chroma
+    from langchain_community.document_loaders import PyPDFLoader
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from rag_app.embeddings import resolve_model
+
+    pages = []
+    for pdf in sorted(Path(folder).rglob("*.pdf")):
+        pages.extend(PyPDFLoader(str(pdf)).load())
+    splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
+    chunks = splitter.split_documents(pages)
+    _, model_path = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    embeddings = HuggingFaceEmbeddings(model_name=model_path)
+    Chroma.from_documents(chunks, embeddings, persist_directory=persist)
+
+    tokenizer = embeddings._client.tokenizer  # the model's own tokenizer
+    limit = embeddings._client.max_seq_length - 2
+    lengths = [len(tokenizer.tokenize(c.page_content)) for c in chunks]
+    print(json.dumps({"pages": len(pages), "chunks": len(chunks),
+                      "over_limit": sum(n > limit for n in lengths), "max_tokens": max(lengths)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,154 @@
+"""`python -m ingest PATH [PATH…]`: sync folders of documents into the index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rag_app.errors import ConfigError, EmbeddingError, RagError, StoreError
+from rag_app.settings import Settings
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1  # the run finished, but some files could not be ingested
+EXIT_USAGE = 2  # bad options or settings
+EXIT_STORE = 3  # the store is locked, unreachable, or built with another model
+
+EPILOG = """\
+examples:
+  python -m ingest ./docs                       sync a folder (re-run after edits)
+  python -m ingest ./docs ./notes/faq.md        several folders and single files
+  python -m ingest ./docs --dry-run             show what would change, touch nothing
+  python -m ingest ./docs --password s3cret     try this password on encrypted PDFs
+  python -m ingest ./docs --model intfloat/e5-small-v2 --rebuild
+                                                switch model: build a new index, then swap
+  python -m ingest ./docs --json > report.json  machine-readable summary
+
+exit codes: 0 every file fine; 1 some files failed (see the table); 2 bad options;
+3 store problem (locked by another writer, server unreachable, or built with another model).
+Settings come from RAG_* environment variables and .env (see .env.example); options win.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="Load PDFs, Markdown, text and HTML, split them into chunks, embed them "
+        "and store them in Chroma. Re-running syncs: unchanged files cost nothing, changed "
+        "files are replaced, deleted files are removed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
+    p.add_argument("--collection", help="collection name (RAG_COLLECTION)")
+    p.add_argument("--store", type=Path, metavar="DIR",
+                   help="folder for the local store and state (RAG_STATE_DIR)")
+    p.add_argument("--model", help="sentence-transformers model name or path "
+                   "(RAG_EMBEDDING_MODEL)")
+    p.add_argument("--chunk-tokens", type=int, metavar="N",
+                   help="chunk size in model tokens (RAG_CHUNK_TOKENS)")
+    p.add_argument("--chunk-overlap", type=int, metavar="N",
+                   help="overlap in model tokens (RAG_CHUNK_OVERLAP)")
+    p.add_argument("--password", action="append", default=[], metavar="PW",
+                   help="password to try on encrypted PDFs (repeatable)")
+    p.add_argument("--password-file", type=Path, metavar="FILE",
+                   help="file with one password per line (keeps them out of shell history)")
+    p.add_argument("--dry-run", action="store_true", help="report what would change; write "
+                   "nothing, load no model")
+    p.add_argument("--rebuild", action="store_true", help="build a fresh collection from the "
+                   "given paths and switch to it when complete (needed after changing model "
+                   "or chunking)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for option, field in (("collection", "collection"), ("store", "state_dir"),
+                          ("model", "embedding_model"), ("chunk_tokens", "chunk_tokens"),
+                          ("chunk_overlap", "chunk_overlap")):
+        value = getattr(args, option)
+        if value is not None:
+            overrides[field] = value
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"Invalid settings: {problems}") from None
+
+
+def _passwords(args: argparse.Namespace) -> list[str]:
+    passwords = list(args.password)
+    if args.password_file:
+        try:
+            lines = args.password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read --password-file {args.password_file}: "
+                              f"{exc.strerror}") from None
+        passwords.extend(line for line in lines if line)
+    return passwords
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ingest.report import make_reporter, print_summary
+
+    try:
+        settings = settings_from_args(args)
+        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        passwords = _passwords(args)
+        interactive = sys.stderr.isatty() and not args.quiet and not args.json
+        reporter = make_reporter(interactive=interactive, quiet=args.quiet)
+        report = run(settings, args.paths, passwords=passwords, dry_run=args.dry_run,
+                     rebuild=args.rebuild, reporter=reporter,
+                     command=" ".join(["python -m ingest", *(argv or sys.argv[1:])]))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StoreError, EmbeddingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except KeyboardInterrupt:
+        print("interrupted: the next run picks up where this one stopped", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif not args.quiet:
+        print_summary(report)
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] = (),
+        dry_run: bool = False, rebuild: bool = False, reporter: Any = None,
+        command: str = "python -m ingest") -> Any:
+    """Sync `paths` into the configured collection, holding the single-writer lock."""
+    from ingest.sync import Ingestor
+    from rag_app.embeddings import make_embedder
+    from rag_app.store import writer_lock
+
+    t0 = time.perf_counter()
+    if dry_run:
+        ingestor = Ingestor(settings, make_embedder(settings), reporter=reporter,
+                            passwords=passwords)
+        return ingestor.run(paths, dry_run=True)
+    with writer_lock(settings, command):
+        embedder = make_embedder(settings)
+        embedder.warm_up()
+        logging.getLogger(__name__).info("model ready in %.1f s", time.perf_counter() - t0)
+        ingestor = Ingestor(settings, embedder, reporter=reporter, passwords=passwords)
+        report = ingestor.run(paths, rebuild=rebuild)
+    report.seconds = time.perf_counter() - t0
+    return report

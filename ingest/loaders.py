@@ -1,0 +1,745 @@
+"""Load one file into a `LoadedDocument`: the first step of ingest (load → split → sync).
+
+One loader per kind, chosen by file suffix (`SUPPORTED_SUFFIXES`):
+
+- **pdf** (pypdf): one `Section` per page that has text, `page_start == page_end ==` the 1-based
+  page number. Pages without a text layer are skipped and listed in `warnings`; a file where no
+  page has text raises `NeedsOCR`. Encrypted files are opened with the empty password (files
+  with only an owner password), then with each password given.
+- **markdown**: split at ATX (`## Title`) and setext (`Title` / `-----`) headings outside fenced
+  code blocks (attribute lists such as `{: #anchor }` are cut from heading text); front matter
+  is dropped from the text and its `title` becomes the title, else the first level-1 heading.
+- **html** (BeautifulSoup): visible text of the main content only; split at `<h1>`–`<h6>`.
+- **text**: one section with the whole (decoded, normalised) text; chunking happens later.
+
+Every section of a Markdown or HTML file begins with its own heading, as plain text on the first
+line (markers such as `##` removed), so a chunk can be found by its heading; `headings` holds the
+path of headings down to it, outermost first (`headings[-1]` is that first line). Text before the
+first heading is a section with `headings == ()`; sections with no text besides their heading
+are dropped.
+
+Failures raise the `LoadError` subclasses of `rag_app.errors`; messages name the file and what
+to do, and never contain a password.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import charset_normalizer
+import frontmatter
+from bs4 import BeautifulSoup, FeatureNotFound
+from bs4.element import NavigableString, PageElement, PreformattedString, Tag
+from pypdf import PageObject, PdfReader
+from pypdf.errors import DependencyError
+from pypdf.generic import DictionaryObject
+
+from rag_app.errors import (
+    EmptyDocument,
+    FileTooLarge,
+    LoadError,
+    NeedsOCR,
+    NeedsPassword,
+    ParseError,
+    UnsupportedFile,
+)
+from rag_app.records import LoadedDocument, Section
+
+__all__ = ["SUPPORTED_SUFFIXES", "ProgressCallback", "kind_of", "load_file", "normalise_text"]
+
+SUPPORTED_SUFFIXES: dict[str, str] = {
+    ".pdf": "pdf",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".html": "html",
+    ".htm": "html",
+}
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as `progress(done, total)` after each PDF page."""
+
+PASSWORD_HINT = "pass --password PW or set RAG_PDF_PASSWORD"
+
+
+def kind_of(path: Path) -> str | None:
+    """The kind of document `path` holds, judged by its suffix; None if unsupported."""
+    return SUPPORTED_SUFFIXES.get(path.suffix.lower())
+
+
+def load_file(
+    path: Path,
+    *,
+    passwords: Sequence[str] = (),
+    max_bytes: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> LoadedDocument:
+    """Read `path` and return its text as sections.
+
+    `passwords` are tried, in order, on encrypted PDFs. Files larger than `max_bytes` are
+    refused before they are parsed. `progress(done, total)` is called after each PDF page.
+    Raises a `LoadError` subclass when the file cannot be turned into text.
+    """
+    kind = kind_of(path)
+    if kind is None:
+        known = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise UnsupportedFile(
+            f"{path}: files ending in {path.suffix or '(no suffix)'!r} are not supported; "
+            f"supported: {known}"
+        )
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise LoadError(f"{path} cannot be read ({exc.strerror or exc}); check it exists") from exc
+    if max_bytes is not None and size > max_bytes:
+        raise FileTooLarge(
+            f"{path} is {_megabytes(size)}, over the {_megabytes(max_bytes)} limit; "
+            "raise RAG_MAX_FILE_MB or leave the file out"
+        )
+    if size == 0:
+        raise EmptyDocument(f"{path} is empty (0 bytes)")
+    if kind == "pdf":
+        return _load_pdf(path, passwords, progress)
+    data = _read_bytes(path)
+    if kind == "markdown":
+        return _load_markdown(path, data)
+    if kind == "html":
+        return _load_html(path, data)
+    return _load_text(path, data)
+
+
+# --- shared helpers ----------------------------------------------------------------------------
+_TRAILING_SPACE = re.compile(r"[ \t\f\v\u00a0]+$", re.MULTILINE)
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+
+
+def normalise_text(text: str) -> str:
+    """Unify line ends, drop NULs, strip trailing spaces, collapse 3+ newlines to 2, trim."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = _TRAILING_SPACE.sub("", text)
+    text = _MANY_NEWLINES.sub("\n\n", text)
+    return text.strip("\n")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"  # MiB, as RAG_MAX_FILE_MB counts them
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """A one-line description of an exception, for messages."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"{path} cannot be read ({exc.strerror or exc}); check it exists") from exc
+
+
+def _page_ranges(numbers: Iterable[int]) -> str:
+    """[3, 4, 5, 9] → '3-5, 9'."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _pages_phrase(numbers: Sequence[int], singular: str, plural: str) -> str:
+    """'page 3 has …' or 'pages 3-5, 9 have …'."""
+    if len(numbers) == 1:
+        return f"page {numbers[0]} {singular}"
+    return f"pages {_page_ranges(numbers)} {plural}"
+
+
+# --- decoding ----------------------------------------------------------------------------------
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_CONTROL_BYTES = frozenset(range(32)) - {9, 10, 12, 13, 27}  # all but \t \n \f \r ESC
+_WESTERN = ("cp1252", "latin_1", "iso8859_15")
+
+
+def _looks_binary(data: bytes) -> bool:
+    """NUL bytes among many other control bytes: not a text file (a stray NUL is dropped)."""
+    sample = data[:8192]
+    if b"\x00" not in sample:
+        return False
+    controls = sum(1 for byte in sample if byte in _CONTROL_BYTES)
+    return controls >= 8 and controls > 0.05 * len(sample)
+
+
+def _decode(path: Path, data: bytes, declared: str | None = None) -> str:
+    """Bytes → str: BOM, then the declared charset, UTF-8, then a guess. Never fails on bad bytes.
+
+    Raises ParseError for binary data.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
+    if _looks_binary(data):
+        raise ParseError(
+            f"{path} looks binary (NUL and control bytes), not text; "
+            "leave it out or give it the suffix of its real type"
+        )
+    if declared and declared.lower().replace("_", "-").startswith(("utf-16", "utf-32")):
+        declared = None  # a BOM-less UTF-16 declaration is a mistake (the HTML spec agrees)
+    for candidate in (declared, "utf-8"):
+        if candidate:
+            try:
+                return data.decode(candidate)
+            except (UnicodeDecodeError, LookupError):
+                continue
+    return data.decode(_guess_encoding(data), errors="replace")
+
+
+def _guess_encoding(data: bytes) -> str:
+    """charset_normalizer's best guess, but cp1252 when that fits about as well.
+
+    charset_normalizer often calls short Western European text cp1250 or cp1257 ('crème' would
+    come out as 'crčme'); Western text is the common case for legacy files here.
+    """
+    matches = list(charset_normalizer.from_bytes(data))
+    if not matches:
+        return "utf-8"
+    best = min(matches, key=lambda match: match.chaos)
+    for match in matches:
+        if match.encoding in _WESTERN and match.chaos <= best.chaos + 0.1:
+            return match.encoding
+    return best.encoding
+
+
+# --- PDF ---------------------------------------------------------------------------------------
+_PDF_CHAR_FIXES = str.maketrans(
+    {
+        "\x00": None,
+        "\u00ad": None,  # soft hyphen
+        "\ufb00": "ff",
+        "\ufb01": "fi",
+        "\ufb02": "fl",
+        "\ufb03": "ffi",
+        "\ufb04": "ffl",
+    }
+)
+_INLINE_SPACE = re.compile(r"[ \t\f\v\u00a0]+")
+
+
+def _clean_pdf_text(text: str) -> str:
+    """Ligatures expanded, NULs and soft hyphens dropped, space runs within lines collapsed.
+
+    Words hyphenated across a line break are left alone: 'well-\\nknown' cannot be told apart
+    from 'informa-\\ntion' safely.
+    """
+    text = text.translate(_PDF_CHAR_FIXES)
+    lines = (_INLINE_SPACE.sub(" ", line).strip() for line in text.splitlines())
+    return normalise_text("\n".join(lines))
+
+
+def _load_pdf(
+    path: Path, passwords: Sequence[str], progress: ProgressCallback | None
+) -> LoadedDocument:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise LoadError(f"{path} cannot be read ({exc.strerror or exc}); check it exists") from exc
+    with handle:
+        try:
+            reader = PdfReader(handle, strict=False)
+        except DependencyError as exc:
+            raise _crypto_missing(path, exc) from exc
+        except Exception as exc:
+            raise ParseError(f"{path} is not a readable PDF ({_short(exc)})") from exc
+        _unlock(path, reader, passwords)
+        try:
+            count = len(reader.pages)
+        except Exception as exc:
+            raise ParseError(f"{path}: the page tree cannot be read ({_short(exc)})") from exc
+        if count == 0:
+            raise EmptyDocument(f"{path} has no pages")
+        return _pdf_pages(path, reader, count, progress)
+
+
+def _crypto_missing(path: Path, exc: Exception) -> ParseError:
+    return ParseError(
+        f"{path} uses AES encryption, which needs the 'cryptography' package: "
+        f"pip install 'pypdf[crypto]' ({_short(exc)})"
+    )
+
+
+def _unlock(path: Path, reader: PdfReader, passwords: Sequence[str]) -> None:
+    """Decrypt with '' (owner-password-only files), then each password; NeedsPassword if none."""
+    try:
+        if not reader.is_encrypted:
+            return
+        for candidate in dict.fromkeys(("", *passwords)):
+            if reader.decrypt(candidate):  # PasswordType.NOT_DECRYPTED is 0
+                return
+    except DependencyError as exc:
+        raise _crypto_missing(path, exc) from exc
+    except Exception as exc:
+        raise ParseError(f"{path}: its encryption cannot be handled ({_short(exc)})") from exc
+    if not passwords:
+        raise NeedsPassword(f"{path} is encrypted; {PASSWORD_HINT}")
+    tried = (
+        "the given password does not open it"
+        if len(passwords) == 1
+        else f"none of the {len(passwords)} given passwords opens it"
+    )
+    raise NeedsPassword(
+        f"{path} is encrypted and {tried}; pass the right one with --password PW "
+        "or RAG_PDF_PASSWORD"
+    )
+
+
+def _pdf_title(reader: PdfReader) -> str | None:
+    try:
+        metadata = reader.metadata
+        title = metadata.title if metadata is not None else None
+    except Exception:  # noqa: BLE001 - a broken /Info dictionary only costs the title
+        return None
+    if not isinstance(title, str):
+        return None
+    return " ".join(title.split()) or None
+
+
+def _page_has_marks(page: PageObject) -> bool:
+    """Whether a page draws anything (content stream or XObjects), i.e. is not truly blank."""
+    try:
+        resources = page.get("/Resources")
+        resources = resources.get_object() if resources is not None else None
+        if isinstance(resources, DictionaryObject) and resources.get("/XObject"):
+            return True
+        contents = page.get_contents()
+        return contents is not None and bool(contents.get_data().strip())
+    except Exception:  # noqa: BLE001 - unreadable content: assume there was something to see
+        return True
+
+
+def _pdf_pages(
+    path: Path, reader: PdfReader, count: int, progress: ProgressCallback | None
+) -> LoadedDocument:
+    sections: list[Section] = []
+    no_text: list[int] = []  # draws something, but has no extractable text
+    blank: list[int] = []  # draws nothing at all
+    failed: dict[int, str] = {}
+    for number in range(1, count + 1):
+        try:
+            page = reader.pages[number - 1]
+            text = _clean_pdf_text(page.extract_text())
+        except Exception as exc:  # noqa: BLE001 - any failure costs this page only
+            failed[number] = _short(exc)
+        else:
+            if text:
+                sections.append(Section(text=text, page_start=number, page_end=number))
+            elif _page_has_marks(page):
+                no_text.append(number)
+            else:
+                blank.append(number)
+        if progress is not None:
+            progress(number, count)
+
+    warnings: list[str] = []
+    if no_text:
+        warnings.append(
+            _pages_phrase(no_text, "has no text layer", "have no text layer") + " (needs OCR)"
+        )
+    if failed:
+        first_reason = next(iter(failed.values()))
+        warnings.append(
+            _pages_phrase(sorted(failed), "was", "were")
+            + f" skipped: text extraction failed ({first_reason})"
+        )
+    if sections:
+        return LoadedDocument(
+            kind="pdf",
+            sections=tuple(sections),
+            title=_pdf_title(reader),
+            pages=count,
+            warnings=tuple(warnings),
+        )
+    if no_text:
+        raise NeedsOCR(
+            f"{path} has no text layer on any of its {count} page(s) (scanned or image-only); "
+            "run OCR on it (e.g. ocrmypdf) and ingest the result"
+            + (f"; also {warnings[-1]}" if failed else "")
+        )
+    if failed:
+        raise ParseError(
+            f"{path}: text extraction failed on every page with content "
+            f"({next(iter(failed.values()))}); the file may be damaged: re-save or re-export it"
+        )
+    raise EmptyDocument(f"{path} has no text: all {count} page(s) are blank")
+
+
+# --- Markdown ----------------------------------------------------------------------------------
+_FRONT_MATTER_BLOCK = re.compile(r"\A---[ \t]*\n.*?^(?:---|\.\.\.)[ \t]*$\n?", re.DOTALL | re.M)
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
+_ATX_CLOSING = re.compile(r"(?:^|[ \t]+)#+$")
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_ATTR_LIST = re.compile(r"[ \t]*\{:?[ \t]*[#.][^}]*\}[ \t]*$")  # `## Title {: #anchor }`
+_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_NOT_PARAGRAPH_START = re.compile(r"^(?: {4}|\t| {0,3}(?:[-*+>|<]|\d+[.)]|!!!|\?\?\?|:))")
+
+
+def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
+    text = normalise_text(_decode(path, data))
+    meta_title, body, warnings = _split_front_matter(path, text)
+    splitter = _MarkdownSplitter()
+    for line in body.split("\n"):
+        splitter.feed(line)
+    sections = splitter.finish()
+    if not sections:
+        raise EmptyDocument(f"{path} has no text outside its front matter")
+    return LoadedDocument(
+        kind="markdown",
+        sections=tuple(sections),
+        title=meta_title or splitter.first_h1,
+        warnings=warnings,
+    )
+
+
+def _split_front_matter(path: Path, text: str) -> tuple[str | None, str, tuple[str, ...]]:
+    """(title from front matter, text without it, warnings). Bad front matter is dropped."""
+    if not text.startswith(("---", "+++")):
+        return None, text, ()
+    try:
+        post = frontmatter.loads(text)
+    except Exception as exc:  # noqa: BLE001 - YAML errors of every kind: keep the body
+        match = _FRONT_MATTER_BLOCK.match(text)
+        body = text[match.end() :] if match else text
+        return None, body, (f"{path}: front matter ignored, it is not valid YAML ({_short(exc)})",)
+    title = post.metadata.get("title")
+    title_text = " ".join(str(title).split()) if title is not None else ""
+    return title_text or None, post.content, ()
+
+
+class _MarkdownSplitter:
+    """Cuts Markdown into sections at headings, line by line, skipping fenced code."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.first_h1: str | None = None
+        self._path: list[tuple[int, str]] = []  # (level, heading text), outermost first
+        self._lines: list[str] = []  # current section; [0] is its heading when it has one
+        self._has_heading = False
+        self._paragraph_start: int | None = None  # index in _lines of the open paragraph
+        self._other_block = False  # inside a list, quote, table …: no setext heading here
+        self._fence: str | None = None  # the opening fence while inside fenced code
+
+    def feed(self, line: str) -> None:
+        if self._fence is not None:
+            self._lines.append(line)
+            stripped = line.strip()
+            if stripped.startswith(self._fence) and not stripped.strip(self._fence[0]):
+                self._fence = None
+            return
+        fence = _FENCE_OPEN.match(line)
+        if fence and not (fence.group(1)[0] == "`" and "`" in fence.group(2)):
+            self._fence = fence.group(1)
+            self._paragraph_start = None
+            self._other_block = False
+            self._lines.append(line)
+            return
+        atx = _ATX_HEADING.match(line)
+        if atx:
+            heading = _ATX_CLOSING.sub("", atx.group(2) or "").strip()
+            if heading:
+                self._start_section(len(atx.group(1)), heading)
+                return
+        underline = _SETEXT_UNDERLINE.match(line)
+        if underline and self._paragraph_start is not None:
+            heading = " ".join(" ".join(self._lines[self._paragraph_start :]).split())
+            del self._lines[self._paragraph_start :]
+            self._start_section(1 if underline.group(1)[0] == "=" else 2, heading)
+            return
+        if not line.strip():
+            self._paragraph_start = None
+            self._other_block = False
+        elif self._paragraph_start is None and not self._other_block:
+            if _NOT_PARAGRAPH_START.match(line) or underline:
+                self._other_block = True
+            else:
+                self._paragraph_start = len(self._lines)
+        self._lines.append(line)
+
+    def finish(self) -> list[Section]:
+        self._flush()
+        return self.sections
+
+    def _start_section(self, level: int, heading: str) -> None:
+        self._flush()
+        heading = _ATTR_LIST.sub("", heading) or heading
+        while self._path and self._path[-1][0] >= level:
+            self._path.pop()
+        self._path.append((level, heading))
+        if level == 1 and self.first_h1 is None:
+            self.first_h1 = heading
+        self._lines = [heading, ""]
+        self._has_heading = True
+        self._paragraph_start = None
+        self._other_block = False
+
+    def _flush(self) -> None:
+        body = self._lines[1:] if self._has_heading else self._lines
+        if "\n".join(body).strip():
+            text = normalise_text("\n".join(self._lines))
+            self.sections.append(Section(text=text, headings=tuple(h for _, h in self._path)))
+        self._lines = []
+        self._has_heading = False
+        self._paragraph_start = None
+        self._other_block = False
+
+
+# --- plain text --------------------------------------------------------------------------------
+def _load_text(path: Path, data: bytes) -> LoadedDocument:
+    text = normalise_text(_decode(path, data))
+    if not text.strip():
+        raise EmptyDocument(f"{path} has no text (only whitespace)")
+    return LoadedDocument(kind="text", sections=(Section(text=text),))
+
+
+# --- HTML --------------------------------------------------------------------------------------
+_HTML_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+_XML_ENCODING = re.compile(rb"""^<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9._:-]+)""")
+_DROPPED_TAGS = [
+    "script", "style", "noscript", "template", "svg", "nav", "aside", "form", "button",
+    "iframe", "select", "textarea", "canvas", "object", "embed", "audio", "video", "footer",
+]  # fmt: skip
+_DROPPED_CLASSES = frozenset({"headerlink", "sphinxsidebar", "related"})
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_SKIPPED_IN_WALK = frozenset({"head", "title", "meta", "link", "base"})
+_HEADING_TAGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_LINE_TAGS = frozenset({"li", "tr", "dt", "dd", "caption", "figcaption", "option"})
+_BLOCK_TAGS = frozenset(
+    {
+        "address", "article", "blockquote", "body", "center", "details", "dialog", "div", "dl",
+        "fieldset", "figure", "hgroup", "hr", "html", "main", "menu", "ol", "p", "section",
+        "summary", "table", "tbody", "tfoot", "thead", "ul",
+    }
+)  # fmt: skip
+_CELL_TAGS = frozenset({"td", "th"})
+_WHITESPACE = re.compile(r"\s+")
+_HEADING_MARKS = "¶§🔗 \t\n"  # permalink symbols after a heading
+
+
+def _load_html(path: Path, data: bytes) -> LoadedDocument:
+    text = _decode(path, data, _declared_charset(data))
+    try:
+        soup = _parse_html(text)
+        title = _html_title(soup)
+        root = _main_content(soup)
+        _drop_invisible(root)
+        builder = _HtmlSectionBuilder()
+        builder.walk(root)
+        sections = builder.finish()
+    except RecursionError as exc:
+        raise ParseError(f"{path}: HTML nested too deeply to read ({_short(exc)})") from exc
+    if not sections:
+        raise EmptyDocument(f"{path} has no visible text in its main content")
+    return LoadedDocument(kind="html", sections=tuple(sections), title=title or builder.first_h1)
+
+
+def _declared_charset(data: bytes) -> str | None:
+    head = data[:4096]
+    match = _XML_ENCODING.match(head) or _HTML_CHARSET.search(head)
+    return match.group(1).decode("ascii") if match else None
+
+
+def _parse_html(text: str) -> BeautifulSoup:
+    try:
+        return BeautifulSoup(text, "lxml")
+    except FeatureNotFound:
+        return BeautifulSoup(text, "html.parser")
+
+
+def _html_title(soup: BeautifulSoup) -> str | None:
+    for title in soup.find_all("title"):
+        if title.find_parent("svg") is None:  # an SVG <title> is a tooltip, not the page's
+            return " ".join(title.get_text().split()) or None
+    return None
+
+
+def _main_content(soup: BeautifulSoup) -> Tag:
+    """`<main>`, `[role=main]`, Sphinx's `div.body` or a lone `<article>`; else `<body>`."""
+    candidates = (
+        soup.find("main"),
+        soup.find(True, attrs={"role": "main"}),
+        soup.find("div", class_="body"),
+    )
+    for candidate in candidates:
+        if isinstance(candidate, Tag):
+            return candidate
+    articles = soup.find_all("article")
+    if len(articles) == 1 and isinstance(articles[0], Tag):
+        return articles[0]
+    return soup.body if soup.body is not None else soup
+
+
+def _is_hidden(tag: Tag) -> bool:
+    if tag.attrs is None:
+        return False
+    if tag.has_attr("hidden"):
+        return True
+    if str(tag.get("aria-hidden", "")).strip().lower() == "true":
+        return True
+    if str(tag.get("role", "")).strip().lower() == "navigation":
+        return True
+    classes = tag.get("class")
+    if isinstance(classes, list) and _DROPPED_CLASSES.intersection(classes):
+        return True
+    return bool(_HIDDEN_STYLE.search(str(tag.get("style", ""))))
+
+
+def _drop_invisible(root: Tag) -> None:
+    """Remove what a reader does not see as content: scripts, navigation, hidden elements.
+
+    A `<header>` keeps only its headings (an article's title often sits in one).
+    """
+    for tag in root.find_all(_DROPPED_TAGS):
+        if not tag.decomposed:
+            tag.decompose()
+    for tag in [tag for tag in root.find_all(True) if _is_hidden(tag)]:
+        if not tag.decomposed:
+            tag.decompose()
+    for header in root.find_all("header"):
+        if header.decomposed:
+            continue
+        for heading in header.find_all(list(_HEADING_TAGS)):
+            header.insert_before(heading.extract())
+        header.decompose()
+
+
+def _inline_text(tag: Tag) -> str:
+    return " ".join("".join(tag.strings).split())
+
+
+class _TextBuffer:
+    """Collects text with HTML whitespace rules: runs collapse, blocks break lines."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._pending_breaks = 0
+
+    def inline(self, text: str) -> None:
+        text = _WHITESPACE.sub(" ", text)
+        if self._pending_breaks or not self._parts or self._parts[-1].endswith((" ", "\n")):
+            text = text.lstrip(" ")
+        if text:
+            self._emit_breaks()
+            self._parts.append(text)
+
+    def at_line_start(self) -> bool:
+        return bool(self._pending_breaks) or not self._parts or self._parts[-1].endswith("\n")
+
+    def raw(self, text: str) -> None:
+        """Preformatted text, kept as it is, as its own block."""
+        self.line_break(2)
+        if text.strip("\n"):
+            self._emit_breaks()
+            self._parts.append(text.strip("\n"))
+        self.line_break(2)
+
+    def line_break(self, count: int = 1) -> None:
+        if self._parts:
+            self._pending_breaks = max(self._pending_breaks, count)
+
+    def take(self) -> str:
+        text = "".join(self._parts)
+        self._parts = []
+        self._pending_breaks = 0
+        return text
+
+    def _emit_breaks(self) -> None:
+        if self._pending_breaks and self._parts:
+            self._parts.append("\n" * self._pending_breaks)
+        self._pending_breaks = 0
+
+
+class _HtmlSectionBuilder:
+    """Walks the DOM (iteratively: hostile nesting must not exhaust the stack) into sections."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.first_h1: str | None = None
+        self._path: list[tuple[int, str]] = []
+        self._heading: str | None = None
+        self._buffer = _TextBuffer()
+
+    def walk(self, root: Tag) -> None:
+        stack: list[tuple[PageElement, bool]] = [(root, False)]
+        while stack:
+            node, leaving = stack.pop()
+            if isinstance(node, NavigableString):
+                if not isinstance(node, PreformattedString):  # comments, doctype, CDATA …
+                    self._buffer.inline(str(node))
+                continue
+            if not isinstance(node, Tag):
+                continue
+            name = (node.name or "").lower()
+            if leaving:
+                self._close(name)
+                continue
+            if name in _SKIPPED_IN_WALK:
+                continue
+            if name in _HEADING_TAGS:
+                self._start_section(int(name[1]), _inline_text(node).rstrip(_HEADING_MARKS))
+                continue
+            if name == "pre":
+                self._buffer.raw(node.get_text())
+                continue
+            if name == "br":
+                self._buffer.line_break()
+                continue
+            self._open(name)
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(node.contents))
+
+    def finish(self) -> list[Section]:
+        self._flush()
+        return self.sections
+
+    def _open(self, name: str) -> None:
+        if name in _BLOCK_TAGS:
+            self._buffer.line_break(2)
+        elif name in _LINE_TAGS:
+            self._buffer.line_break(1)
+        elif name in _CELL_TAGS and not self._buffer.at_line_start():
+            self._buffer.inline(" | ")
+
+    def _close(self, name: str) -> None:
+        if name in _BLOCK_TAGS:
+            self._buffer.line_break(2)
+        elif name in _LINE_TAGS:
+            self._buffer.line_break(1)
+
+    def _start_section(self, level: int, heading: str) -> None:
+        if not heading:
+            return
+        self._flush()
+        while self._path and self._path[-1][0] >= level:
+            self._path.pop()
+        self._path.append((level, heading))
+        if level == 1 and self.first_h1 is None:
+            self.first_h1 = heading
+        self._heading = heading
+
+    def _flush(self) -> None:
+        body = normalise_text(self._buffer.take())
+        if body.strip():
+            text = f"{self._heading}\n\n{body}" if self._heading else body
+            self.sections.append(Section(text=text, headings=tuple(h for _, h in self._path)))
+        self._heading = None

@@ -1,0 +1,390 @@
+"""Make the index match the folder: new files added, changed ones replaced, deleted ones removed.
+
+Order of writes, so that a kill at any point is repaired by the next run:
+1. the file's record is marked `pending` (it keeps the previous hash);
+2. the new chunks are upserted (ids are deterministic, so a repeat overwrites, never duplicates);
+3. the file's chunks that are not in the new set are deleted;
+4. the record is marked `done` with the new hash.
+A run that finds a `pending` record processes that file again whatever its hash. A deleted file's
+chunks are removed before its record, so nothing is ever left without a record that owns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from ingest.loaders import kind_of
+
+from ingest.split import Splitter, effective_config
+from ingest.worker import ParseWorker
+from rag_app.embeddings import Embedder
+from rag_app.errors import ConfigError, LoadError
+from rag_app.records import Chunk, LoadedDocument
+from rag_app.settings import Settings
+from rag_app.store import FileRecord, Store
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
+
+
+@dataclass
+class FileOutcome:
+    source: str
+    status: str  # one of STATUSES (with dry_run: what would happen)
+    reason: str = ""
+    root: str = ""
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    pages: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SyncReport:
+    collection: str
+    store: str
+    dry_run: bool = False
+    rebuilt: bool = False
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    chunks_total: int = 0
+    embedder: str = ""
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for o in self.outcomes:
+            counts[o.status] += 1
+        return counts
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def chunks_added(self) -> int:
+        return sum(o.chunks_added for o in self.outcomes)
+
+    @property
+    def chunks_removed(self) -> int:
+        return sum(o.chunks_removed for o in self.outcomes)
+
+    @property
+    def pages(self) -> int:
+        return sum(o.pages for o in self.outcomes if o.status in ("ingested", "updated"))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(counts=self.counts(), chunks_added=self.chunks_added,
+                    chunks_removed=self.chunks_removed, pages=self.pages)
+        return data
+
+
+class Reporter(Protocol):
+    """What a front end is told while a sync runs (the CLI draws a progress bar from it)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def file_started(self, source: str, size: int) -> None: ...
+
+    def file_progress(self, done_fraction: float) -> None: ...
+
+    def file_done(self, outcome: FileOutcome) -> None: ...
+
+
+class _Silent:
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def file_started(self, source: str, size: int) -> None: ...
+
+    def file_progress(self, done_fraction: float) -> None: ...
+
+    def file_done(self, outcome: FileOutcome) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    path: Path
+    root: Path
+    source: str  # relative to root, '/'-separated
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> str:
+        return file_key(self.root, self.source)
+
+
+def file_key(root: Path, source: str) -> str:
+    return f"{root}::{source}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a run is responsible for: a whole folder, or one named file in it."""
+
+    root: Path
+    source: str | None = None  # None: every file under root
+
+    def covers(self, record: FileRecord) -> bool:
+        return record.root == str(self.root) and self.source in (None, record.source)
+
+
+def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome], list[Scope]]:
+    """Walk the given folders (or files). Returns (candidates, skipped, scopes).
+
+    Hidden files and folders (name starting with '.') and unsupported types are skipped.
+    """
+    candidates: list[Candidate] = []
+    skipped: list[FileOutcome] = []
+    scopes: list[Scope] = []
+    for given in paths:
+        path = given.expanduser().resolve()
+        if path.is_file():
+            root, files = path.parent, [path]
+            scopes.append(Scope(root, path.name))
+        elif path.is_dir():
+            root, files = path, sorted(_walk(path))
+            scopes.append(Scope(root))
+        else:
+            raise ConfigError(f"No such file or folder: {given}")
+        for f in files:
+            source = f.relative_to(root).as_posix()
+            if kind_of(f) is None:
+                skipped.append(FileOutcome(source, "skipped", "unsupported type", str(root)))
+                continue
+            try:
+                st = f.stat()
+            except OSError as exc:
+                skipped.append(FileOutcome(source, "failed", f"cannot read: {exc.strerror}",
+                                           str(root)))
+                continue
+            candidates.append(Candidate(f, root, source, st.st_size, st.st_mtime_ns))
+    return candidates, skipped, scopes
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() and not entry.exists():
+            continue
+        if entry.is_dir():
+            yield from _walk(entry)
+        elif entry.is_file():
+            yield entry
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Ingestor:
+    """Runs one sync of some folders into the configured collection."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, *,
+                 reporter: Reporter | None = None, passwords: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.reporter: Reporter = reporter or _Silent()
+        self.passwords = list(passwords)
+        if settings.pdf_password is not None:
+            self.passwords.append(settings.pdf_password.get_secret_value())
+
+    # -- fingerprint --------------------------------------------------------------------------
+    def fingerprint(self) -> tuple[dict[str, Any], Splitter]:
+        config = effective_config(self.settings.chunk_tokens, self.settings.chunk_overlap,
+                                  self.embedder.document_token_limit)
+        fingerprint = {**self.embedder.fingerprint(), **config.fingerprint()}
+        return fingerprint, Splitter(self.embedder, config)  # type: ignore[arg-type]
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self, paths: Sequence[Path], *, dry_run: bool = False, rebuild: bool = False,
+            store: Store | None = None) -> SyncReport:
+        started = time.perf_counter()
+        report = SyncReport(collection=self.settings.collection,
+                            store=self.settings.describe_store(), dry_run=dry_run,
+                            rebuilt=rebuild and not dry_run)
+        candidates, skipped, scopes = discover(paths)
+        report.outcomes.extend(skipped)
+
+        existing = store if store is not None else Store.open(self.settings)
+        if dry_run:
+            self._plan(report, candidates, scopes, existing, rebuild)
+            report.seconds = time.perf_counter() - started
+            return report
+
+        fingerprint, splitter = self.fingerprint()
+        report.embedder = f"{self.embedder.name} ({self.embedder.backend})"
+        if rebuild or existing is None:
+            target = Store.create(self.settings, fingerprint, publish=not rebuild)
+            records: dict[str, FileRecord] = {}
+        else:
+            target = existing
+            target.check_fingerprint(fingerprint)
+            records = target.file_records()
+
+        work: list[tuple[Candidate, FileRecord | None, str]] = []
+        for cand in candidates:
+            record = records.get(cand.key)
+            fresh = (record is not None and record.state == "done" and not record.error
+                     and record.size == cand.size and record.mtime_ns == cand.mtime_ns)
+            if fresh:
+                report.outcomes.append(FileOutcome(cand.source, "unchanged", root=str(cand.root)))
+                continue
+            work.append((cand, record, ""))
+
+        self.reporter.start(len(work), sum(c.size for c, _, _ in work))
+        with ParseWorker(self.settings.parse_timeout_s) as worker:
+            self._process(work, worker, target, splitter, report)
+
+        self._remove_deleted(target, records, candidates, scopes, report)
+        if rebuild:
+            target.publish_as_current()
+            target.drop_unpublished()
+        report.chunks_total = target.count()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _process(self, work: list[tuple[Candidate, FileRecord | None, str]],
+                 worker: ParseWorker, store: Store, splitter: Splitter,
+                 report: SyncReport) -> None:
+        max_bytes = int(self.settings.max_file_mb * 1024 * 1024)
+        # Hash first (cheap), so that touched-but-identical files never reach the parser.
+        queue: list[tuple[Candidate, FileRecord | None, str]] = []
+        for cand, record, _ in work:
+            if cand.size > max_bytes:
+                outcome = FileOutcome(
+                    cand.source, "failed",
+                    f"too large ({cand.size / 1e6:.1f} MB > RAG_MAX_FILE_MB="
+                    f"{self.settings.max_file_mb:g})", str(cand.root))
+                self._record_failure(store, record, outcome)
+                continue
+            try:
+                digest = sha256_file(cand.path)
+            except OSError as exc:
+                outcome = FileOutcome(cand.source, "failed", f"cannot read: {exc.strerror}",
+                                      str(cand.root))
+                self._record_failure(store, record, outcome)
+                continue
+            if record is not None and record.state == "done" and record.sha256 == digest \
+                    and not record.error:
+                store.put_file_records([_replace(record, size=cand.size,
+                                                 mtime_ns=cand.mtime_ns)])
+                outcome = FileOutcome(cand.source, "unchanged", root=str(cand.root))
+                report.outcomes.append(outcome)
+                self.reporter.file_done(outcome)
+                continue
+            queue.append((cand, record, digest))
+
+        if queue:
+            worker.submit(queue[0][0].path, self.passwords, max_bytes)
+        for i, (cand, record, digest) in enumerate(queue):
+            t0 = time.perf_counter()
+            self.reporter.file_started(cand.source, cand.size)
+            try:
+                doc = worker.result()
+            except LoadError as exc:
+                doc = None
+                error = exc
+            if i + 1 < len(queue):  # parse the next file while this one is embedded
+                worker.submit(queue[i + 1][0].path, self.passwords, max_bytes)
+            if doc is None:
+                outcome = FileOutcome(cand.source, "failed", f"{error.reason}: {error}",
+                                      str(cand.root), seconds=time.perf_counter() - t0)
+                self._record_failure(store, record, outcome)
+                report.outcomes.append(outcome)
+                self.reporter.file_done(outcome)
+                continue
+            outcome = self._write_file(store, splitter, cand, record, digest, doc)
+            outcome.seconds = time.perf_counter() - t0
+            report.outcomes.append(outcome)
+            self.reporter.file_done(outcome)
+
+    def _write_file(self, store: Store, splitter: Splitter, cand: Candidate,
+                    record: FileRecord | None, digest: str, doc: LoadedDocument) -> FileOutcome:
+        chunks = splitter.split(doc, cand.source, cand.key)
+        vectors = self._embed(chunks)
+        base = FileRecord(
+            key=cand.key, root=str(cand.root), source=cand.source, size=cand.size,
+            mtime_ns=cand.mtime_ns, sha256=record.sha256 if record else "", state="pending",
+            chunks=len(chunks), pages=doc.pages, kind=doc.kind,
+        )
+        store.put_file_records([base])  # 1. intent
+        store.upsert_chunks(chunks, vectors, base)  # 2. vectors
+        stale = store.chunk_ids_for(cand.key) - {c.id for c in chunks}
+        removed = store.delete_chunks(stale)  # 3. old chunks
+        store.put_file_records([_replace(base, sha256=digest, state="done")])  # 4. record
+        status = "updated" if record is not None else "ingested"
+        return FileOutcome(cand.source, status, root=str(cand.root), chunks_added=len(chunks),
+                           chunks_removed=removed, pages=doc.pages, warnings=list(doc.warnings))
+
+    def _embed(self, chunks: list[Chunk]) -> Any:
+        import numpy as np
+
+        batch = self.settings.embedding_batch_size
+        parts = []
+        for start in range(0, len(chunks), batch):
+            texts = [c.text for c in chunks[start : start + batch]]
+            parts.append(self.embedder.embed_documents(texts, batch_size=batch))
+            self.reporter.file_progress(min(start + batch, len(chunks)) / len(chunks))
+        if not parts:
+            return np.zeros((0, self.embedder.dimension), dtype=np.float32)
+        return np.concatenate(parts)
+
+    @staticmethod
+    def _record_failure(store: Store, record: FileRecord | None, outcome: FileOutcome) -> None:
+        """A file that fails keeps its previous chunks; its record notes the error."""
+        if record is not None:
+            store.put_file_records([_replace(record, error=outcome.reason[:500])])
+            outcome.reason += " (previous version kept in the index)"
+
+    def _remove_deleted(self, store: Store, records: dict[str, FileRecord],
+                        candidates: list[Candidate], scopes: list[Scope],
+                        report: SyncReport) -> None:
+        present = {c.key for c in candidates}
+        for key, record in records.items():
+            if key in present or not any(s.covers(record) for s in scopes):
+                continue
+            removed = store.delete_chunks(store.chunk_ids_for(key))  # chunks first,
+            store.delete_file_records([key])  # then the record that owns them
+            outcome = FileOutcome(record.source, "removed", root=record.root,
+                                  chunks_removed=removed)
+            report.outcomes.append(outcome)
+            self.reporter.file_done(outcome)
+
+    def _plan(self, report: SyncReport, candidates: list[Candidate], scopes: list[Scope],
+              store: Store | None, rebuild: bool) -> None:
+        """Dry run: say what a real run would do, from sizes, times and hashes only."""
+        records = {} if (store is None or rebuild) else store.file_records()
+        for cand in candidates:
+            record = records.get(cand.key)
+            if record is None:
+                status = "ingested"
+            elif record.state == "done" and not record.error and (
+                    (record.size, record.mtime_ns) == (cand.size, cand.mtime_ns)
+                    or record.sha256 == sha256_file(cand.path)):
+                status = "unchanged"
+            else:
+                status = "updated"
+            report.outcomes.append(FileOutcome(cand.source, status, root=str(cand.root)))
+        present = {c.key for c in candidates}
+        for key, record in records.items():
+            if key not in present and any(s.covers(record) for s in scopes):
+                report.outcomes.append(FileOutcome(record.source, "removed", root=record.root,
+                                                   chunks_removed=record.chunks))
+
+
+def _replace(record: FileRecord, **changes: Any) -> FileRecord:
+    return replace(record, **changes)

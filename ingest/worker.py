@@ -1,0 +1,134 @@
+"""Parse files in a separate process, under a time limit.
+
+A malicious or broken file can make a parser spin or crash; running the loaders in a child
+process lets the run kill it and go on. The child is started once (spawn, so it does not inherit
+the parent's model threads) and parses the next file while the parent embeds the current one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from rag_app.errors import LoadError, ParseError, ParseTimeout
+from rag_app.records import LoadedDocument
+
+
+def _serve(conn: Connection) -> None:  # runs in the child
+    import logging
+
+    from ingest.loaders import load_file
+
+    # pypdf logs every repair it makes on a damaged file; the run reports the outcome instead.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        path, passwords, max_bytes = request
+        try:
+            result: Any = load_file(Path(path), passwords=passwords, max_bytes=max_bytes)
+        except LoadError as exc:
+            result = exc
+        except Exception as exc:  # noqa: BLE001 - any parser bug becomes this file's failure
+            result = ParseError(f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            conn.send(result)
+        except Exception as exc:  # noqa: BLE001 - e.g. unpicklable exception
+            conn.send(ParseError(f"could not return the parse result: {exc}"[:500]))
+
+
+@dataclass
+class _Pending:
+    path: Path
+    deadline: float
+
+
+class ParseWorker:
+    """One child process; `submit` a file, then `result` for it (one file in flight at a time)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._pending: _Pending | None = None
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_serve, args=(child,), daemon=True,
+                                       name="ingest-parser")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def submit(self, path: Path, passwords: Sequence[str], max_bytes: int | None) -> None:
+        if self._pending is not None:
+            raise RuntimeError("a file is already being parsed")
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        if self._conn is None:
+            raise RuntimeError("the parser process did not start")
+        self._conn.send((str(path), list(passwords), max_bytes))
+        self._pending = _Pending(path, time.monotonic() + self.timeout_s)
+
+    def result(self) -> LoadedDocument:
+        """The parsed document, or raise the file's LoadError (ParseTimeout after the limit)."""
+        pending, self._pending = self._pending, None
+        if pending is None or self._conn is None:
+            raise RuntimeError("nothing was submitted")
+        remaining = max(pending.deadline - time.monotonic(), 0.0)
+        try:
+            ready = self._conn.poll(remaining)
+        except (EOFError, OSError):
+            ready = True
+        if not ready:
+            self._kill()
+            raise ParseTimeout(
+                f"{pending.path.name}: parsing took longer than {self.timeout_s:g} s and was "
+                "stopped (raise RAG_PARSE_TIMEOUT_S if the file is just large)"
+            )
+        try:
+            got = self._conn.recv()
+        except (EOFError, OSError):
+            code = self._proc.exitcode if self._proc is not None else None
+            self._kill()
+            raise ParseError(f"{pending.path.name}: the parser process died (exit code {code})"
+                             ) from None
+        if isinstance(got, LoadError):
+            raise got
+        if not isinstance(got, LoadedDocument):
+            raise ParseError(f"{pending.path.name}: unexpected parser result {type(got)!r}")
+        return got
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc, self._conn = None, None
+
+    def close(self) -> None:
+        if self._conn is not None and self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+                self._proc.join(2)
+            except OSError:
+                pass
+        self._kill()
+
+    def __enter__(self) -> ParseWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

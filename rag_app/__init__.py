@@ -1,0 +1,1 @@
+"""rag_app: settings, embeddings, store (and later retrieval, answering, UI, evaluation)."""

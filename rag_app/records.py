@@ -1,0 +1,57 @@
+"""The typed records that travel between pipeline stages.
+
+files ──load──▶ LoadedDocument(Section…) ──split──▶ Chunk… ──embed/store──▶ Chroma
+Conversion to LangChain `Document`s happens only inside adapters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A run of text from one place in a file: a PDF page, or a Markdown/HTML section."""
+
+    text: str
+    page_start: int | None = None  # 1-based, PDFs only
+    page_end: int | None = None
+    headings: tuple[str, ...] = ()  # heading path, outermost first
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    """What a loader makes of one file."""
+
+    kind: str  # "pdf", "markdown", "text", "html"
+    sections: tuple[Section, ...]
+    title: str | None = None
+    pages: int = 0  # page count for PDFs, 0 otherwise
+    warnings: tuple[str, ...] = ()  # e.g. pages without a text layer
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of a file, sized to fit the embedding model. Its id is deterministic."""
+
+    id: str
+    text: str
+    source: str  # path relative to the ingested root, '/'-separated
+    chunk_index: int
+    token_count: int
+    content_hash: str
+    page_start: int | None = None
+    page_end: int | None = None
+    headings: tuple[str, ...] = field(default=())
+    title: str | None = None
+
+    @staticmethod
+    def make_id(file_key: str, index: int, text: str) -> str:
+        """Same file, position and text → same id, so re-ingesting identical input is a no-op."""
+        digest = hashlib.sha256(f"{file_key}\x00{index}\x00{text}".encode()).hexdigest()
+        return digest[:32]

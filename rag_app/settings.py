@@ -1,0 +1,120 @@
+"""One settings object, read from the environment and `.env`, built at the entry point.
+
+Every setting is listed, with its default and meaning, in `.env.example`. Nothing else in the
+project reads `os.environ`; code receives a `Settings` instance from its caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Project settings. Environment names are `RAG_<FIELD>` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- storage -------------------------------------------------------------------------
+    state_dir: Path = Field(
+        default=Path("data/store"),
+        description="Folder for runtime state: the embedded Chroma store and ingest locks.",
+    )
+    collection: str = Field(
+        default="documents",
+        min_length=3,
+        max_length=60,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*[A-Za-z0-9]$",
+        description="Logical collection name (letters, digits, '-' and '_').",
+    )
+    chroma_host: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHROMA_HOST", "RAG_CHROMA_HOST", "chroma_host"),
+        description="Chroma server host; when set, a server is used instead of the local store.",
+    )
+    chroma_port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("CHROMA_PORT", "RAG_CHROMA_PORT", "chroma_port"),
+    )
+    chroma_ssl: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("CHROMA_SSL", "RAG_CHROMA_SSL", "chroma_ssl"),
+    )
+
+    # --- embedding -----------------------------------------------------------------------
+    embedding_model: str = Field(
+        default=DEFAULT_EMBEDDING_MODEL,
+        description="sentence-transformers model name or local path. The default is bundled.",
+    )
+    embedding_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 only where the CPU has AMX or AVX512_BF16 (or on a GPU).",
+    )
+    embedding_device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps…")
+    embedding_batch_size: int = Field(default=32, ge=1, le=4096)
+    query_prompt: str | None = Field(
+        default=None, description="Prefix for queries; None: taken from the model (E5/BGE aware)."
+    )
+    document_prompt: str | None = Field(
+        default=None, description="Prefix for documents; None: taken from the model."
+    )
+
+    # --- chunking ------------------------------------------------------------------------
+    chunk_tokens: int = Field(
+        default=256,
+        ge=16,
+        le=8192,
+        description="Chunk size in the embedding model's tokens, capped at the model's limit.",
+    )
+    chunk_overlap: int = Field(default=32, ge=0, le=2048)
+
+    # --- loading -------------------------------------------------------------------------
+    max_file_mb: float = Field(default=200.0, gt=0, description="Larger files are refused.")
+    parse_timeout_s: float = Field(default=300.0, gt=0, description="Per-file parse time limit.")
+    pdf_password: SecretStr | None = Field(
+        default=None, description="Password tried on every encrypted PDF."
+    )
+
+    # --- logging -------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @field_validator("chroma_host")
+    @classmethod
+    def _blank_host_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, value: int, info: object) -> int:
+        data = getattr(info, "data", {})
+        size = data.get("chunk_tokens")
+        if size is not None and value >= size:
+            raise ValueError(f"chunk_overlap ({value}) must be smaller than chunk_tokens ({size})")
+        return value
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.state_dir / "chroma"
+
+    @property
+    def uses_server(self) -> bool:
+        return self.chroma_host is not None
+
+    def describe_store(self) -> str:
+        if self.chroma_host:
+            scheme = "https" if self.chroma_ssl else "http"
+            return f"Chroma server {scheme}://{self.chroma_host}:{self.chroma_port}"
+        return f"local Chroma store {self.chroma_dir}"

@@ -1,0 +1,387 @@
+"""The Chroma side: a logical collection of chunks plus the record of the files behind them.
+
+Everything here goes through the Chroma client API only, so it works the same against the
+embedded `PersistentClient` and a `chroma run` server.
+
+A logical collection (e.g. "documents") is a pointer in a small catalog collection to two
+physical collections: the chunks (cosine space, our own vectors, the embedding fingerprint in
+its metadata) and the file records (one row per ingested file: hash, size, mtime, state).
+A rebuild fills a new pair and then moves the pointer in one write, so readers never see a
+half-built index.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rag_app.errors import FingerprintMismatch, StoreError, StoreLocked, StoreUnavailable
+from rag_app.records import Chunk
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+    from rag_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CATALOG = "rag-catalog"
+WRITE_BATCH = 1000  # well under Chroma's ~5,461 records per call
+
+
+def _unit(n: int) -> np.ndarray:
+    """File and catalog rows carry no meaningful vector: a 1-d constant."""
+    return np.ones((n, 1), dtype=np.float32)
+
+
+def make_client(settings: Settings) -> ClientAPI:
+    """The embedded store under `state_dir`, or a server when CHROMA_HOST is set."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_host:
+        try:
+            client = chromadb.HttpClient(
+                host=settings.chroma_host,
+                port=settings.chroma_port,
+                ssl=settings.chroma_ssl,
+                settings=chroma_settings,
+            )
+            client.heartbeat()
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"Cannot reach the {settings.describe_store()} ({type(exc).__name__}: {exc}). "
+                "Start it (e.g. `chroma run --host 127.0.0.1 --port 8000 --path data/server`) "
+                "or unset CHROMA_HOST to use the local store."
+            ) from exc
+        return client
+    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """What the store knows about one ingested file."""
+
+    key: str  # unique per root and relative path
+    root: str  # absolute path of the folder it was ingested from
+    source: str  # path relative to root, '/'-separated
+    size: int
+    mtime_ns: int
+    sha256: str
+    state: str  # "done" or "pending" (a write was under way)
+    chunks: int = 0
+    pages: int = 0
+    kind: str = ""
+    error: str = ""  # last failure; previous chunks are kept
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "key"}
+
+    @classmethod
+    def from_row(cls, key: str, meta: Mapping[str, Any]) -> FileRecord:
+        fields = {k: meta[k] for k in cls.__dataclass_fields__ if k in meta and k != "key"}
+        return cls(key=key, **fields)
+
+
+def chunk_metadata(chunk: Chunk, record: FileRecord) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "file_key": record.key,
+        "source": chunk.source,
+        "root": record.root,
+        "kind": record.kind,
+        "chunk_index": chunk.chunk_index,
+        "token_count": chunk.token_count,
+        "content_hash": chunk.content_hash,
+    }
+    if chunk.page_start is not None:
+        meta["page_start"] = chunk.page_start
+        meta["page_end"] = chunk.page_end or chunk.page_start
+    if chunk.headings:
+        meta["headings"] = json.dumps(list(chunk.headings), ensure_ascii=False)
+    if chunk.title:
+        meta["title"] = chunk.title
+    return meta
+
+
+def _fingerprint_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{k}: {stored.get(k)!r} (index) vs {wanted.get(k)!r} (now)"
+        for k in sorted(set(stored) | set(wanted))
+        if stored.get(k) != wanted.get(k)
+    ]
+
+
+class Store:
+    """One logical collection: chunks, file records and the fingerprint they were built with."""
+
+    def __init__(self, client: ClientAPI, name: str, chunks: Collection, files: Collection,
+                 settings: Settings) -> None:
+        self.client = client
+        self.name = name
+        self.chunks = chunks
+        self.files = files
+        self._settings = settings
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: Settings, *, client: ClientAPI | None = None) -> Store | None:
+        """The existing logical collection, or None if it was never built."""
+        client = client or make_client(settings)
+        entry = _catalog_entry(client, settings.collection)
+        if entry is None:
+            return None
+        try:
+            chunks = client.get_collection(entry["chunks"])
+            files = client.get_collection(entry["files"])
+        except Exception as exc:
+            raise StoreError(
+                f"Collection {settings.collection!r} in the {settings.describe_store()} is "
+                f"damaged ({exc}). Rebuild it: python -m ingest PATH --rebuild"
+            ) from exc
+        return cls(client, settings.collection, chunks, files, settings)
+
+    @classmethod
+    def create(cls, settings: Settings, fingerprint: Mapping[str, Any], *,
+               client: ClientAPI | None = None, publish: bool = True) -> Store:
+        """A new, empty physical pair; published under the logical name unless `publish=False`
+        (a rebuild publishes with `publish_as_current()` once complete)."""
+        client = client or make_client(settings)
+        generation = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+        base = f"{settings.collection}-{generation}"
+        meta = {
+            "rag_fingerprint": json.dumps(dict(fingerprint), sort_keys=True),
+            "rag_logical_name": settings.collection,
+            "rag_created": time.time(),
+        }
+        chunks = client.create_collection(
+            base, metadata=meta, configuration={"hnsw": {"space": "cosine"}},
+            embedding_function=None,
+        )
+        files = client.create_collection(
+            f"{base}-files", metadata={"rag_logical_name": settings.collection},
+            embedding_function=None,
+        )
+        store = cls(client, settings.collection, chunks, files, settings)
+        if publish:
+            store.publish_as_current()
+        return store
+
+    def publish_as_current(self) -> None:
+        """Point the logical name at this pair (one write), then drop the pair it replaces."""
+        catalog = _catalog(self.client)
+        previous = _catalog_entry(self.client, self.name)
+        catalog.upsert(
+            ids=[self.name],
+            embeddings=_unit(1),
+            metadatas=[{"chunks": self.chunks.name, "files": self.files.name,
+                        "updated": time.time()}],
+        )
+        if previous and previous["chunks"] != self.chunks.name:
+            for old in (previous["chunks"], previous["files"]):
+                try:
+                    self.client.delete_collection(old)
+                except Exception:
+                    log.debug("could not drop old collection %s", old, exc_info=True)
+
+    def drop_unpublished(self) -> None:
+        """Remove leftovers of rebuilds that never finished (not pointed at by the catalog)."""
+        current = _catalog_entry(self.client, self.name) or {}
+        keep = {current.get("chunks"), current.get("files"), CATALOG}
+        for col in self.client.list_collections():
+            name = col if isinstance(col, str) else col.name
+            if name not in keep and name.startswith(f"{self.name}-") and name != self.chunks.name \
+                    and name != self.files.name:
+                meta = self.client.get_collection(name).metadata or {}
+                if meta.get("rag_logical_name") == self.name:
+                    self.client.delete_collection(name)
+
+    # -- fingerprint --------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        raw = (self.chunks.metadata or {}).get("rag_fingerprint", "{}")
+        return dict(json.loads(raw))
+
+    def check_fingerprint(self, wanted: Mapping[str, Any], *, keys: Iterable[str] | None = None,
+                          rebuild_hint: str = "python -m ingest PATH --rebuild") -> None:
+        stored = self.fingerprint
+        if keys is not None:
+            keys = list(keys)
+            stored = {k: stored.get(k) for k in keys}
+            wanted = {k: wanted.get(k) for k in keys}
+        diff = _fingerprint_diff(stored, wanted)
+        if diff:
+            raise FingerprintMismatch(
+                f"Collection {self.name!r} was built with embedding model "
+                f"{stored.get('model')!r} and cannot be used with {wanted.get('model')!r} "
+                f"as configured ({'; '.join(diff)}). Either set RAG_EMBEDDING_MODEL and the "
+                f"chunking settings back to what the index was built with, or rebuild it "
+                f"with the new settings: {rebuild_hint}"
+            )
+
+    # -- file records -------------------------------------------------------------------------
+    def file_records(self) -> dict[str, FileRecord]:
+        records: dict[str, FileRecord] = {}
+        for ids, metas in _paged_get(self.files, include=["metadatas"]):
+            for key, meta in zip(ids, metas, strict=True):
+                records[key] = FileRecord.from_row(key, meta or {})
+        return records
+
+    def put_file_records(self, records: Sequence[FileRecord]) -> None:
+        for batch in _batches(list(records), WRITE_BATCH):
+            self.files.upsert(
+                ids=[r.key for r in batch],
+                embeddings=_unit(len(batch)),
+                metadatas=[r.to_metadata() for r in batch],
+            )
+
+    def delete_file_records(self, keys: Sequence[str]) -> None:
+        for batch in _batches(list(keys), WRITE_BATCH):
+            self.files.delete(ids=batch)
+
+    # -- chunks -------------------------------------------------------------------------------
+    def upsert_chunks(self, chunks: Sequence[Chunk], vectors: np.ndarray,
+                      record: FileRecord) -> None:
+        if len(chunks) != len(vectors):
+            raise StoreError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        for start in range(0, len(chunks), WRITE_BATCH):
+            part = chunks[start : start + WRITE_BATCH]
+            self.chunks.upsert(
+                ids=[c.id for c in part],
+                embeddings=vectors[start : start + WRITE_BATCH],
+                documents=[c.text for c in part],
+                metadatas=[chunk_metadata(c, record) for c in part],
+            )
+
+    def chunk_ids_for(self, file_key: str) -> set[str]:
+        ids: set[str] = set()
+        for page_ids, _ in _paged_get(self.chunks, where={"file_key": file_key}, include=[]):
+            ids.update(page_ids)
+        return ids
+
+    def delete_chunks(self, ids: Iterable[str]) -> int:
+        ids = sorted(ids)
+        for batch in _batches(ids, WRITE_BATCH):
+            self.chunks.delete(ids=batch)
+        return len(ids)
+
+    def count(self) -> int:
+        return int(self.chunks.count())
+
+    def all_chunks(self, include: Sequence[str] = ("documents", "metadatas")) -> Iterator[
+            tuple[list[str], list[Any]]]:
+        yield from _paged_get(self.chunks, include=list(include))
+
+    def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None
+              ) -> list[tuple[str, float, str, dict[str, Any]]]:
+        """Top-k chunks by cosine similarity: (id, similarity, text, metadata)."""
+        result = self.chunks.query(
+            query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+            n_results=k,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        ids = result["ids"][0]
+        docs = (result.get("documents") or [[]])[0] or []
+        metas = (result.get("metadatas") or [[]])[0] or []
+        dists = (result.get("distances") or [[]])[0] or []
+        return [
+            (i, 1.0 - float(d), doc or "", dict(m or {}))
+            for i, d, doc, m in zip(ids, dists, docs, metas, strict=True)
+        ]
+
+
+def _catalog(client: ClientAPI) -> Collection:
+    return client.get_or_create_collection(CATALOG, embedding_function=None)
+
+
+def _catalog_entry(client: ClientAPI, name: str) -> dict[str, Any] | None:
+    got = _catalog(client).get(ids=[name], include=["metadatas"])
+    if not got["ids"]:
+        return None
+    return dict((got.get("metadatas") or [{}])[0] or {})
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _paged_get(collection: Collection, *, where: dict[str, Any] | None = None,
+               include: list[Any], page: int = 2000) -> Iterator[tuple[list[str], list[Any]]]:
+    offset = 0
+    while True:
+        got = collection.get(where=where, include=include, limit=page, offset=offset)
+        ids = list(got["ids"])
+        if not ids:
+            return
+        metas = got.get("metadatas") if "metadatas" in include else None
+        docs = got.get("documents") if "documents" in include else None
+        if "documents" in include and "metadatas" in include:
+            yield ids, list(zip(docs or [], metas or [], strict=True))
+        elif metas is not None:
+            yield ids, list(metas)
+        elif docs is not None:
+            yield ids, list(docs)
+        else:
+            yield ids, [None] * len(ids)
+        if len(ids) < page:
+            return
+        offset += len(ids)
+
+
+# -- the single-writer lock for the embedded store --------------------------------------------
+@contextmanager
+def writer_lock(settings: Settings, command: str) -> Iterator[None]:
+    """Exclusive right to write to the embedded store; a second writer is told who holds it.
+
+    A Chroma server serialises writers itself, so no lock is taken in server mode.
+    """
+    if settings.uses_server:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = settings.state_dir / "writer.lock"
+    holder_path = settings.state_dir / "writer.lock.json"
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreLocked(_locked_message(settings, holder_path)) from None
+    try:
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        holder_path.write_text(json.dumps(holder))
+        yield
+    finally:
+        holder_path.unlink(missing_ok=True)
+        lock.release()
+
+
+def _locked_message(settings: Settings, holder_path: Path) -> str:
+    try:
+        holder = json.loads(holder_path.read_text())
+        who = (f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, "
+               f"since {holder['since']})")
+    except (OSError, ValueError, KeyError):
+        who = "another process"
+    return (
+        f"The {settings.describe_store()} is being written by {who}. Only one writer may use "
+        "an embedded store at a time: wait for it to finish and run again, or run a Chroma "
+        "server (`chroma run`) and set CHROMA_HOST/CHROMA_PORT for concurrent use."
+    )

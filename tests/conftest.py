@@ -1,0 +1,96 @@
+"""Shared fixtures: one real embedding model per session, fresh stores, a real Chroma server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag_app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "samples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Nothing in the test run may reach a model hub: the bundled model must be enough.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["ANONYMIZED_TELEMETRY"] = "False"
+
+
+def make_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings that ignore the developer's .env and RAG_* variables."""
+    values: dict[str, object] = {"state_dir": state_dir, "collection": "test-docs"}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    """The real bundled model, loaded once for the whole session."""
+    from rag_app.embeddings import make_embedder
+
+    emb = make_embedder(make_settings(Path("/nonexistent")))
+    emb.warm_up()
+    return emb
+
+
+# -- a real `chroma run` server ---------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    if not Path(exe).exists():
+        pytest.fail("the `chroma` command is missing: install the project (`make install`)")
+    port = _free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    log = (path / "server.log").open("w")
+    proc = subprocess.Popen([exe, "run", "--host", "127.0.0.1", "--port", str(port),
+                             "--path", str(path / "data")], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"chroma run exited with {proc.returncode}: "
+                        f"{(path / 'server.log').read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("chroma run did not start listening within 60 s")
+    yield "127.0.0.1", port
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+_collection_counter = iter(range(10**6))
+
+
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.server)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Fresh settings for one test, against the embedded store and against a real server."""
+    if request.param == "server":
+        host, port = request.getfixturevalue("chroma_server")
+        return make_settings(tmp_path / "state", chroma_host=host, chroma_port=port,
+                             collection=f"test-{next(_collection_counter)}-docs")
+    return make_settings(tmp_path / "state")
