@@ -46,12 +46,12 @@ run: install ## ingest the sample documents (or DOCS=folder) into the local stor
 	$(PY) -m rag_app stats
 
 test: install ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server)
-	$(PY) -m ruff check .
+	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: install ## ruff and mypy only
-	$(PY) -m ruff check .
+	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
 
 bench: install ## ingest speed: this project vs the LangChain tutorial pipeline (prints a table)

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overlap in model tokens (RAG_CHUNK_OVERLAP)")
     p.add_argument("--password", action="append", default=[], metavar="PW",
                    help="password to try on encrypted PDFs (repeatable)")
+    p.add_argument("--password-for", nargs=2, action="append", default=[],
+                   metavar=("GLOB", "PW"), help="password for matching files only, e.g. "
+                   "--password-for 'contracts/*.pdf' s3cret (repeatable)")
     p.add_argument("--password-file", type=Path, metavar="FILE",
                    help="file with one password per line (keeps them out of shell history)")
     p.add_argument("--dry-run", action="store_true", help="report what would change; write "
@@ -109,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         passwords = _passwords(args)
         interactive = sys.stderr.isatty() and not args.quiet and not args.json
         reporter = make_reporter(interactive=interactive, quiet=args.quiet)
-        report = run(settings, args.paths, passwords=passwords, dry_run=args.dry_run,
+        report = run(settings, args.paths, passwords=passwords,
+                     file_passwords=[tuple(pair) for pair in args.password_for],
+                     dry_run=args.dry_run,
                      rebuild=args.rebuild, reporter=reporter,
                      command=" ".join(["python -m ingest", *(argv or sys.argv[1:])]))
     except ConfigError as exc:
@@ -132,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] = (),
-        dry_run: bool = False, rebuild: bool = False, reporter: Any = None,
-        command: str = "python -m ingest") -> Any:
+        file_passwords: Sequence[tuple[str, str]] = (), dry_run: bool = False,
+        rebuild: bool = False, reporter: Any = None, command: str = "python -m ingest") -> Any:
     """Sync `paths` into the configured collection, holding the single-writer lock."""
     from ingest.sync import Ingestor
     from rag_app.embeddings import make_embedder
@@ -145,10 +150,9 @@ def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] =
                             passwords=passwords)
         return ingestor.run(paths, dry_run=True)
     with writer_lock(settings, command):
-        embedder = make_embedder(settings)
-        embedder.warm_up()
-        logging.getLogger(__name__).info("model ready in %.1f s", time.perf_counter() - t0)
-        ingestor = Ingestor(settings, embedder, reporter=reporter, passwords=passwords)
+        # the model is loaded only if some file needs embedding
+        ingestor = Ingestor(settings, make_embedder(settings), reporter=reporter,
+                            passwords=passwords, file_passwords=file_passwords)
         report = ingestor.run(paths, rebuild=rebuild)
     report.seconds = time.perf_counter() - t0
     return report

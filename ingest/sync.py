@@ -16,11 +16,11 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.loaders import kind_of
-
 from ingest.split import Splitter, effective_config
 from ingest.worker import ParseWorker
 from rag_app.embeddings import Embedder
@@ -31,6 +31,7 @@ from rag_app.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
 
+PARSE_SHARE = 0.3  # of a file's progress bar: parsing, then embedding
 STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
 
 
@@ -194,20 +195,42 @@ class Ingestor:
     """Runs one sync of some folders into the configured collection."""
 
     def __init__(self, settings: Settings, embedder: Embedder, *,
-                 reporter: Reporter | None = None, passwords: Sequence[str] = ()) -> None:
+                 reporter: Reporter | None = None, passwords: Sequence[str] = (),
+                 file_passwords: Sequence[tuple[str, str]] = ()) -> None:
+        """`passwords` are tried on every encrypted PDF; `file_passwords` are (glob, password)
+        pairs tried first on files whose relative path or name matches the glob."""
         self.settings = settings
         self.embedder = embedder
         self.reporter: Reporter = reporter or _Silent()
         self.passwords = list(passwords)
+        self.file_passwords = list(file_passwords)
+        self._splitter: Splitter | None = None
         if settings.pdf_password is not None:
             self.passwords.append(settings.pdf_password.get_secret_value())
 
     # -- fingerprint --------------------------------------------------------------------------
     def fingerprint(self) -> tuple[dict[str, Any], Splitter]:
+        """The full fingerprint (loads the model) and the splitter that goes with it."""
         config = effective_config(self.settings.chunk_tokens, self.settings.chunk_overlap,
                                   self.embedder.document_token_limit)
         fingerprint = {**self.embedder.fingerprint(), **config.fingerprint()}
         return fingerprint, Splitter(self.embedder, config)  # type: ignore[arg-type]
+
+    def settings_key(self) -> dict[str, Any]:
+        """What the fingerprint is derived from, known without loading the model. When it
+        matches the collection's, a run with nothing to embed never loads the model."""
+        s = self.settings
+        return {"model": self.embedder.name, "chunk_tokens": s.chunk_tokens,
+                "chunk_overlap": s.chunk_overlap, "query_prompt": s.query_prompt,
+                "document_prompt": s.document_prompt}
+
+    def _splitter_for(self, store: Store) -> Splitter:
+        """Load the model (once), check it against the collection, return the splitter."""
+        if self._splitter is None:
+            fingerprint, splitter = self.fingerprint()
+            store.check_fingerprint(fingerprint)
+            self._splitter = splitter
+        return self._splitter
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, paths: Sequence[Path], *, dry_run: bool = False, rebuild: bool = False,
@@ -225,14 +248,15 @@ class Ingestor:
             report.seconds = time.perf_counter() - started
             return report
 
-        fingerprint, splitter = self.fingerprint()
-        report.embedder = f"{self.embedder.name} ({self.embedder.backend})"
         if rebuild or existing is None:
-            target = Store.create(self.settings, fingerprint, publish=not rebuild)
+            fingerprint, self._splitter = self.fingerprint()
+            target = Store.create(self.settings, fingerprint, settings_key=self.settings_key(),
+                                  publish=not rebuild)
             records: dict[str, FileRecord] = {}
         else:
             target = existing
-            target.check_fingerprint(fingerprint)
+            if target.settings_key != self.settings_key():
+                self._splitter_for(target)  # settings changed: full check before anything
             records = target.file_records()
 
         work: list[tuple[Candidate, FileRecord | None, str]] = []
@@ -247,19 +271,20 @@ class Ingestor:
 
         self.reporter.start(len(work), sum(c.size for c, _, _ in work))
         with ParseWorker(self.settings.parse_timeout_s) as worker:
-            self._process(work, worker, target, splitter, report)
+            self._process(work, worker, target, report)
 
         self._remove_deleted(target, records, candidates, scopes, report)
         if rebuild:
             target.publish_as_current()
             target.drop_unpublished()
         report.chunks_total = target.count()
+        if self._splitter is not None:
+            report.embedder = f"{self.embedder.name} ({self.embedder.backend})"
         report.seconds = time.perf_counter() - started
         return report
 
     def _process(self, work: list[tuple[Candidate, FileRecord | None, str]],
-                 worker: ParseWorker, store: Store, splitter: Splitter,
-                 report: SyncReport) -> None:
+                 worker: ParseWorker, store: Store, report: SyncReport) -> None:
         max_bytes = int(self.settings.max_file_mb * 1024 * 1024)
         # Hash first (cheap), so that touched-but-identical files never reach the parser.
         queue: list[tuple[Candidate, FileRecord | None, str]] = []
@@ -288,18 +313,21 @@ class Ingestor:
                 continue
             queue.append((cand, record, digest))
 
-        if queue:
-            worker.submit(queue[0][0].path, self.passwords, max_bytes)
+        if not queue:
+            return
+        worker.submit(queue[0][0].path, self._passwords_for(queue[0][0]), max_bytes)
+        splitter = self._splitter_for(store)  # the model loads while the first file parses
         for i, (cand, record, digest) in enumerate(queue):
             t0 = time.perf_counter()
             self.reporter.file_started(cand.source, cand.size)
             try:
-                doc = worker.result()
+                doc = worker.result(lambda f: self.reporter.file_progress(f * PARSE_SHARE))
             except LoadError as exc:
                 doc = None
                 error = exc
             if i + 1 < len(queue):  # parse the next file while this one is embedded
-                worker.submit(queue[i + 1][0].path, self.passwords, max_bytes)
+                nxt = queue[i + 1][0]
+                worker.submit(nxt.path, self._passwords_for(nxt), max_bytes)
             if doc is None:
                 outcome = FileOutcome(cand.source, "failed", f"{error.reason}: {error}",
                                       str(cand.root), seconds=time.perf_counter() - t0)
@@ -311,6 +339,11 @@ class Ingestor:
             outcome.seconds = time.perf_counter() - t0
             report.outcomes.append(outcome)
             self.reporter.file_done(outcome)
+
+    def _passwords_for(self, cand: Candidate) -> list[str]:
+        specific = [pw for pattern, pw in self.file_passwords
+                    if fnmatch(cand.source, pattern) or fnmatch(cand.path.name, pattern)]
+        return specific + self.passwords
 
     def _write_file(self, store: Store, splitter: Splitter, cand: Candidate,
                     record: FileRecord | None, digest: str, doc: LoadedDocument) -> FileOutcome:
@@ -338,7 +371,8 @@ class Ingestor:
         for start in range(0, len(chunks), batch):
             texts = [c.text for c in chunks[start : start + batch]]
             parts.append(self.embedder.embed_documents(texts, batch_size=batch))
-            self.reporter.file_progress(min(start + batch, len(chunks)) / len(chunks))
+            done = min(start + batch, len(chunks)) / len(chunks)
+            self.reporter.file_progress(PARSE_SHARE + (1 - PARSE_SHARE) * done)
         if not parts:
             return np.zeros((0, self.embedder.dimension), dtype=np.float32)
         return np.concatenate(parts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,16 +35,28 @@ def _serve(conn: Connection) -> None:  # runs in the child
         if request is None:
             return
         path, passwords, max_bytes = request
+
+        def progress(done: int, total: int, last: list[float] = [0.0]) -> None:  # noqa: B006
+            now = time.monotonic()  # at most two progress messages a second
+            if now - last[0] >= 0.5 and total:
+                last[0] = now
+                conn.send(("progress", done, total))
+
+        started = time.monotonic()
+        conn.send(("started", started))  # the time limit counts from here
         try:
-            result: Any = load_file(Path(path), passwords=passwords, max_bytes=max_bytes)
+            result: Any = load_file(Path(path), passwords=passwords, max_bytes=max_bytes,
+                                    progress=progress)
         except LoadError as exc:
             result = exc
         except Exception as exc:  # noqa: BLE001 - any parser bug becomes this file's failure
             result = ParseError(f"{type(exc).__name__}: {exc}"[:500])
+        elapsed = time.monotonic() - started
         try:
-            conn.send(result)
+            conn.send(("result", result, elapsed))
         except Exception as exc:  # noqa: BLE001 - e.g. unpicklable exception
-            conn.send(ParseError(f"could not return the parse result: {exc}"[:500]))
+            conn.send(("result", ParseError(f"could not return the parse result: {exc}"[:500]),
+                       elapsed))
 
 
 @dataclass
@@ -79,36 +91,59 @@ class ParseWorker:
         if self._conn is None:
             raise RuntimeError("the parser process did not start")
         self._conn.send((str(path), list(passwords), max_bytes))
-        self._pending = _Pending(path, time.monotonic() + self.timeout_s)
+        # until the child says it started (spawning takes a moment), allow a generous margin
+        self._pending = _Pending(path, time.monotonic() + self.timeout_s + 60)
 
-    def result(self) -> LoadedDocument:
-        """The parsed document, or raise the file's LoadError (ParseTimeout after the limit)."""
+    def result(self, on_progress: Callable[[float], None] | None = None) -> LoadedDocument:
+        """The parsed document, or raise the file's LoadError (ParseTimeout after the limit).
+
+        `on_progress(fraction)` is called as the parser reports pages done (large PDFs)."""
         pending, self._pending = self._pending, None
         if pending is None or self._conn is None:
             raise RuntimeError("nothing was submitted")
-        remaining = max(pending.deadline - time.monotonic(), 0.0)
-        try:
-            ready = self._conn.poll(remaining)
-        except (EOFError, OSError):
-            ready = True
-        if not ready:
-            self._kill()
-            raise ParseTimeout(
-                f"{pending.path.name}: parsing took longer than {self.timeout_s:g} s and was "
-                "stopped (raise RAG_PARSE_TIMEOUT_S if the file is just large)"
-            )
-        try:
-            got = self._conn.recv()
-        except (EOFError, OSError):
-            code = self._proc.exitcode if self._proc is not None else None
-            self._kill()
-            raise ParseError(f"{pending.path.name}: the parser process died (exit code {code})"
-                             ) from None
+        while True:
+            got = self._receive(pending)
+            if isinstance(got, tuple) and got and got[0] == "started":
+                # CLOCK_MONOTONIC is system-wide, so the child's start time is comparable
+                pending.deadline = got[1] + self.timeout_s
+                continue
+            if isinstance(got, tuple) and got and got[0] == "progress":
+                if on_progress is not None:
+                    on_progress(got[1] / got[2])
+                continue
+            break
+        _, got, elapsed = got
+        if elapsed > self.timeout_s:  # finished while nobody was waiting, but too late
+            raise ParseTimeout(self._timeout_message(pending.path))
         if isinstance(got, LoadError):
             raise got
         if not isinstance(got, LoadedDocument):
             raise ParseError(f"{pending.path.name}: unexpected parser result {type(got)!r}")
         return got
+
+    def _receive(self, pending: _Pending) -> Any:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("the parser process is gone")
+        remaining = max(pending.deadline - time.monotonic(), 0.0)
+        try:
+            ready = conn.poll(remaining)
+        except (EOFError, OSError):
+            ready = True
+        if not ready:
+            self._kill()
+            raise ParseTimeout(self._timeout_message(pending.path))
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            code = self._proc.exitcode if self._proc is not None else None
+            self._kill()
+            raise ParseError(f"{pending.path.name}: the parser process died (exit code {code})"
+                             ) from None
+
+    def _timeout_message(self, path: Path) -> str:
+        return (f"{path.name}: parsing took longer than {self.timeout_s:g} s and was stopped "
+                "(raise RAG_PARSE_TIMEOUT_S if the file is just large)")
 
     def _kill(self) -> None:
         if self._proc is not None:

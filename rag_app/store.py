@@ -156,6 +156,7 @@ class Store:
 
     @classmethod
     def create(cls, settings: Settings, fingerprint: Mapping[str, Any], *,
+               settings_key: Mapping[str, Any] | None = None,
                client: ClientAPI | None = None, publish: bool = True) -> Store:
         """A new, empty physical pair; published under the logical name unless `publish=False`
         (a rebuild publishes with `publish_as_current()` once complete)."""
@@ -164,6 +165,7 @@ class Store:
         base = f"{settings.collection}-{generation}"
         meta = {
             "rag_fingerprint": json.dumps(dict(fingerprint), sort_keys=True),
+            "rag_settings_key": json.dumps(dict(settings_key or {}), sort_keys=True),
             "rag_logical_name": settings.collection,
             "rag_created": time.time(),
         }
@@ -213,6 +215,12 @@ class Store:
     @property
     def fingerprint(self) -> dict[str, Any]:
         raw = (self.chunks.metadata or {}).get("rag_fingerprint", "{}")
+        return dict(json.loads(raw))
+
+    @property
+    def settings_key(self) -> dict[str, Any]:
+        """The settings the fingerprint was derived from (see `Ingestor.settings_key`)."""
+        raw = (self.chunks.metadata or {}).get("rag_settings_key", "{}")
         return dict(json.loads(raw))
 
     def check_fingerprint(self, wanted: Mapping[str, Any], *, keys: Iterable[str] | None = None,

@@ -89,3 +89,22 @@ def make_pdf(path: Path, pages: list[str], *, title: str | None = None) -> Path:
     with path.open("wb") as handle:
         writer.write(handle)
     return path
+
+
+def make_slow_pdf(path: Path, operations: int = 150_000) -> Path:
+    """A one-page PDF whose text extraction takes seconds: `operations` tiny text draws, each
+    with its own text matrix (the kind of file that a parse time limit is for)."""
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=PAGE_WIDTH, height=PAGE_HEIGHT)
+    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"),
+                             NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica")})
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+    )
+    stream = ContentStream(None, writer)
+    stream.set_data(b"BT /F1 1 Tf " + b"1 0 0 1 0 0 Tm (x) Tj " * operations + b"ET")
+    page.replace_contents(stream)
+    with path.open("wb") as handle:
+        writer.write(handle)
+    return path

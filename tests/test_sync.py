@@ -194,3 +194,15 @@ def test_second_writer_is_told_who_holds_the_lock(tmp_path: Path) -> None:
     assert "CHROMA_HOST" in message
     with writer_lock(settings, "after release"):
         pass
+
+
+def test_nothing_to_do_loads_no_model(settings: Settings, embedder: Any, tmp_path: Path) -> None:
+    from rag_app.embeddings import make_embedder
+
+    root = make_corpus(tmp_path / "docs")
+    run(settings, embedder, root)
+    (root / "faq.html").unlink()
+    cold = make_embedder(settings)
+    report = run(settings, cold, root)
+    assert report.counts()["removed"] == 1 and report.counts()["unchanged"] == 3
+    assert cold._model is None, "an unchanged folder must not pay for loading the model"
