@@ -20,7 +20,7 @@ class PlainReporter:
     def start(self, files: int, total_bytes: int) -> None:
         self._total = files
         if files:
-            print(f"processing {files} new or changed file(s), {total_bytes / 1e6:.1f} MB",
+            print(f"processing {files} new or changed file(s), {_size(total_bytes)}",
                   file=sys.stderr, flush=True)
 
     def file_started(self, source: str, size: int) -> None: ...
@@ -93,6 +93,14 @@ def make_reporter(*, interactive: bool, quiet: bool) -> Any:
     if quiet:
         return None
     return RichReporter() if interactive else PlainReporter()
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1000 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n:.1f} GB"
 
 
 def _short(source: str, width: int = 40) -> str:

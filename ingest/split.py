@@ -20,6 +20,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from rag_app.records import Chunk, LoadedDocument, Section, content_hash
 
+SPLITTER_VERSION = "recursive-tokens-v2"  # bump when chunk boundaries change
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
 PAGE_JOIN = "\n\n"
 
@@ -37,7 +38,7 @@ class ChunkingConfig:
 
     def fingerprint(self) -> dict[str, int | str]:
         return {"chunk_tokens": self.chunk_tokens, "chunk_overlap": self.chunk_overlap,
-                "splitter": "recursive-tokens-v1"}
+                "splitter": SPLITTER_VERSION}
 
 
 def effective_config(requested_tokens: int, overlap: int, model_limit: int) -> ChunkingConfig:
@@ -50,15 +51,21 @@ class Splitter:
     def __init__(self, counter: TokenCounter, config: ChunkingConfig) -> None:
         self._counter = counter
         self.config = config
-        self._splitter = RecursiveCharacterTextSplitter(
-            separators=SEPARATORS,
-            keep_separator="end",
-            chunk_size=config.chunk_tokens,
-            chunk_overlap=config.chunk_overlap,
-            length_function=self._length,
-            add_start_index=True,
-            strip_whitespace=True,
-        )
+        self._splitters: dict[int, RecursiveCharacterTextSplitter] = {}
+        self._splitter = self._sized(config.chunk_tokens)
+
+    def _sized(self, size: int) -> RecursiveCharacterTextSplitter:
+        if size not in self._splitters:
+            self._splitters[size] = RecursiveCharacterTextSplitter(
+                separators=SEPARATORS,
+                keep_separator="end",
+                chunk_size=size,
+                chunk_overlap=min(self.config.chunk_overlap, size // 2),
+                length_function=self._length,
+                add_start_index=True,
+                strip_whitespace=True,
+            )
+        return self._splitters[size]
 
     def _length(self, text: str) -> int:
         return self._counter.count_tokens([text])[0]
@@ -92,9 +99,21 @@ class Splitter:
             yield from self._split_paged(doc.sections)
             return
         for section in doc.sections:
-            for text in self._splitter.split_text(section.text):
-                if text.strip():
+            header, body = _heading_line(section)
+            if not body.strip():
+                continue  # a heading with nothing under it
+            if not header:
+                for text in self._splitter.split_text(body):
                     yield Section(text=text, headings=section.headings)
+                continue
+            # Every chunk of a section starts with the section's heading, so no chunk is a
+            # stray heading on its own and each one says what it is about.
+            room = self.config.chunk_tokens - self._length(header + "\n")
+            if room < self.config.chunk_tokens // 2:  # an absurdly long heading: plain split
+                header, body, room = "", section.text, self.config.chunk_tokens
+            for text in self._sized(room).split_text(body):
+                yield Section(text=f"{header}\n{text}" if header else text,
+                              headings=section.headings)
 
     def _split_paged(self, pages: Sequence[Section]) -> Iterator[Section]:
         starts: list[int] = []
@@ -135,6 +154,16 @@ class Splitter:
                 window = window[: len(window) - max(1, tokens - limit)]  # re-tokenised longer
             if window and piece:
                 yield piece, tokens
+
+
+def _heading_line(section: Section) -> tuple[str, str]:
+    """(heading line, rest) when the section's text starts with its own heading."""
+    if not section.headings:
+        return "", section.text
+    first, _, rest = section.text.partition("\n")
+    if first.strip().lstrip("#").strip() == section.headings[-1].strip():
+        return first.strip(), rest
+    return "", section.text
 
 
 def make_splitter(counter: TokenCounter, requested_tokens: int, overlap: int,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.loaders import kind_of
-from ingest.split import Splitter, effective_config
+from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
 from rag_app.embeddings import Embedder
 from rag_app.errors import ConfigError, LoadError
@@ -222,7 +222,7 @@ class Ingestor:
         s = self.settings
         return {"model": self.embedder.name, "chunk_tokens": s.chunk_tokens,
                 "chunk_overlap": s.chunk_overlap, "query_prompt": s.query_prompt,
-                "document_prompt": s.document_prompt}
+                "document_prompt": s.document_prompt, "splitter": SPLITTER_VERSION}
 
     def _splitter_for(self, store: Store) -> Splitter:
         """Load the model (once), check it against the collection, return the splitter."""
@@ -364,18 +364,19 @@ class Ingestor:
                            chunks_removed=removed, pages=doc.pages, warnings=list(doc.warnings))
 
     def _embed(self, chunks: list[Chunk]) -> Any:
+        """Embed in batches of similar length (less padding), reporting progress per batch."""
         import numpy as np
 
         batch = self.settings.embedding_batch_size
-        parts = []
-        for start in range(0, len(chunks), batch):
-            texts = [c.text for c in chunks[start : start + batch]]
-            parts.append(self.embedder.embed_documents(texts, batch_size=batch))
+        vectors = np.zeros((len(chunks), self.embedder.dimension), dtype=np.float32)
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].token_count)
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            vectors[idx] = self.embedder.embed_documents([chunks[i].text for i in idx],
+                                                         batch_size=batch)
             done = min(start + batch, len(chunks)) / len(chunks)
             self.reporter.file_progress(PARSE_SHARE + (1 - PARSE_SHARE) * done)
-        if not parts:
-            return np.zeros((0, self.embedder.dimension), dtype=np.float32)
-        return np.concatenate(parts)
+        return vectors
 
     @staticmethod
     def _record_failure(store: Store, record: FileRecord | None, outcome: FileOutcome) -> None:

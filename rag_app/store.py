@@ -231,14 +231,19 @@ class Store:
             stored = {k: stored.get(k) for k in keys}
             wanted = {k: wanted.get(k) for k in keys}
         diff = _fingerprint_diff(stored, wanted)
-        if diff:
-            raise FingerprintMismatch(
-                f"Collection {self.name!r} was built with embedding model "
-                f"{stored.get('model')!r} and cannot be used with {wanted.get('model')!r} "
-                f"as configured ({'; '.join(diff)}). Either set RAG_EMBEDDING_MODEL and the "
-                f"chunking settings back to what the index was built with, or rebuild it "
-                f"with the new settings: {rebuild_hint}"
-            )
+        if not diff:
+            return
+        if stored.get("model") != wanted.get("model"):
+            what = (f"was built with embedding model {stored.get('model')!r} and cannot be "
+                    f"used with {wanted.get('model')!r}")
+            undo = "set RAG_EMBEDDING_MODEL back to the model it was built with"
+        else:
+            what = "was built with other embedding or chunking settings than configured now"
+            undo = "set those settings back to what the index was built with"
+        raise FingerprintMismatch(
+            f"Collection {self.name!r} {what} ({'; '.join(diff)}). Either {undo}, or rebuild "
+            f"the index with the new settings: {rebuild_hint}"
+        )
 
     # -- file records -------------------------------------------------------------------------
     def file_records(self) -> dict[str, FileRecord]:
