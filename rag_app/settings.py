@@ -88,6 +88,25 @@ class Settings(BaseSettings):
         default=None, description="Password tried on every encrypted PDF."
     )
 
+    # --- answering: the LLM endpoint --------------------------------------------------------
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL",
+                                      "openai_base_url"),
+        description="Any OpenAI-compatible endpoint; unset: the bundled local model server.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY", "openai_api_key"),
+    )
+    llm_model: str | None = Field(default=None, description="Model name at the endpoint.")
+    llm_max_tokens: int = Field(default=512, ge=1, le=32768)
+    llm_temperature: float = Field(default=0.1, ge=0.0, le=2.0)
+    llm_connect_timeout_s: float = Field(default=10.0, gt=0)
+    llm_first_token_timeout_s: float = Field(default=120.0, gt=0)
+    llm_idle_timeout_s: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+
     # --- logging -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
