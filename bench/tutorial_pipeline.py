@@ -30,7 +30,7 @@ def main(folder: str, persist: str) -> None:
     Chroma.from_documents(chunks, embeddings, persist_directory=persist)
 
     tokenizer = embeddings._client.tokenizer  # the model's own tokenizer
-    limit = embeddings._client.max_seq_length - 2
+    limit = int(embeddings._client.max_seq_length or 256) - 2
     lengths = [len(tokenizer.tokenize(c.page_content)) for c in chunks]
     print(json.dumps({"pages": len(pages), "chunks": len(chunks),
                       "over_limit": sum(n > limit for n in lengths), "max_tokens": max(lengths)}))
