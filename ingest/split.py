@@ -20,7 +20,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from rag_app.records import Chunk, LoadedDocument, Section, content_hash
 
-SPLITTER_VERSION = "recursive-tokens-v2"  # bump when chunk boundaries change
+SPLITTER_VERSION = "recursive-tokens-v3"  # bump when chunk boundaries change
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
 PAGE_JOIN = "\n\n"
 
@@ -77,9 +77,10 @@ class Splitter:
         for piece, count in zip(pieces, counts, strict=True):
             for text, tokens in self._enforce_limit(piece.text, count):
                 index = len(chunks)
+                meta = f"{piece.page_start}-{piece.page_end}|{'/'.join(piece.headings)}|{doc.title}"
                 chunks.append(
                     Chunk(
-                        id=Chunk.make_id(file_key, index, text),
+                        id=Chunk.make_id(file_key, index, text, meta),
                         text=text,
                         source=source,
                         chunk_index=index,

@@ -31,6 +31,7 @@ from rag_app.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
 
+WRITE_GROUP = 256  # chunks embedded and written together
 PARSE_SHARE = 0.3  # of a file's progress bar: parsing, then embedding
 STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
 
@@ -205,6 +206,7 @@ class Ingestor:
         self.passwords = list(passwords)
         self.file_passwords = list(file_passwords)
         self._splitter: Splitter | None = None
+        self._changed = False
         if settings.pdf_password is not None:
             self.passwords.append(settings.pdf_password.get_secret_value())
 
@@ -274,6 +276,8 @@ class Ingestor:
             self._process(work, worker, target, report)
 
         self._remove_deleted(target, records, candidates, scopes, report)
+        if self._changed or target.lexical_is_dirty() or not target.lexical_dir.exists():
+            target.rebuild_lexical()
         if rebuild:
             target.publish_as_current()
             target.drop_unpublished()
@@ -340,6 +344,11 @@ class Ingestor:
             report.outcomes.append(outcome)
             self.reporter.file_done(outcome)
 
+    def _before_change(self, store: Store) -> None:
+        if not self._changed:
+            store.mark_lexical_dirty()  # survives a crash; the BM25 index is rebuilt at the end
+            self._changed = True
+
     def _passwords_for(self, cand: Candidate) -> list[str]:
         specific = [pw for pattern, pw in self.file_passwords
                     if fnmatch(cand.source, pattern) or fnmatch(cand.path.name, pattern)]
@@ -348,35 +357,42 @@ class Ingestor:
     def _write_file(self, store: Store, splitter: Splitter, cand: Candidate,
                     record: FileRecord | None, digest: str, doc: LoadedDocument) -> FileOutcome:
         chunks = splitter.split(doc, cand.source, cand.key)
-        vectors = self._embed(chunks)
+        # Ids hash the file, position, text and metadata: a chunk already stored under its id
+        # is identical, so only new ones are embedded. This resumes a big file after a crash
+        # and makes an append to a long file cheap.
+        existing = store.chunk_ids_for(cand.key)
+        todo = [c for c in chunks if c.id not in existing]
         base = FileRecord(
             key=cand.key, root=str(cand.root), source=cand.source, size=cand.size,
             mtime_ns=cand.mtime_ns, sha256=record.sha256 if record else "", state="pending",
             chunks=len(chunks), pages=doc.pages, kind=doc.kind,
         )
+        self._before_change(store)
         store.put_file_records([base])  # 1. intent
-        store.upsert_chunks(chunks, vectors, base)  # 2. vectors
-        stale = store.chunk_ids_for(cand.key) - {c.id for c in chunks}
-        removed = store.delete_chunks(stale)  # 3. old chunks
+        self._embed_and_upsert(store, todo, base)  # 2. vectors, group by group
+        removed = store.delete_chunks(existing - {c.id for c in chunks})  # 3. old chunks
         store.put_file_records([_replace(base, sha256=digest, state="done")])  # 4. record
         status = "updated" if record is not None else "ingested"
-        return FileOutcome(cand.source, status, root=str(cand.root), chunks_added=len(chunks),
+        return FileOutcome(cand.source, status, root=str(cand.root), chunks_added=len(todo),
                            chunks_removed=removed, pages=doc.pages, warnings=list(doc.warnings))
 
-    def _embed(self, chunks: list[Chunk]) -> Any:
-        """Embed in batches of similar length (less padding), reporting progress per batch."""
+    def _embed_and_upsert(self, store: Store, chunks: list[Chunk], record: FileRecord) -> None:
+        """Embed in batches of similar length (less padding) and write every WRITE_GROUP
+        chunks, so memory stays flat and a crash loses at most one group of work."""
         import numpy as np
 
         batch = self.settings.embedding_batch_size
-        vectors = np.zeros((len(chunks), self.embedder.dimension), dtype=np.float32)
-        order = sorted(range(len(chunks)), key=lambda i: chunks[i].token_count)
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
-            vectors[idx] = self.embedder.embed_documents([chunks[i].text for i in idx],
-                                                         batch_size=batch)
-            done = min(start + batch, len(chunks)) / len(chunks)
+        ordered = sorted(chunks, key=lambda c: c.token_count)
+        for start in range(0, len(ordered), WRITE_GROUP):
+            group = ordered[start : start + WRITE_GROUP]
+            vectors = np.concatenate([
+                self.embedder.embed_documents([c.text for c in group[i : i + batch]],
+                                              batch_size=batch)
+                for i in range(0, len(group), batch)
+            ])
+            store.upsert_chunks(group, vectors, record)
+            done = (start + len(group)) / len(chunks)
             self.reporter.file_progress(PARSE_SHARE + (1 - PARSE_SHARE) * done)
-        return vectors
 
     @staticmethod
     def _record_failure(store: Store, record: FileRecord | None, outcome: FileOutcome) -> None:
@@ -392,6 +408,7 @@ class Ingestor:
         for key, record in records.items():
             if key in present or not any(s.covers(record) for s in scopes):
                 continue
+            self._before_change(store)
             removed = store.delete_chunks(store.chunk_ids_for(key))  # chunks first,
             store.delete_file_records([key])  # then the record that owns them
             outcome = FileOutcome(record.source, "removed", root=record.root,

@@ -253,5 +253,66 @@ class TokenCounter:
         return [(int(a), int(b)) for a, b in spans]
 
 
-def make_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(settings)
+class AutoEmbedder(Embedder):
+    """Picks the backend (`settings.embedding_backend`) on first real use, so that building
+    one costs nothing: a sync with nothing to embed never loads a model."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.name = resolve_model(settings.embedding_model)[0]
+        self._inner: Embedder | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    @property
+    def inner(self) -> Embedder:
+        if self._inner is None:
+            from rag_app.onnx_backend import choose_embedder
+
+            self._inner = choose_embedder(self._settings)
+            self._inner.warm_up()  # type: ignore[attr-defined]
+        return self._inner
+
+    def warm_up(self) -> None:
+        _ = self.inner
+
+    @property
+    def backend(self) -> str:  # type: ignore[override]
+        return self.inner.backend if self._inner is not None else "not loaded"
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.inner.max_seq_length
+
+    @property
+    def document_token_limit(self) -> int:
+        return self.inner.document_token_limit
+
+    def fingerprint(self) -> dict[str, Any]:
+        return self.inner.fingerprint()
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        return self.inner._embed_batch(texts)
+
+    def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self.inner.embed_documents(texts, batch_size=batch_size)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.inner.embed_query(text)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self.inner.token_offsets(text)  # type: ignore[attr-defined, no-any-return]
+
+
+def make_embedder(settings: Settings) -> AutoEmbedder:
+    """The configured embedder, loaded lazily on first use."""
+    return AutoEmbedder(settings)

@@ -51,7 +51,8 @@ class Chunk:
     title: str | None = None
 
     @staticmethod
-    def make_id(file_key: str, index: int, text: str) -> str:
-        """Same file, position and text → same id, so re-ingesting identical input is a no-op."""
-        digest = hashlib.sha256(f"{file_key}\x00{index}\x00{text}".encode()).hexdigest()
-        return digest[:32]
+    def make_id(file_key: str, index: int, text: str, meta: str = "") -> str:
+        """Same file, position, text and metadata → same id, so re-ingesting identical input
+        is a no-op and a stored id always means an identical chunk."""
+        raw = f"{file_key}\x00{index}\x00{text}\x00{meta}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]

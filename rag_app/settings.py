@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         default=Path("data/store"),
         description="Folder for runtime state: the embedded Chroma store and ingest locks.",
     )
+    cache_dir: Path = Field(
+        default=Path("data/cache"),
+        description="Derived model files, made once and reused: ONNX exports, assembled GGUF.",
+    )
     collection: str = Field(
         default="documents",
         min_length=3,
@@ -58,6 +62,11 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         default=DEFAULT_EMBEDDING_MODEL,
         description="sentence-transformers model name or local path. The default is bundled.",
+    )
+    embedding_backend: Literal["auto", "torch", "onnx-int8"] = Field(
+        default="auto",
+        description="auto: int8 ONNX Runtime on CPUs without native bf16 (checked against "
+        "torch, cosine >= 0.99, else torch); torch; onnx-int8.",
     )
     embedding_precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
@@ -106,6 +115,15 @@ class Settings(BaseSettings):
     llm_first_token_timeout_s: float = Field(default=120.0, gt=0)
     llm_idle_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
+
+    # --- the bundled local LLM server (used when OPENAI_BASE_URL is unset) -------------------
+    llm_model_path: Path | None = Field(
+        default=None, description="A GGUF file to serve locally; wins over the bundled model."
+    )
+    llm_bundled_model: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"] = "qwen2.5-coder-1.5b"
+    llm_context_size: int = Field(default=4096, ge=256, le=131072)
+    llm_threads: int | None = Field(default=None, ge=1, description="None: all cores.")
+    llm_start_timeout_s: float = Field(default=300.0, gt=0)
 
     # --- logging -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

@@ -193,6 +193,9 @@ class Store:
                         "updated": time.time()}],
         )
         if previous and previous["chunks"] != self.chunks.name:
+            import shutil
+
+            shutil.rmtree(self.lexical_dir.parent / previous["chunks"], ignore_errors=True)
             for old in (previous["chunks"], previous["files"]):
                 try:
                     self.client.delete_collection(old)
@@ -293,6 +296,53 @@ class Store:
 
     def count(self) -> int:
         return int(self.chunks.count())
+
+    # -- the lexical (BM25) index beside the chunks -------------------------------------------
+    @property
+    def lexical_dir(self) -> Path:
+        """Where this collection's BM25 index lives (local, also in server mode)."""
+        s = self._settings
+        where = f"{s.chroma_host}_{s.chroma_port}" if s.chroma_host else "local"
+        return s.state_dir / "lexical" / where / self.chunks.name
+
+    def mark_lexical_dirty(self) -> None:
+        """Called before chunks change: if the run dies before the index is rebuilt, the
+        marker survives and the next run (or reader) rebuilds it."""
+        self.lexical_dir.mkdir(parents=True, exist_ok=True)
+        (self.lexical_dir / "DIRTY").touch()
+
+    def lexical_is_dirty(self) -> bool:
+        return (self.lexical_dir / "DIRTY").exists()
+
+    def rebuild_lexical(self) -> Any:
+        """Build the BM25 index from every chunk in the collection and save it."""
+        import hashlib
+
+        from rag_app.lexical import LexicalIndex
+
+        rows: list[tuple[str, str, str]] = []
+        for page_ids, pairs in self.all_chunks():
+            for chunk_id, (text, meta) in zip(page_ids, pairs, strict=True):
+                rows.append((chunk_id, text or "", str((meta or {}).get("content_hash", ""))))
+        rows.sort()  # the stamp must not depend on the order the store returns rows in
+        digest = hashlib.sha256()
+        for chunk_id, _, chash in rows:
+            digest.update(f"{chunk_id}:{chash}\n".encode())
+        index = LexicalIndex.build([r[0] for r in rows], [r[1] for r in rows],
+                                   stamp=digest.hexdigest())
+        index.save(self.lexical_dir)
+        (self.lexical_dir / "DIRTY").unlink(missing_ok=True)
+        return index
+
+    def load_lexical(self) -> Any:
+        """The saved BM25 index; rebuilt first if missing or marked dirty."""
+        from rag_app.lexical import LexicalIndex
+
+        if not self.lexical_is_dirty():
+            index = LexicalIndex.load(self.lexical_dir)
+            if index is not None:
+                return index
+        return self.rebuild_lexical()
 
     def all_chunks(self, include: Sequence[str] = ("documents", "metadatas")) -> Iterator[
             tuple[list[str], list[Any]]]:

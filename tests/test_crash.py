@@ -84,7 +84,7 @@ def kill_after(store: Path, folder: Path, files_done: int, delay: float) -> bool
     return alive
 
 
-def snapshot(store: Path) -> tuple[set[tuple[str, str]], dict[str, str], int]:
+def snapshot(store: Path) -> tuple[set[tuple[str, str]], dict[str, str], int, str]:
     settings = make_settings(store, collection="documents")
     opened = Store.open(settings)
     assert opened is not None
@@ -93,7 +93,10 @@ def snapshot(store: Path) -> tuple[set[tuple[str, str]], dict[str, str], int]:
     files = {r.source: r.sha256 for r in opened.file_records().values() if r.state == "done"}
     pending = [r.source for r in opened.file_records().values() if r.state != "done"]
     assert not pending, pending
-    return chunks, files, opened.count()
+    assert not opened.lexical_is_dirty()
+    lexical = opened.load_lexical()
+    assert len(lexical) == opened.count()
+    return chunks, files, opened.count(), lexical.stamp
 
 
 def test_kill_9_at_many_points_then_rerun_equals_clean_run(tmp_path: Path) -> None:

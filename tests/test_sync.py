@@ -98,6 +98,11 @@ def test_first_run_then_unchanged(settings: Settings, embedder: Any, tmp_path: P
                  if m["source"] == "manual.pdf"}
     assert pdf_pages == {1, 2, 3}
 
+    lexical = store.load_lexical()  # built by the run, not on demand
+    assert not store.lexical_is_dirty() and len(lexical) == report.chunks_total
+    hits = lexical.search("error codes E1 to E4", 3)
+    assert hits and store.chunks.get(ids=[hits[0][0]])["metadatas"][0]["source"] == "manual.pdf"
+
     counting.embedded = 0
     again = run(settings, counting, root)
     assert again.counts()["unchanged"] == 4
@@ -130,6 +135,10 @@ def test_changes_deletes_and_touches(settings: Settings, embedder: Any, tmp_path
     assert store is not None
     texts = [t for _, pairs in store.all_chunks() for t, m in pairs if m["source"] == "notes.txt"]
     assert texts == ["Warranty lasts 36 months now. Keep the receipt."]
+    lexical = store.load_lexical()
+    assert len(lexical) == len(after)
+    top = lexical.search("36 months receipt", 1)[0][0]
+    assert store.chunks.get(ids=[top])["documents"][0].startswith("Warranty lasts 36")
     assert len(after) == report.chunks_total
 
     # the result equals a clean build of the same folder
@@ -159,9 +168,16 @@ def test_model_mismatch_refused_and_rebuild_switches(settings: Settings, embedde
     smaller = settings.model_copy(update={"chunk_tokens": 64, "chunk_overlap": 8})
     with pytest.raises(FingerprintMismatch) as err:
         run(smaller, embedder, root)
-    assert "all-MiniLM-L6-v2" in str(err.value) and "--rebuild" in str(err.value)
+    assert "chunk_tokens: 254 (index) vs 64 (now)" in str(err.value)
+    assert "--rebuild" in str(err.value)
     store = Store.open(settings)
     assert store is not None
+    other_model = {**store.fingerprint, "model": "intfloat/e5-small-v2", "dimension": 384}
+    with pytest.raises(FingerprintMismatch) as err:
+        store.check_fingerprint(other_model)
+    message = str(err.value)
+    assert "'sentence-transformers/all-MiniLM-L6-v2'" in message
+    assert "'intfloat/e5-small-v2'" in message and "--rebuild" in message
     old_chunks = store.chunks.name
 
     report = run(smaller, embedder, root, rebuild=True)
@@ -205,4 +221,21 @@ def test_nothing_to_do_loads_no_model(settings: Settings, embedder: Any, tmp_pat
     cold = make_embedder(settings)
     report = run(settings, cold, root)
     assert report.counts()["removed"] == 1 and report.counts()["unchanged"] == 3
-    assert cold._model is None, "an unchanged folder must not pay for loading the model"
+    assert not cold.loaded, "an unchanged folder must not pay for loading the model"
+
+
+def test_appending_to_a_long_file_embeds_only_new_chunks(settings: Settings, embedder: Any,
+                                                         tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    root.mkdir()
+    log = root / "log.txt"
+    log.write_text("\n\n".join(f"Entry {i}: " + "the kettle was descaled " * 20
+                               for i in range(30)))
+    first = run(settings, embedder, root)
+    total = first.chunks_added
+    log.write_text(log.read_text() + "\n\nEntry 30: a brand new entry at the end.")
+    counting = CountingEmbedder(embedder)
+    report = run(settings, counting, root)
+    assert report.counts()["updated"] == 1
+    assert 1 <= counting.embedded <= 2 < total, (counting.embedded, total)
+    assert report.chunks_total == total + counting.embedded - report.chunks_removed
