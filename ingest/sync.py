@@ -333,7 +333,8 @@ class Ingestor:
                 nxt = queue[i + 1][0]
                 worker.submit(nxt.path, self._passwords_for(nxt), max_bytes)
             if doc is None:
-                outcome = FileOutcome(cand.source, "failed", f"{error.reason}: {error}",
+                detail = str(error).replace(str(cand.path), cand.source)  # the table names it
+                outcome = FileOutcome(cand.source, "failed", f"{error.reason}: {detail}",
                                       str(cand.root), seconds=time.perf_counter() - t0)
                 self._record_failure(store, record, outcome)
                 report.outcomes.append(outcome)
