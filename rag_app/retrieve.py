@@ -1,0 +1,216 @@
+"""Find the chunks that answer a question: dense (cosine in Chroma) plus BM25, fused.
+
+The query is embedded with the same model and prompt conventions as the collection; a
+collection built with another model is refused (the fingerprint check). Each retriever gives
+`depth` candidates, `fusion.fuse` ranks them (default: the measured convex fusion), and then
+every candidate gets its true cosine similarity to the query, so a minimum relevance threshold
+and MMR diversification work the same for chunks that only BM25 found.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rag_app.errors import ConfigError, StoreError
+from rag_app.fusion import FusionConfig, Mode, fuse
+
+if TYPE_CHECKING:
+    from rag_app.embeddings import Embedder
+    from rag_app.settings import Settings
+    from rag_app.store import Store
+
+# What must match between the collection and the query side (chunking may differ).
+QUERY_FINGERPRINT_KEYS = ("model", "dimension", "normalized", "query_prompt", "document_prompt")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One retrieved chunk, with where it came from and how it scored."""
+
+    chunk_id: str
+    text: str
+    source: str
+    root: str
+    page_start: int | None
+    page_end: int | None
+    headings: tuple[str, ...]
+    title: str | None
+    score: float  # the fused score the ranking used
+    similarity: float  # cosine similarity to the query (every hit has one)
+    dense_rank: int | None  # 1-based rank in the dense candidates, None if not there
+    lexical_rank: int | None  # 1-based rank in the BM25 candidates, None if not there
+
+    @property
+    def location(self) -> str:
+        """'file.pdf p. 3' / 'file.pdf pp. 3-4' / 'guide.md § Setup > Filling'."""
+        if self.page_start is not None:
+            if self.page_end and self.page_end != self.page_start:
+                return f"{self.source} pp. {self.page_start}-{self.page_end}"
+            return f"{self.source} p. {self.page_start}"
+        if self.headings:
+            return f"{self.source} § {' > '.join(self.headings)}"
+        return self.source
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalOptions:
+    k: int = 5
+    mode: Mode = "hybrid"
+    min_similarity: float | None = None  # drop hits less similar to the query than this
+    mmr: bool = False  # diversify: trade relevance for less overlap between hits
+    mmr_lambda: float = 0.7  # 1.0: pure relevance
+    source: str | None = None  # only files whose path starts with this (a folder or a file)
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"k must be at least 1, not {self.k}")
+        if not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ConfigError(f"mmr_lambda must be between 0 and 1, not {self.mmr_lambda}")
+
+
+class Retriever:
+    """Searches one collection. Build once (it holds the model and the BM25 index)."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
+                 store: Store | None = None, fusion: FusionConfig | None = None) -> None:
+        from rag_app.embeddings import make_embedder
+        from rag_app.store import Store
+
+        opened = store if store is not None else Store.open(settings)
+        if opened is None:
+            raise StoreError(
+                f"Collection {settings.collection!r} in the {settings.describe_store()} is "
+                "empty. Add documents first: python -m ingest PATH"
+            )
+        self.store = opened
+        self.embedder = embedder if embedder is not None else make_embedder(settings)
+        self.fusion = fusion or FusionConfig()
+        self._checked = False
+        self._lexical: Any = None
+
+    def _check(self) -> None:
+        if not self._checked:
+            self.store.check_fingerprint(
+                self.embedder.fingerprint(), keys=QUERY_FINGERPRINT_KEYS,
+                rebuild_hint="python -m ingest PATH --rebuild, with the model you query with",
+            )
+            self._checked = True
+
+    @property
+    def lexical(self) -> Any:
+        if self._lexical is None:
+            self._lexical = self.store.load_lexical()
+        return self._lexical
+
+    def reload(self) -> None:
+        """Pick up a new BM25 index after an ingest."""
+        self._lexical = None
+
+    def search(self, query: str, options: RetrievalOptions | None = None) -> list[Hit]:
+        opts = options or RetrievalOptions()
+        if not query.strip():
+            return []
+        self._check()
+        depth = max(self.fusion.depth, opts.k)
+        where, allowed = self._filter(opts.source)
+        if where is not None and not allowed:
+            return []
+        qvec = self.embedder.embed_query(query)
+        dense: list[tuple[str, float]] = []
+        if opts.mode in ("dense", "hybrid"):
+            dense = [(cid, sim) for cid, sim, _, _ in
+                     self.store.query(qvec, min(depth, max(self.store.count(), 1)), where)]
+        lexical: list[tuple[str, float]] = []
+        if opts.mode in ("lexical", "hybrid"):
+            lexical = self.lexical.search(query, depth, allowed=(allowed.__contains__
+                                                                 if allowed is not None
+                                                                 else None))
+        fused = fuse(dense, lexical, replace(self.fusion, mode=opts.mode))
+        pool = fused[: max(opts.k * 4, 20)] if opts.mmr else fused[: opts.k * 2 + 10]
+        found = self._hits(pool, qvec, dense, lexical)
+        if opts.min_similarity is not None:
+            found = [(h, v) for h, v in found if h.similarity >= opts.min_similarity]
+        if opts.mmr:
+            return _mmr(found, opts)
+        return [h for h, _ in found[: opts.k]]
+
+    # -- internals ----------------------------------------------------------------------------
+    def _filter(self, source: str | None) -> tuple[dict[str, Any] | None, set[str] | None]:
+        """A Chroma `where` and the allowed chunk ids for a path prefix, or (None, None)."""
+        if not source:
+            return None, None
+        prefix = source.strip().strip("/")
+        sources = sorted({r.source for r in self.store.file_records().values()
+                          if r.source == prefix or r.source.startswith(prefix + "/")})
+        if not sources:
+            return {"source": {"$in": ["\x00none"]}}, set()
+        where: dict[str, Any] = {"source": {"$in": sources}}
+        ids: set[str] = set()
+        for page_ids, _ in _paged_ids(self.store, where):
+            ids.update(page_ids)
+        return where, ids
+
+    def _hits(self, pool: Sequence[tuple[str, float]], qvec: np.ndarray,
+              dense: Sequence[tuple[str, float]], lexical: Sequence[tuple[str, float]]
+              ) -> list[tuple[Hit, np.ndarray]]:
+        """The pool's chunks with their stored vectors, in pool order."""
+        if not pool:
+            return []
+        ids = [cid for cid, _ in pool]
+        got: Any = self.store.chunks.get(ids=ids,
+                                         include=["documents", "metadatas", "embeddings"])
+        rows: dict[str, tuple[str, dict[str, Any], Any]] = {
+            cid: (doc or "", dict(meta or {}), emb) for cid, doc, meta, emb in zip(
+                got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)
+        }
+        dense_rank = {cid: i + 1 for i, (cid, _) in enumerate(dense)}
+        lexical_rank = {cid: i + 1 for i, (cid, _) in enumerate(lexical)}
+        hits = []
+        for cid, score in pool:
+            if cid not in rows:  # deleted since the BM25 index was built
+                continue
+            doc, meta, emb = rows[cid]
+            vector = np.asarray(emb, dtype=np.float32)
+            hits.append((Hit(
+                chunk_id=cid, text=doc or "", source=str(meta.get("source", "")),
+                root=str(meta.get("root", "")), page_start=meta.get("page_start"),
+                page_end=meta.get("page_end"),
+                headings=tuple(json.loads(meta["headings"])) if meta.get("headings") else (),
+                title=meta.get("title"), score=float(score),
+                similarity=float(vector @ qvec), dense_rank=dense_rank.get(cid),
+                lexical_rank=lexical_rank.get(cid),
+            ), vector))
+        return hits
+
+def _mmr(found: list[tuple[Hit, np.ndarray]], opts: RetrievalOptions) -> list[Hit]:
+    """Maximal marginal relevance over the candidates' own vectors."""
+    if not found:
+        return []
+    vecs = np.stack([v for _, v in found])
+    relevance = np.array([h.similarity for h, _ in found])
+    chosen: list[int] = []
+    left = list(range(len(found)))
+    while left and len(chosen) < opts.k:
+        overlap = (vecs[left] @ vecs[chosen].T).max(axis=1) if chosen else np.zeros(len(left))
+        gain = opts.mmr_lambda * relevance[left] - (1 - opts.mmr_lambda) * overlap
+        best = left[int(np.argmax(gain))]
+        chosen.append(best)
+        left.remove(best)
+    return [found[i][0] for i in chosen]
+
+
+def _paged_ids(store: Store, where: dict[str, Any]) -> Any:
+    offset, page = 0, 5000
+    while True:
+        got = store.chunks.get(where=where, include=[], limit=page, offset=offset)
+        if not got["ids"]:
+            return
+        yield list(got["ids"]), None
+        if len(got["ids"]) < page:
+            return
+        offset += page

@@ -1,0 +1,93 @@
+"""Retrieval over a real ingested collection (embedded Chroma and a `chroma run` server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.sync import Ingestor
+from rag_app.errors import FingerprintMismatch, StoreError
+from rag_app.retrieve import RetrievalOptions, Retriever
+from rag_app.settings import Settings
+from rag_app.store import Store
+from tests.conftest import SAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def retriever(settings: Settings, embedder: Any, tmp_path: Path) -> Retriever:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for f in SAMPLES.iterdir():
+        (docs / f.name).write_bytes(f.read_bytes())
+    (docs / "extra").mkdir()
+    (docs / "extra" / "codes.md").write_text(
+        "# Error codes\n\nCode ZX-4471 means the heating plate is disconnected.\n\n"
+        "# Colours\n\nThe kettle comes in slate, ivory and sage.\n"
+    )
+    report = Ingestor(settings, embedder).run([docs])
+    assert not report.failed
+    return Retriever(settings, embedder=embedder)
+
+
+def test_dense_lexical_and_hybrid_find_the_right_passage(retriever: Retriever) -> None:
+    for mode in ("dense", "lexical", "hybrid"):
+        hits = retriever.search("What does code ZX-4471 mean?", RetrievalOptions(k=3, mode=mode))
+        assert hits, mode
+        assert hits[0].source == "extra/codes.md", (mode, [h.location for h in hits])
+        assert "ZX-4471" in hits[0].text
+        assert hits[0].headings == ("Error codes",)
+        assert hits[0].location == "extra/codes.md § Error codes"
+    top = retriever.search("ZX-4471", RetrievalOptions(k=1, mode="hybrid"))[0]
+    assert top.lexical_rank == 1 and 0 < top.similarity <= 1
+
+
+def test_pdf_hits_carry_pages_and_scores(retriever: Retriever) -> None:
+    hits = retriever.search("How do I descale the kettle?", RetrievalOptions(k=5))
+    assert len(hits) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert len({h.chunk_id for h in hits}) == 5
+    pdf_hits = [h for h in hits if h.source.endswith(".pdf")]
+    for h in pdf_hits:
+        assert h.page_start is not None and h.location.startswith(h.source + " p")
+
+
+def test_filter_threshold_and_mmr(retriever: Retriever) -> None:
+    only = retriever.search("kettle colours", RetrievalOptions(k=5, source="extra"))
+    assert only and all(h.source.startswith("extra/") for h in only)
+    assert retriever.search("kettle", RetrievalOptions(source="no-such-folder")) == []
+    strict = retriever.search("quantum chromodynamics of neutron stars",
+                              RetrievalOptions(k=5, min_similarity=0.5))
+    assert strict == []
+    plain = retriever.search("warranty", RetrievalOptions(k=4))
+    diverse = retriever.search("warranty", RetrievalOptions(k=4, mmr=True, mmr_lambda=0.3))
+    assert len(diverse) == 4 and diverse[0].chunk_id == max(
+        plain + diverse, key=lambda h: h.similarity).chunk_id
+    assert retriever.search("   ") == []
+
+
+def test_query_with_another_model_is_refused(retriever: Retriever, settings: Settings) -> None:
+    class OtherModel:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(retriever.embedder, name)
+
+        def fingerprint(self) -> dict[str, Any]:
+            return {**retriever.embedder.fingerprint(), "model": "intfloat/e5-small-v2"}
+
+    other = Retriever(settings, embedder=OtherModel(), store=retriever.store)  # type: ignore[arg-type]
+    with pytest.raises(FingerprintMismatch) as err:
+        other.search("anything")
+    assert "intfloat/e5-small-v2" in str(err.value) and "--rebuild" in str(err.value)
+
+
+def test_empty_collection_says_what_to_do(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "nothing")
+    assert Store.open(settings) is None
+    with pytest.raises(StoreError) as err:
+        Retriever(settings)
+    assert "python -m ingest" in str(err.value)
