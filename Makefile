@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@$(MAKE) --no-print-directory install-torch
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,llm]"
 	@touch $(STAMP)
 
 .PHONY: install-torch

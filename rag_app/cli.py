@@ -19,7 +19,52 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="what the index holds: files, chunks, model")
     stats.add_argument("--collection", help="collection name (RAG_COLLECTION)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    ask = sub.add_parser("ask", help="answer a question from the documents, with sources")
+    ask.add_argument("question")
+    ask.add_argument("--collection", help="collection name (RAG_COLLECTION)")
+    ask.add_argument("--k", type=int, help="chunks given to the model (RAG_RETRIEVAL_K)")
+    ask.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid",
+                     help="retrieval: dense + BM25 fused (default), or one of them")
+    ask.add_argument("--source", metavar="PATH", help="only files under this path")
+    ask.add_argument("--mmr", action="store_true", help="diversify the retrieved chunks")
+    ask.add_argument("--no-llm", action="store_true", help="show the best passages only")
+    ask.add_argument("--json", action="store_true", help="machine-readable result")
     return p
+
+
+def ask(args: argparse.Namespace, settings: Settings) -> int:
+    from rag_app.answer import answer
+    from rag_app.retrieve import RetrievalOptions
+
+    options = RetrievalOptions(k=args.k or settings.retrieval_k, mode=args.mode,
+                               source=args.source, mmr=args.mmr)
+    stream = answer(args.question, settings=settings, options=options, use_llm=not args.no_llm)
+    if args.json:
+        for _ in stream:
+            pass
+        print(json.dumps(stream.result.to_dict(), indent=2))
+        return 0
+    for piece in stream:
+        print(piece, end="", flush=True)
+    print()
+    result = stream.result
+    if result.mode == "no-llm":
+        for n, h in enumerate(result.hits, start=1):
+            snippet = " ".join(h.text.split())[:300]
+            print(f"\n[{n}] {h.location}  (similarity {h.similarity:.2f})\n    {snippet}")
+        return 0
+    shown = result.citations or []
+    if shown:
+        print("\nSources:")
+        for c in shown:
+            print(f"  [{c.number}] {c.location}")
+    elif result.hits:
+        print("\nNearest passages:" if not result.found else "\nRetrieved:")
+        for n, h in enumerate(result.hits, start=1):
+            print(f"  [{n}] {h.location}  (similarity {h.similarity:.2f})")
+    if result.mode == "llm" and result.found and not result.grounded:
+        print("(warning: the answer cites no retrieved source: treat it as ungrounded)")
+    return 0
 
 
 def stats(settings: Settings) -> dict[str, Any]:
@@ -73,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {"collection": args.collection} if args.collection else {}
         settings = Settings(**overrides)
+        import logging
+
+        logging.basicConfig(level=settings.log_level,
+                            format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "ask":
+            return ask(args, settings)
         if args.command == "stats":
             info = stats(settings)
             if args.json:

@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         default=None, description="Password tried on every encrypted PDF."
     )
 
+    # --- answering: retrieval and checks ---------------------------------------------------
+    retrieval_k: int = Field(default=5, ge=1, le=50, description="Chunks given to the model.")
+    answer_min_similarity: float = Field(
+        default=0.25, ge=-1.0, le=1.0,
+        description="If no retrieved chunk is at least this similar (cosine) to the question, "
+        "the answer is 'not found' and the model is not called.",
+    )
+    condense_questions: bool = Field(
+        default=True, description="Rewrite follow-ups with the chat history before retrieval."
+    )
+
     # --- answering: the LLM endpoint --------------------------------------------------------
     openai_base_url: str | None = Field(
         default=None,
