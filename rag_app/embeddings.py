@@ -75,14 +75,23 @@ class Embedder(ABC):
     document_prompt: str = ""
     backend: str = "unknown"
 
-    @property
+    _dimension: int = 0
+    _max_seq_length: int = 0
+
     @abstractmethod
-    def dimension(self) -> int: ...
+    def warm_up(self) -> None:
+        """Load the model (once) and set `_dimension` and `_max_seq_length`."""
 
     @property
-    @abstractmethod
+    def dimension(self) -> int:
+        self.warm_up()
+        return self._dimension
+
+    @property
     def max_seq_length(self) -> int:
         """The model's input limit in tokens, special tokens included."""
+        self.warm_up()
+        return self._max_seq_length
 
     @abstractmethod
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
@@ -186,16 +195,6 @@ class SentenceTransformerEmbedder(Embedder):
         self.backend = f"torch {precision} on {device}"
         log.info("embedding model %s loaded: %s", self.name, self.backend)
 
-    @property
-    def dimension(self) -> int:
-        self.warm_up()
-        return self._dimension
-
-    @property
-    def max_seq_length(self) -> int:
-        self.warm_up()
-        return self._max_seq_length
-
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         self.warm_up()
         import torch
@@ -272,7 +271,7 @@ class AutoEmbedder(Embedder):
             from rag_app.onnx_backend import choose_embedder
 
             self._inner = choose_embedder(self._settings)
-            self._inner.warm_up()  # type: ignore[attr-defined]
+            self._inner.warm_up()
         return self._inner
 
     def warm_up(self) -> None:

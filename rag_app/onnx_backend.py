@@ -246,16 +246,6 @@ class OnnxEmbedder(Embedder):
             raise EmbeddingError(f"embedding model {self.name} is not loaded")
         return self._runtime
 
-    @property
-    def dimension(self) -> int:
-        self.warm_up()
-        return self._dimension
-
-    @property
-    def max_seq_length(self) -> int:
-        self.warm_up()
-        return self._max_seq_length
-
     def _embed(self, texts: Sequence[str], side: Side, batch_size: int) -> np.ndarray:
         # overridden so that the whole call is sorted by length before batches are formed
         prompt = self.query_prompt if side == "query" else self.document_prompt
