@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DOCS ?= data/samples
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ingest test lint bench clean
+.PHONY: help install run ask test lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,9 +41,15 @@ install-torch:
 	  $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
 	fi
 
-run: install ## ingest the sample documents (or DOCS=folder) into the local store and show them
+Q ?= How long is the warranty on an Aurora kettle, and how can it be extended?
+
+run: install ## ingest data/samples (or DOCS=folder), show the index, answer Q with the local LLM
 	$(PY) -m ingest $(DOCS)
 	$(PY) -m rag_app stats
+	$(PY) -m rag_app ask "$(Q)"
+
+ask: install ## answer Q="your question" from the index (local LLM unless OPENAI_BASE_URL is set)
+	$(PY) -m rag_app ask "$(Q)"
 
 test: install ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server)
 	$(PY) -m ruff check --no-cache .
@@ -57,5 +63,5 @@ lint: install ## ruff and mypy only
 bench: install ## ingest speed: this project vs the LangChain tutorial pipeline (prints a table)
 	$(PY) bench/ingest_bench.py
 
-clean: ## delete runtime state (data/store) and the virtualenv
-	rm -rf data/store $(VENV)
+clean: ## delete runtime state and caches (data/store, data/cache) and the virtualenv
+	rm -rf data/store data/cache $(VENV)
