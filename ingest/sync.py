@@ -153,7 +153,10 @@ def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome],
             root, files = path.parent, [path]
             scopes.append(Scope(root, path.name))
         elif path.is_dir():
-            root, files = path, sorted(_walk(path))
+            hidden: list[Path] = []
+            root, files = path, sorted(_walk(path, hidden))
+            skipped.extend(FileOutcome(h.relative_to(root).as_posix() + ("/" if h.is_dir() else ""),
+                                       "skipped", "hidden", str(root)) for h in sorted(hidden))
             scopes.append(Scope(root))
         else:
             raise ConfigError(f"No such file or folder: {given}")
@@ -172,14 +175,16 @@ def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome],
     return candidates, skipped, scopes
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _walk(folder: Path, hidden: list[Path]) -> Iterator[Path]:
+    """Files under `folder`; hidden entries (files or whole folders) go to `hidden` instead."""
     for entry in folder.iterdir():
         if entry.name.startswith("."):
+            hidden.append(entry)
             continue
         if entry.is_symlink() and not entry.exists():
             continue
         if entry.is_dir():
-            yield from _walk(entry)
+            yield from _walk(entry, hidden)
         elif entry.is_file():
             yield entry
 

@@ -80,7 +80,9 @@ def test_first_run_then_unchanged(settings: Settings, embedder: Any, tmp_path: P
     report = run(settings, counting, root)
     counts = report.counts()
     assert counts["ingested"] == 4, report.outcomes
-    assert counts["skipped"] == 1  # image.png; the hidden file is not even listed
+    assert counts["skipped"] == 2  # image.png and .hidden.md (never read)
+    assert {(o.source, o.reason) for o in report.outcomes if o.status == "skipped"} == {
+        ("image.png", "unsupported type"), (".hidden.md", "hidden")}
     assert not report.failed
     assert report.chunks_total == report.chunks_added == counting.embedded > 4
 
