@@ -303,6 +303,9 @@ def test_stop_ends_the_process_and_frees_the_port(small_model: Path, tmp_path: P
     assert not own.running
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     with socket.socket() as s:
+        # SO_REUSEADDR, as any server sets it: closed client connections may linger in
+        # TIME_WAIT, but no process may still be listening on the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))  # the port is free again
     assert list(tmp_path.iterdir()) == []  # a clean stop leaves no log behind
     own.stop()  # a second stop is harmless
