@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rag_app.errors import ConfigError, RagError
+from rag_app.guard import LinkFilter, looks_like_instructions, neutralise, strip_unsourced_links
 from rag_app.llm import ChatClient, Endpoint, LLMError
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
 
@@ -91,6 +92,8 @@ class Answer:
     found: bool  # False: "not found in the documents"
     grounded: bool  # at least one valid citation
     invalid_citations: int = 0  # cited numbers that pointed at no retrieved chunk (removed)
+    flagged_sources: list[int] = field(default_factory=list)  # [n] whose instructions were cut
+    removed_links: int = 0  # URLs in the answer that no source contains (removed)
     support: float | None = None  # best cosine between the answer and a cited passage
     mode: str = "llm"  # "llm" or "no-llm"
     endpoint: str = ""
@@ -101,11 +104,13 @@ class Answer:
             "question": self.question, "query": self.query, "text": self.text,
             "found": self.found, "grounded": self.grounded, "mode": self.mode,
             "invalid_citations": self.invalid_citations, "support": self.support,
+            "flagged_sources": self.flagged_sources, "removed_links": self.removed_links,
             "endpoint": self.endpoint,
             "citations": [c.__dict__ if not hasattr(c, "__slots__") else
                           {s: getattr(c, s) for s in c.__slots__} for c in self.citations],
             "hits": [{"chunk_id": h.chunk_id, "location": h.location, "score": h.score,
-                      "similarity": h.similarity} for h in self.hits],
+                      "similarity": h.similarity, "rerank_score": h.rerank_score}
+                     for h in self.hits],
             "timings": self.timings.__dict__,
         }
 
@@ -129,10 +134,11 @@ def resolve_endpoint(settings: Settings) -> Endpoint | None:
 
 
 def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
-    """The sources numbered and fenced as data, then the question."""
+    """The sources numbered and fenced as data (instruction-like sentences cut), then the
+    question."""
     blocks = []
     for n, hit in enumerate(hits, start=1):
-        body = _fence_safe(hit.text)
+        body = _fence_safe(neutralise(hit.text).text)
         blocks.append(f'<source id="{n}" location="{_fence_safe(hit.location)}">\n{body}\n'
                       "</source>")
     user = "<sources>\n" + "\n".join(blocks) + "\n</sources>\n\nQuestion: " + question.strip()
@@ -164,6 +170,10 @@ class AnswerStream:
         t = time.perf_counter()
         self.hits = retriever.search(self.query, options)
         self.timings.retrieve_s = time.perf_counter() - t
+        # Sources whose instruction-like sentences are kept from the model (see rag_app.guard).
+        self.flagged = [n for n, h in enumerate(self.hits, start=1)
+                        if looks_like_instructions(h.text)]
+        self._removed_links = 0
         self._result: Answer | None = None
 
     @property
@@ -186,15 +196,21 @@ class AnswerStream:
             return
         raw: list[str] = []
         extractor = _AnswerField()
+        sources = [h.text for h in self.hits]
+        links = LinkFilter(sources)
         for piece in self._chat.stream(build_messages(self.query, self.hits),
                                        response_format=ANSWER_SCHEMA):
             if self.timings.first_token_s is None:
                 self.timings.first_token_s = time.perf_counter() - self._started
             raw.append(piece)
-            out = extractor.feed(piece)
+            out = links.feed(extractor.feed(piece))
             if out:
                 yield out
+        rest = links.flush()
+        if rest:
+            yield rest
         text, numbers = _parse_reply("".join(raw))
+        text, self._removed_links = strip_unsourced_links(text, sources)
         if not extractor.seen:  # the server ignored the JSON request: plain text came back
             yield text
         found = bool(text.strip()) and NOT_FOUND.lower().rstrip(".") not in text.lower()
@@ -219,6 +235,7 @@ class AnswerStream:
             question=self.question, query=self.query, text=text, citations=citations,
             hits=list(self.hits), found=found, grounded=bool(citations),
             invalid_citations=invalid, support=support, mode=mode, endpoint=endpoint,
+            flagged_sources=self.flagged, removed_links=self._removed_links,
             timings=self.timings,
         )
 

@@ -21,6 +21,7 @@ from rag_app.fusion import FusionConfig, Mode, fuse
 
 if TYPE_CHECKING:
     from rag_app.embeddings import Embedder
+    from rag_app.rerank import Reranker
     from rag_app.settings import Settings
     from rag_app.store import Store
 
@@ -44,6 +45,7 @@ class Hit:
     similarity: float  # cosine similarity to the query (every hit has one)
     dense_rank: int | None  # 1-based rank in the dense candidates, None if not there
     lexical_rank: int | None  # 1-based rank in the BM25 candidates, None if not there
+    rerank_score: float | None = None  # the cross-encoder's score, when a reranker ran
 
     @property
     def location(self) -> str:
@@ -65,6 +67,7 @@ class RetrievalOptions:
     mmr: bool = False  # diversify: trade relevance for less overlap between hits
     mmr_lambda: float = 0.7  # 1.0: pure relevance
     source: str | None = None  # only files whose path starts with this (a folder or a file)
+    rerank: bool = True  # use the configured reranker (RAG_RERANKER_MODEL), if any
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -77,7 +80,8 @@ class Retriever:
     """Searches one collection. Build once (it holds the model and the BM25 index)."""
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
-                 store: Store | None = None, fusion: FusionConfig | None = None) -> None:
+                 store: Store | None = None, fusion: FusionConfig | None = None,
+                 reranker: Reranker | None = None) -> None:
         from rag_app.embeddings import make_embedder
         from rag_app.store import Store
 
@@ -90,6 +94,13 @@ class Retriever:
         self.store = opened
         self.embedder = embedder if embedder is not None else make_embedder(settings)
         self.fusion = fusion or FusionConfig()
+        if reranker is None and settings.reranker_model.strip():
+            from rag_app.rerank import Reranker
+
+            reranker = Reranker(settings.reranker_model, device=settings.embedding_device,
+                                batch_size=settings.embedding_batch_size)
+        self.reranker = reranker
+        self.rerank_depth = settings.reranker_depth
         self._checked = False
         self._lexical: Any = None
 
@@ -131,8 +142,13 @@ class Retriever:
                                                                  if allowed is not None
                                                                  else None))
         fused = fuse(dense, lexical, replace(self.fusion, mode=opts.mode))
-        pool = fused[: max(opts.k * 4, 20)] if opts.mmr else fused[: opts.k * 2 + 10]
-        found = self._hits(pool, qvec, dense, lexical)
+        rerank = self.reranker is not None and opts.rerank
+        size = max(opts.k * 4, 20) if opts.mmr else opts.k * 2 + 10
+        if rerank:
+            size = max(size, self.rerank_depth)
+        found = self._hits(fused[:size], qvec, dense, lexical)
+        if rerank and self.reranker is not None:
+            found = self._rerank(query, found)
         if opts.min_similarity is not None:
             found = [(h, v) for h, v in found if h.similarity >= opts.min_similarity]
         if opts.mmr:
@@ -140,6 +156,17 @@ class Retriever:
         return [h for h, _ in found[: opts.k]]
 
     # -- internals ----------------------------------------------------------------------------
+    def _rerank(self, query: str, found: list[tuple[Hit, np.ndarray]]
+                ) -> list[tuple[Hit, np.ndarray]]:
+        """The first `rerank_depth` candidates ordered by the cross-encoder; the rest after."""
+        if self.reranker is None or not found:
+            return found
+        head, tail = found[: self.rerank_depth], found[self.rerank_depth :]
+        scores = self.reranker.score(query, [h.text for h, _ in head])
+        order = sorted(range(len(head)), key=lambda i: -float(scores[i]))
+        return [(replace(head[i][0], rerank_score=float(scores[i])), head[i][1])
+                for i in order] + tail
+
     def _filter(self, source: str | None) -> tuple[dict[str, Any] | None, set[str] | None]:
         """A Chroma `where` and the allowed chunk ids for a path prefix, or (None, None)."""
         if not source:
@@ -150,10 +177,7 @@ class Retriever:
         if not sources:
             return {"source": {"$in": ["\x00none"]}}, set()
         where: dict[str, Any] = {"source": {"$in": sources}}
-        ids: set[str] = set()
-        for page_ids, _ in _paged_ids(self.store, where):
-            ids.update(page_ids)
-        return where, ids
+        return where, self.store.chunk_ids(where)
 
     def _hits(self, pool: Sequence[tuple[str, float]], qvec: np.ndarray,
               dense: Sequence[tuple[str, float]], lexical: Sequence[tuple[str, float]]
@@ -203,14 +227,3 @@ def _mmr(found: list[tuple[Hit, np.ndarray]], opts: RetrievalOptions) -> list[Hi
         left.remove(best)
     return [found[i][0] for i in chosen]
 
-
-def _paged_ids(store: Store, where: dict[str, Any]) -> Any:
-    offset, page = 0, 5000
-    while True:
-        got = store.chunks.get(where=where, include=[], limit=page, offset=offset)
-        if not got["ids"]:
-            return
-        yield list(got["ids"]), None
-        if len(got["ids"]) < page:
-            return
-        offset += page

@@ -283,8 +283,12 @@ class Store:
             )
 
     def chunk_ids_for(self, file_key: str) -> set[str]:
+        return self.chunk_ids({"file_key": file_key})
+
+    def chunk_ids(self, where: dict[str, Any]) -> set[str]:
+        """Ids of the chunks matching a Chroma `where` filter, read page by page."""
         ids: set[str] = set()
-        for page_ids, _ in _paged_get(self.chunks, where={"file_key": file_key}, include=[]):
+        for page_ids, _ in _paged_get(self.chunks, where=where, include=[]):
             ids.update(page_ids)
         return ids
 
