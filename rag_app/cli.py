@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retrieval: dense + BM25 fused (default), or one of them")
     ask.add_argument("--source", metavar="PATH", help="only files under this path")
     ask.add_argument("--mmr", action="store_true", help="diversify the retrieved chunks")
+    ask.add_argument("--no-rerank", action="store_true",
+                     help="skip the reranker set in RAG_RERANKER_MODEL")
     ask.add_argument("--no-llm", action="store_true", help="show the best passages only")
     ask.add_argument("--json", action="store_true", help="machine-readable result")
     return p
@@ -37,7 +39,7 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
     from rag_app.retrieve import RetrievalOptions
 
     options = RetrievalOptions(k=args.k or settings.retrieval_k, mode=args.mode,
-                               source=args.source, mmr=args.mmr)
+                               source=args.source, mmr=args.mmr, rerank=not args.no_rerank)
     stream = answer(args.question, settings=settings, options=options, use_llm=not args.no_llm)
     if args.json:
         for _ in stream:

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
 
     # --- answering: retrieval and checks ---------------------------------------------------
     retrieval_k: int = Field(default=5, ge=1, le=50, description="Chunks given to the model.")
+    reranker_model: str = Field(
+        default="",
+        description="Cross-encoder that reorders the best candidates (hub name or local folder); "
+        "empty: off. None ships with the project.",
+    )
+    reranker_depth: int = Field(default=20, ge=1, le=200,
+                                description="How many fused candidates the reranker reads.")
     answer_min_similarity: float = Field(
         default=0.25, ge=-1.0, le=1.0,
         description="If no retrieved chunk is at least this similar (cosine) to the question, "
