@@ -146,7 +146,7 @@ class ParseWorker:
                 "(raise RAG_PARSE_TIMEOUT_S if the file is just large)")
 
     def _kill(self) -> None:
-        if self._proc is not None:
+        if self._proc is not None and self._proc.pid is not None:  # pid None: never started
             self._proc.kill()
             self._proc.join(5)
         if self._conn is not None:

@@ -96,6 +96,7 @@ class Answer:
     removed_links: int = 0  # URLs in the answer that no source contains (removed)
     support: float | None = None  # best cosine between the answer and a cited passage
     mode: str = "llm"  # "llm" or "no-llm"
+    notice: str = ""  # why there is no LLM answer, when no model could be found
     endpoint: str = ""
     timings: Timings = field(default_factory=Timings)
 
@@ -105,7 +106,7 @@ class Answer:
             "found": self.found, "grounded": self.grounded, "mode": self.mode,
             "invalid_citations": self.invalid_citations, "support": self.support,
             "flagged_sources": self.flagged_sources, "removed_links": self.removed_links,
-            "endpoint": self.endpoint,
+            "endpoint": self.endpoint, "notice": self.notice,
             "citations": [c.__dict__ if not hasattr(c, "__slots__") else
                           {s: getattr(c, s) for s in c.__slots__} for c in self.citations],
             "hits": [{"chunk_id": h.chunk_id, "location": h.location, "score": h.score,
@@ -116,21 +117,28 @@ class Answer:
 
 
 def resolve_endpoint(settings: Settings) -> Endpoint | None:
-    """The configured endpoint, else the bundled local server; None if neither is available."""
+    """The configured endpoint, else the bundled local server; None if there is no model at all
+    (see `why_no_llm`). A model that is there but broken is an error, not a silent fallback."""
+    endpoint, _ = _resolve(settings)
+    return endpoint
+
+
+def _resolve(settings: Settings) -> tuple[Endpoint | None, str]:
     if settings.openai_base_url:
         if not settings.llm_model:
             raise ConfigError("OPENAI_BASE_URL is set but RAG_LLM_MODEL is not: name the model "
                               "to use at that endpoint (e.g. gpt-4o-mini, llama3.1)")
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
         return Endpoint(settings.openai_base_url.rstrip("/"), settings.llm_model,
-                        key or "not-needed")
-    from rag_app.local_llm import LocalModelError, ensure_server
+                        key or "not-needed"), ""
+    from rag_app.local_llm import NoLocalModel, ensure_server
 
     try:
         server = ensure_server(settings)
-    except LocalModelError:
-        return None
-    return Endpoint(server.base_url, server.model_name, server.api_key)
+    except NoLocalModel as exc:
+        return None, (f"No LLM is available, so no answer is written. {exc}\nOr point "
+                      "OPENAI_BASE_URL (and RAG_LLM_MODEL) at an OpenAI-compatible server.")
+    return Endpoint(server.base_url, server.model_name, server.api_key), ""
 
 
 def build_messages(question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
@@ -155,8 +163,9 @@ class AnswerStream:
 
     def __init__(self, question: str, history: Sequence[dict[str, str]], settings: Settings,
                  retriever: Retriever, chat: ChatClient | None,
-                 options: RetrievalOptions) -> None:
+                 options: RetrievalOptions, notice: str = "") -> None:
         self.question = question
+        self.notice = notice
         self.timings = Timings()
         self._settings = settings
         self._retriever = retriever
@@ -236,7 +245,7 @@ class AnswerStream:
             hits=list(self.hits), found=found, grounded=bool(citations),
             invalid_citations=invalid, support=support, mode=mode, endpoint=endpoint,
             flagged_sources=self.flagged, removed_links=self._removed_links,
-            timings=self.timings,
+            notice=self.notice, timings=self.timings,
         )
 
 
@@ -247,11 +256,12 @@ def answer(question: str, history: Sequence[dict[str, str]] = (), *, settings: S
     if not question.strip():
         raise ConfigError("The question is empty.")
     retriever = retriever or Retriever(settings)
+    notice = ""
     if chat is None and use_llm:
-        endpoint = resolve_endpoint(settings)
+        endpoint, notice = _resolve(settings)
         chat = ChatClient(endpoint, settings) if endpoint is not None else None
     opts = options or RetrievalOptions(k=settings.retrieval_k)
-    return AnswerStream(question, history, settings, retriever, chat, opts)
+    return AnswerStream(question, history, settings, retriever, chat, opts, notice)
 
 
 def _condense(chat: ChatClient, question: str, history: Sequence[dict[str, str]]) -> str:

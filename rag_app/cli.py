@@ -50,6 +50,8 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
         print(piece, end="", flush=True)
     print()
     result = stream.result
+    if result.notice:
+        print(result.notice, file=sys.stderr)
     if result.mode == "no-llm":
         for n, h in enumerate(result.hits, start=1):
             snippet = " ".join(h.text.split())[:300]

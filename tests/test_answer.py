@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ingest.sync import Ingestor
-from rag_app.answer import NOT_FOUND, _AnswerField, _parse_reply, answer, build_messages
+from rag_app.answer import NO_LLM_LABEL, NOT_FOUND, _AnswerField, _parse_reply, answer, build_messages
 from rag_app.guard import REMOVED
 from rag_app.llm import Endpoint
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
@@ -114,6 +114,39 @@ def test_instructions_in_sources_are_cut_and_unsourced_links_removed(
     assert REMOVED in prompt and "PWNED" not in prompt and "evil.example" not in prompt
     assert "Warranty notice\n" + REMOVED in prompt  # the rest of the passage stays
     assert "PWNED" in result.hits[notice[0] - 1].text  # the user still sees the original
+
+
+@pytest.mark.slow
+def test_without_any_model_the_answer_is_the_labelled_passages(
+        sample_settings: Any, embedder: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    import rag_app.cli
+    import rag_app.local_llm
+    from rag_app.local_llm import LocalModelError
+
+    # as on a machine where none of the bundled model's part packages is installed
+    monkeypatch.setattr(rag_app.local_llm, "_installed_version", lambda package: None)
+    nomodel = sample_settings.model_copy(update={"cache_dir": tmp_path / "empty-cache"})
+    retriever = Retriever(sample_settings, embedder=embedder)
+    stream = answer("How long is the warranty?", settings=nomodel, retriever=retriever)
+    assert "".join(stream) == NO_LLM_LABEL
+    result = stream.result
+    assert result.mode == "no-llm" and result.found and not result.endpoint
+    assert "No LLM is available" in result.notice and "pip install" in result.notice
+    assert [c.number for c in result.citations] == list(range(1, len(result.hits) + 1))
+
+    monkeypatch.setattr(rag_app.cli, "Settings", lambda **kw: nomodel)
+    assert rag_app.cli.main(["ask", "How long is the warranty?"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(NO_LLM_LABEL) and "warranty-and-returns.md" in out
+    assert "No LLM is available" in err
+
+    # a model that is there but broken is an error, not a silent fallback
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a model")
+    broken = nomodel.model_copy(update={"llm_model_path": bad})
+    with pytest.raises(LocalModelError, match="is not a GGUF file"):
+        answer("How long is the warranty?", settings=broken, retriever=retriever)
 
 
 @pytest.mark.slow
