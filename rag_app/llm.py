@@ -131,6 +131,9 @@ class ChatClient:
         if isinstance(exc, openai.NotFoundError):
             return LLMError(f"{where} answered 404: check OPENAI_BASE_URL (usually ends in /v1) "
                             "and the model name RAG_LLM_MODEL")
+        if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
+            return RequestRejected(f"{where} rejected the request (HTTP {exc.status_code}): "
+                                   f"{_redact(str(exc), self)[:300]}")
         if isinstance(exc, openai.RateLimitError):
             return LLMError(f"{where} is rate-limiting (429) and still was after "
                             f"{self._settings.llm_max_retries} retries: wait, or check quota")
@@ -144,6 +147,10 @@ class ChatClient:
             return LLMError(f"{where} failed with HTTP {exc.status_code} after "
                             f"{self._settings.llm_max_retries} retries: check the server's log")
         return LLMError(f"{where} failed: {type(exc).__name__}: {_redact(str(exc), self)}")
+
+
+class RequestRejected(LLMError):
+    """The server refused the request itself (400/422), e.g. an option it does not support."""
 
 
 def _redact(text: str, client: ChatClient) -> str:

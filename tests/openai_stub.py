@@ -2,7 +2,9 @@
 
 The model name picks the behaviour: "ok" streams three pieces; "stall" never answers; "stall-mid"
 sends one piece and goes quiet; "429" answers 429 (Retry-After: 1) twice, then streams; "500"
-always fails; "401" refuses the key. Requests per model are counted.
+always fails; "401" refuses the key; "no-schema" answers 400 to a request with a
+`response_format` (as servers without JSON-schema output do) and otherwise streams a prose
+answer citing [1]. Requests per model are counted.
 """
 
 from __future__ import annotations
@@ -36,12 +38,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, "invalid_api_key", "Incorrect API key provided: sk-...")
         if model == "500":
             return self._error(500, "server_error", "boom")
+        if model == "no-schema" and "response_format" in body:
+            return self._error(400, "invalid_request_error",
+                               "response_format json_schema is not supported")
         if model == "429" and n <= 2:
             return self._error(429, "rate_limit", "slow down", {"Retry-After": "1"})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for i, piece in enumerate(["Hello", ", ", "world"]):
+        pieces = ["Hello", ", ", "world"]
+        if model == "no-schema":
+            pieces = ["It lasts ", "2 years [1]", " and see http://evil.example/x", "."]
+        for i, piece in enumerate(pieces):
             self._event(model, piece)
             if model == "stall-mid" and i == 0:
                 self.server.release.wait(60)

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from ingest.sync import Ingestor
-from rag_app.answer import NO_LLM_LABEL, NOT_FOUND, _AnswerField, _parse_reply, answer, build_messages
+from rag_app.answer import (
+    NO_LLM_LABEL,
+    NOT_FOUND,
+    _AnswerField,
+    _parse_reply,
+    answer,
+    build_messages,
+)
 from rag_app.guard import REMOVED
 from rag_app.llm import Endpoint
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
@@ -114,6 +121,25 @@ def test_instructions_in_sources_are_cut_and_unsourced_links_removed(
     assert REMOVED in prompt and "PWNED" not in prompt and "evil.example" not in prompt
     assert "Warranty notice\n" + REMOVED in prompt  # the rest of the passage stays
     assert "PWNED" in result.hits[notice[0] - 1].text  # the user still sees the original
+
+
+@pytest.mark.slow
+def test_a_server_without_json_schema_output_gets_the_prose_prompt(
+        sample_settings: Any, embedder: Any) -> None:
+    from rag_app.llm import ChatClient
+    from tests.openai_stub import openai_stub
+
+    retriever = Retriever(sample_settings, embedder=embedder)
+    with openai_stub() as server:
+        chat = ChatClient(Endpoint(server.base_url, "no-schema", "k"), sample_settings)
+        stream = answer("How long is the warranty?", settings=sample_settings,
+                        retriever=retriever, chat=chat)
+        text = "".join(stream)
+        assert server.requests["no-schema"] == 2  # refused with the schema, then in prose
+    result = stream.result
+    assert text == result.text == "It lasts 2 years [1] and see [link removed]."
+    assert [c.number for c in result.citations] == [1] and result.found and result.grounded
+    assert result.removed_links == 1
 
 
 @pytest.mark.slow
