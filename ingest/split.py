@@ -20,7 +20,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from rag_app.records import Chunk, LoadedDocument, Section, content_hash
 
-SPLITTER_VERSION = "recursive-tokens-v3"  # bump when chunk boundaries change
+SPLITTER_VERSION = "recursive-tokens-v4"  # bump when chunk boundaries change
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
 PAGE_JOIN = "\n\n"
 
@@ -107,9 +107,16 @@ class Splitter:
                 for text in self._splitter.split_text(body):
                     yield Section(text=text, headings=section.headings)
                 continue
-            # Every chunk of a section starts with the section's heading, so no chunk is a
-            # stray heading on its own and each one says what it is about.
+            # Every chunk of a section starts with the section's heading path ("Version 2.3.0 >
+            # Added"), so no chunk is a stray heading on its own, each one says what it is
+            # about, and a parent heading with only sub-sections under it is still searchable.
+            trail = " > ".join(h.strip() for h in section.headings[:-1] if h.strip())
+            if trail:
+                header = f"{trail} > {header.lstrip('#').strip()}"
             room = self.config.chunk_tokens - self._length(header + "\n")
+            if room < self.config.chunk_tokens // 2 and trail:  # a long path: own heading only
+                header = _heading_line(section)[0]
+                room = self.config.chunk_tokens - self._length(header + "\n")
             if room < self.config.chunk_tokens // 2:  # an absurdly long heading: plain split
                 header, body, room = "", section.text, self.config.chunk_tokens
             for text in self._sized(room).split_text(body):

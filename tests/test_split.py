@@ -54,7 +54,7 @@ def test_headings_ids_and_overlap(splitter: Any) -> None:
     assert len({c.id for c in first}) == len(first)
     assert all(c.headings == ("Care", "Cleaning") and c.title == "Care" for c in first)
     assert len(first) >= 2
-    assert all(c.text.startswith("## Cleaning\nPoint") for c in first)  # heading on each
+    assert all(c.text.startswith("Care > Cleaning\nPoint") for c in first)  # heading path
     tail_words = first[0].text.split()[-3:]
     assert " ".join(tail_words) in first[1].text  # consecutive chunks overlap
     other = splitter.split(doc, "care.md", "other-root::care.md")
