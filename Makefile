@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@$(MAKE) --no-print-directory install-torch
-	$(PIP) install -q -e ".[dev,llm]"
+	$(PIP) install -q -e ".[dev,llm,eval]"
 	@touch $(STAMP)
 
 .PHONY: install-torch

@@ -16,6 +16,7 @@ which small local models follow far better than citation rules in prose (see DES
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,8 @@ from rag_app.retrieve import Hit, RetrievalOptions, Retriever
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 NOT_FOUND = "Not found in the documents."
 NO_LLM_LABEL = "No-LLM mode: these are the passages that best match the question."
@@ -50,6 +53,28 @@ PLAIN_PROMPT = (
     "brackets after each claim, like [1]. If the sources do not contain the answer, reply "
     f"exactly: {NOT_FOUND}"
 )
+# The check after generation: small models "answer" unanswerable questions from a passage about
+# something else (the AK-300's capacity from the AK-200's page). Asked separately, with only the
+# cited passages, the same model says so far more often (measured: README).
+CHECK_PROMPT = (
+    "You check an answer against source text. Reply with JSON. \"supported\" is true only if "
+    "the source text itself states the answer to the question; false if the source is about "
+    "something else, gives a different number or name, or does not say."
+)
+CHECK_SCHEMA: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer_check",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"supported": {"type": "boolean"}},
+            "required": ["supported"],
+            "additionalProperties": False,
+        },
+    },
+}
+CHECK_FAILED_NOTE = "The sources were found, but they do not state this answer."
 CONDENSE_PROMPT = (
     "Rewrite the user's last question as one standalone question that can be understood "
     "without the conversation. Reply with the question only."
@@ -88,6 +113,7 @@ class Timings:
     condense_s: float = 0.0
     retrieve_s: float = 0.0
     first_token_s: float | None = None
+    check_s: float = 0.0
     total_s: float = 0.0
 
 
@@ -106,6 +132,8 @@ class Answer:
     support: float | None = None  # best cosine between the answer and a cited passage
     mode: str = "llm"  # "llm" or "no-llm"
     notice: str = ""  # why there is no LLM answer, when no model could be found
+    checked: bool | None = None  # the check's verdict; None: not run (off, no answer, failed)
+    draft: str = ""  # the model's answer when the check turned it into "not found"
     endpoint: str = ""
     timings: Timings = field(default_factory=Timings)
 
@@ -115,7 +143,8 @@ class Answer:
             "found": self.found, "grounded": self.grounded, "mode": self.mode,
             "invalid_citations": self.invalid_citations, "support": self.support,
             "flagged_sources": self.flagged_sources, "removed_links": self.removed_links,
-            "endpoint": self.endpoint, "notice": self.notice,
+            "endpoint": self.endpoint, "notice": self.notice, "checked": self.checked,
+            "draft": self.draft,
             "citations": [c.__dict__ if not hasattr(c, "__slots__") else
                           {s: getattr(c, s) for s in c.__slots__} for c in self.citations],
             "hits": [{"chunk_id": h.chunk_id, "location": h.location, "score": h.score,
@@ -194,6 +223,8 @@ class AnswerStream:
         self.flagged = [n for n, h in enumerate(self.hits, start=1)
                         if looks_like_instructions(h.text)]
         self._removed_links = 0
+        self._checked: bool | None = None
+        self._draft = ""
         self._result: Answer | None = None
 
     @property
@@ -243,7 +274,43 @@ class AnswerStream:
         if json_reply and not extractor.seen:  # the server ignored the JSON request: prose
             yield text
         found = bool(text.strip()) and NOT_FOUND.lower().rstrip(".") not in text.lower()
+        if found and self._settings.answer_check:
+            t = time.perf_counter()
+            self._checked = self._check(text, numbers)
+            self.timings.check_s = time.perf_counter() - t
+            if self._checked is False:
+                self._draft = text.strip()
+                yield f"\n\n{NOT_FOUND} {CHECK_FAILED_NOTE}"
+                self._finish(NOT_FOUND, [], found=False)
+                return
         self._finish(text.strip(), numbers if found else [], found=found)
+
+    def _check(self, text: str, numbers: list[int]) -> bool | None:
+        """Do the cited passages (else the top two) state this answer? None: no verdict."""
+        if self._chat is None:
+            return None
+        cited = [self.hits[n - 1] for n in sorted(set(numbers)) if 1 <= n <= len(self.hits)]
+        passages = "\n".join(f"<source>\n{_fence_safe(neutralise(h.text).text)}\n</source>"
+                             for h in (cited or self.hits[:2])[:3])
+        messages = [{"role": "system", "content": CHECK_PROMPT},
+                    {"role": "user", "content": f"{passages}\n\nQuestion: {self.query.strip()}"
+                                                f"\nProposed answer: {text.strip()}"}]
+        try:
+            reply = self._chat.complete(messages, response_format=CHECK_SCHEMA, max_tokens=24,
+                                        temperature=0.0)
+        except RequestRejected:
+            try:
+                reply = self._chat.complete(
+                    [{"role": "system", "content": CHECK_PROMPT.replace(
+                        "Reply with JSON.", "Reply with one word, yes or no.")},
+                     messages[1]], max_tokens=4, temperature=0.0)
+            except LLMError as exc:
+                log.warning("answer check failed: %s", exc)
+                return None
+        except LLMError as exc:
+            log.warning("answer check failed: %s", exc)
+            return None
+        return _parse_verdict(reply)
 
     def _generate(self, *, json_reply: bool) -> Iterator[str]:
         if self._chat is None:
@@ -275,7 +342,7 @@ class AnswerStream:
             hits=list(self.hits), found=found, grounded=bool(citations),
             invalid_citations=invalid, support=support, mode=mode, endpoint=endpoint,
             flagged_sources=self.flagged, removed_links=self._removed_links,
-            notice=self.notice, timings=self.timings,
+            notice=self.notice, checked=self._checked, draft=self._draft, timings=self.timings,
         )
 
 
@@ -304,6 +371,21 @@ def _condense(chat: ChatClient, question: str, history: Sequence[dict[str, str]]
     except LLMError:
         return question
     return text.splitlines()[0].strip() if text else question
+
+
+def _parse_verdict(reply: str) -> bool | None:
+    try:
+        value = json.loads(reply).get("supported")
+    except (ValueError, AttributeError):
+        value = None
+    if isinstance(value, bool):
+        return value
+    word = reply.strip().lower()
+    if word.startswith("yes") or '"supported": true' in word:
+        return True
+    if word.startswith("no") or '"supported": false' in word:
+        return False
+    return None
 
 
 def _parse_reply(raw: str) -> tuple[str, list[int]]:

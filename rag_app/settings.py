@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         description="If no retrieved chunk is at least this similar (cosine) to the question, "
         "the answer is 'not found' and the model is not called.",
     )
+    answer_check: bool = Field(
+        default=True,
+        description="Ask the model, in a second short call, whether the cited passages state "
+        "the answer; if not, the answer becomes 'not found'.",
+    )
     condense_questions: bool = Field(
         default=True, description="Rewrite follow-ups with the chat history before retrieval."
     )

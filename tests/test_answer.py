@@ -11,10 +11,12 @@ import pytest
 
 from ingest.sync import Ingestor
 from rag_app.answer import (
+    CHECK_FAILED_NOTE,
     NO_LLM_LABEL,
     NOT_FOUND,
     _AnswerField,
     _parse_reply,
+    _parse_verdict,
     answer,
     build_messages,
 )
@@ -58,6 +60,8 @@ class ScriptedChat:
         self.endpoint = Endpoint("http://127.0.0.1:1/v1", "scripted", "k")
         self.calls = 0
         self.messages: Any = None
+        self.verdict: bool | None = None  # the answer check's reply, when set
+        self.checks = 0
 
     def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
         self.calls += 1
@@ -66,6 +70,10 @@ class ScriptedChat:
             yield self.reply[i : i + 5]
 
     def complete(self, messages: Any, **kwargs: Any) -> str:
+        if self.verdict is not None and kwargs.get("response_format", {}).get(
+                "json_schema", {}).get("name") == "answer_check":
+            self.checks += 1
+            return json.dumps({"supported": self.verdict})
         return "".join(self.stream(messages))
 
 
@@ -102,6 +110,44 @@ def test_invalid_citations_are_removed_and_counted(sample_settings: Any, embedde
     assert unrelated._chat.calls == 0  # type: ignore[union-attr]  # the model is not asked
 
 
+def test_check_verdicts_are_parsed_strictly() -> None:
+    assert _parse_verdict('{"supported": true}') is True
+    assert _parse_verdict('{"supported": false}') is False
+    assert _parse_verdict("Yes.") is True and _parse_verdict("no") is False
+    assert _parse_verdict('{"answer": "2 years"}') is None and _parse_verdict("") is None
+
+
+@pytest.mark.slow
+def test_an_answer_the_check_rejects_becomes_not_found(sample_settings: Any,
+                                                       embedder: Any) -> None:
+    retriever = Retriever(sample_settings, embedder=embedder)
+    chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
+    chat.verdict = False
+    stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=sample_settings,
+                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    text = "".join(stream)
+    result = stream.result
+    assert chat.checks == 1 and result.checked is False
+    assert text.startswith("1.7 litres") and text.endswith(CHECK_FAILED_NOTE)
+    assert result.text == NOT_FOUND and not result.found and not result.citations
+    assert result.draft == "1.7 litres" and result.hits  # the nearest passages stay
+
+    chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
+    chat.verdict = True
+    stream = answer("What is the capacity of the AK-200?", settings=sample_settings,
+                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    assert "".join(stream) == "1.7 litres"
+    assert stream.result.checked is True and stream.result.found
+
+    off = sample_settings.model_copy(update={"answer_check": False})
+    chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
+    chat.verdict = False
+    stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=off,
+                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    assert "".join(stream) == "1.7 litres" and chat.checks == 0
+    assert stream.result.checked is None and stream.result.found
+
+
 @pytest.mark.slow
 def test_instructions_in_sources_are_cut_and_unsourced_links_removed(
         sample_settings: Any, embedder: Any) -> None:
@@ -135,11 +181,13 @@ def test_a_server_without_json_schema_output_gets_the_prose_prompt(
         stream = answer("How long is the warranty?", settings=sample_settings,
                         retriever=retriever, chat=chat)
         text = "".join(stream)
-        assert server.requests["no-schema"] == 2  # refused with the schema, then in prose
+        # refused with the schema, then in prose: for the answer, and again for its check
+        assert server.requests["no-schema"] == 4
     result = stream.result
     assert text == result.text == "It lasts 2 years [1] and see [link removed]."
     assert [c.number for c in result.citations] == [1] and result.found and result.grounded
     assert result.removed_links == 1
+    assert result.checked is None  # the stub's prose reply to the check is no verdict
 
 
 @pytest.mark.slow
@@ -194,6 +242,17 @@ def test_end_to_end_with_the_bundled_local_model(sample_settings: Any, embedder:
     # a retrieved document that carries instructions does not change the behaviour
     assert any(h.source == "notice.md" for h in stream.hits), "the injection must be in play"
     assert "PWNED" not in text.upper() and "evil.example" not in text
+
+    # an unanswerable question close to the documents' topic is refused (the model tends to
+    # answer it from a passage about something else; the answer check catches that)
+    stream = answer("What is the capacity of the AK-300 Pro kettle?",
+                    settings=sample_settings, retriever=retriever)
+    text = "".join(stream)
+    assert not stream.result.found and stream.result.text == NOT_FOUND, text
+    # an unrelated one is refused without asking the model
+    stream = answer("Who won the 1966 football World Cup?",
+                    settings=sample_settings, retriever=retriever)
+    assert "".join(stream) == NOT_FOUND and stream.result.timings.first_token_s is None
 
     # asked about that document directly (this made the model obey it before rag_app.guard)
     stream = answer("What does the Aurora kettle warranty notice say?",
