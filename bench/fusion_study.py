@@ -28,7 +28,6 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from rag_app.eval.beir import Beir, load_beir  # noqa: E402
+from rag_app.eval.metrics import Qrels, Run, ranx_compare, ranx_evaluate  # noqa: E402
 from rag_app.fusion import FusionConfig, fuse  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
 from rag_app.lexical import LexicalIndex, LexicalOptions  # noqa: E402
@@ -51,48 +52,6 @@ DEPTH = 100
 # grade >= 2 ("highly relevant", TREC DL's binary cut) is shown too.
 PRIMARY = "ndcg_burges@10"
 METRICS = (PRIMARY, "ndcg@10", "recall@10", "mrr@10", "mrr@10-l2")
-
-Run = dict[str, list[tuple[str, float]]]  # query id -> ranked (doc id, score)
-Qrels = dict[str, dict[str, int]]
-
-
-@dataclass(frozen=True)
-class Beir:
-    doc_ids: list[str]
-    doc_texts: list[str]
-    queries: dict[str, str]  # judged queries only
-    qrels: Qrels
-    digest: str  # of the corpus file, for the embedding cache
-
-
-def passage_text(title: str, text: str) -> str:
-    """BEIR's recipe for sentence-transformers models: title + " " + text."""
-    return f"{title} {text}".strip() if title else text
-
-
-def load_beir(folder: Path) -> Beir:
-    corpus = folder / "corpus.jsonl"
-    ids, texts = [], []
-    with corpus.open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            ids.append(str(row["_id"]))
-            texts.append(passage_text(row.get("title") or "", row["text"]))
-    qrels: Qrels = {}
-    with (folder / "qrels" / "test.tsv").open(encoding="utf-8") as f:
-        next(f)  # header
-        for line in f:
-            qid, did, score = line.rstrip("\n").split("\t")
-            if int(score) > 0:
-                qrels.setdefault(qid, {})[did] = int(score)
-    queries: dict[str, str] = {}
-    with (folder / "queries.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if str(row["_id"]) in qrels:
-                queries[str(row["_id"])] = row["text"]
-    digest = hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]
-    return Beir(ids, texts, queries, qrels, digest)
 
 
 # -- the two retrievers -------------------------------------------------------------------------
@@ -136,56 +95,14 @@ def fused_run(dense: Run, lexical: Run, config: FusionConfig) -> Run:
             for qid in dense}
 
 
-# -- metrics ----------------------------------------------------------------------------------
-def _ranx_run(run: Run) -> Any:
-    from ranx import Run as RanxRun
-
-    # Scores from the rank, so ranx evaluates exactly our order (ties included).
-    return RanxRun({q: {d: float(len(r) - i) for i, (d, _) in enumerate(r)} or {"-": 0.0}
-                    for q, r in run.items()})
-
-
+# -- metrics (ranx, through rag_app.eval.metrics) ------------------------------------------
 def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = METRICS) -> dict[str, float]:
-    """Mean metrics over the judged queries (ranx)."""
-    from ranx import Qrels as RanxQrels
-    from ranx import evaluate as ranx_evaluate
-
-    judged = {q: r for q, r in run.items() if q in qrels}
-    scores = ranx_evaluate(RanxQrels(qrels), _ranx_run(judged), list(metrics),
-                           make_comparable=True)
-    if not isinstance(scores, dict):  # ranx returns a bare number for a single metric
-        return {metrics[0]: float(scores)}
-    return {m: float(scores[m]) for m in metrics}
+    """Mean metrics over the judged queries."""
+    return ranx_evaluate(run, qrels, metrics)[0]
 
 
 def per_query(run: Run, qrels: Qrels, metric: str = PRIMARY) -> dict[str, float]:
-    from ranx import Qrels as RanxQrels
-    from ranx import evaluate as ranx_evaluate
-
-    judged = {q: r for q, r in run.items() if q in qrels}
-    values = ranx_evaluate(RanxQrels(qrels), _ranx_run(judged), metric,
-                           return_mean=False, make_comparable=True)
-    return dict(zip(sorted(judged), (float(v) for v in values), strict=True))
-
-
-def compare(run: Run, baseline: Run, qrels: Qrels, metrics: Sequence[str]
-            ) -> dict[str, dict[str, float]]:
-    """Per metric: both means, per-query wins/ties/losses of `run`, and the two-sided p-value
-    of ranx's paired randomisation (Fisher) test, 20,000 permutations."""
-    from ranx import Qrels as RanxQrels
-    from ranx import compare as ranx_compare
-
-    a, b = _ranx_run(run), _ranx_run(baseline)
-    a.name, b.name = "run", "baseline"
-    report = ranx_compare(RanxQrels(qrels), [a, b], metrics=list(metrics), stat_test="fisher",
-                          n_permutations=20000, random_seed=0).to_dict()
-    out: dict[str, dict[str, float]] = {}
-    for m in metrics:
-        wtl = report["run"]["win_tie_loss"]["baseline"][m]
-        out[m] = {"run": report["run"]["scores"][m], "baseline": report["baseline"]["scores"][m],
-                  "wins": wtl["W"], "ties": wtl["T"], "losses": wtl["L"],
-                  "p": report["run"]["comparisons"]["baseline"][m]}
-    return out
+    return ranx_evaluate(run, qrels, [metric])[1][metric]
 
 
 # -- the study --------------------------------------------------------------------------------
@@ -313,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n## The default ({default.method} {default.norm} alpha={default.alpha} "
           f"depth={default.depth}) against dense only: gain or noise?\n")
     fused = fused_run(dense, lexical, default)
-    for metric, c in compare(fused, dense, beir.qrels, (PRIMARY, "mrr@10-l2")).items():
+    for metric, c in ranx_compare(fused, dense, beir.qrels, (PRIMARY, "mrr@10-l2")).items():
         print(f"{metric}: {c['run']:.3f} vs {c['baseline']:.3f}; per query better "
               f"{c['wins']:.0f}, worse {c['losses']:.0f}, same {c['ties']:.0f}; "
               f"paired randomisation p = {c['p']:.2f}")
