@@ -108,14 +108,16 @@ JUDGE_SCHEMA: dict[str, Any] = {
 METRIC_NAMES = [
     "questions", "source_hit@1", "source_hit@k", "source_mrr@k", "passage_hit@k",
     "page_hit@1", "page_hit@k", "page_mrr@k", "token_f1", "contains_answer",
-    "refusal_accuracy", "false_refusal_rate", "citation_validity", "cited_answers",
+    "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
+    "false_refusal_rate_unchecked", "check_rejected", "citation_validity", "cited_answers",
     "faithfulness", "judge_faithfulness", "judge_failures", "llm_errors",
     "retrieval_p50_s", "retrieval_p95_s", "first_token_p50_s", "first_token_p95_s",
-    "total_p50_s", "total_p95_s",
+    "check_p50_s", "total_p50_s", "total_p95_s",
 ]
 LLM_METRICS = ("token_f1", "contains_answer", "refusal_accuracy", "false_refusal_rate",
-               "citation_validity", "cited_answers", "faithfulness", "judge_faithfulness",
-               "judge_failures", "first_token_p50_s", "first_token_p95_s")
+               "refusal_accuracy_unchecked", "false_refusal_rate_unchecked", "check_rejected",
+               "check_p50_s", "citation_validity", "cited_answers", "faithfulness",
+               "judge_faithfulness", "judge_failures", "first_token_p50_s", "first_token_p95_s")
 
 
 # -- the question set ---------------------------------------------------------------------------
@@ -651,6 +653,10 @@ def _answer_fields(result: Answer, text: str) -> dict[str, Any]:
                        "page_end": c.page_end, "chunk_id": c.chunk_id}
                       for c in result.citations],
         "first_token_s": result.timings.first_token_s, "total_s": result.timings.total_s,
+        # the answer check (RAG_ANSWER_CHECK): its verdict, its time, and the model's draft
+        # when the check turned it into "not found" (so one run also shows the unchecked rates)
+        "checked": result.checked, "check_s": result.timings.check_s or None,
+        "draft": result.draft or None,
     }
 
 
@@ -710,6 +716,16 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
                                    lambda r: not r["found"])
     m["false_refusal_rate"] = _share([r for r in llm_rows if r["answerable"]],
                                      lambda r: not r["found"])
+    # as if RAG_ANSWER_CHECK were off: a draft the check rejected counts as an answer
+    def refused_unchecked(r: dict[str, Any]) -> bool:
+        return not r["found"] and not r.get("draft")
+
+    m["refusal_accuracy_unchecked"] = _share([r for r in llm_rows if not r["answerable"]],
+                                             refused_unchecked)
+    m["false_refusal_rate_unchecked"] = _share([r for r in llm_rows if r["answerable"]],
+                                               refused_unchecked)
+    m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
+    m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
     cited = sum(len(r["citations"]) for r in answered)
     invalid = sum(r["invalid_citations"] for r in answered)
     m["citation_validity"] = cited / (cited + invalid) if cited + invalid else None

@@ -42,6 +42,10 @@ METRIC_LABELS = {
     "contains_answer": "contains gold answer",
     "refusal_accuracy": "refusal accuracy (unanswerable)",
     "false_refusal_rate": "false refusals (answerable)",
+    "refusal_accuracy_unchecked": "refusal accuracy, answer check off",
+    "false_refusal_rate_unchecked": "false refusals, answer check off",
+    "check_rejected": "answers the check turned into not-found",
+    "check_p50_s": "answer check p50 (s)",
     "citation_validity": "valid citations",
     "cited_answers": "answers with a citation",
     "faithfulness": "faithfulness (embedding)",
@@ -55,8 +59,9 @@ METRIC_LABELS = {
     "total_p50_s": "total p50 (s)",
     "total_p95_s": "total p95 (s)",
 }
-COUNTS = frozenset({"questions", "judge_failures", "llm_errors"})
-LOWER_IS_BETTER = frozenset({"false_refusal_rate", "judge_failures", "llm_errors"})
+COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected"})
+LOWER_IS_BETTER = frozenset({"false_refusal_rate", "false_refusal_rate_unchecked",
+                             "judge_failures", "llm_errors"})
 KIND_TITLES = {"beir": "Retrieval (BEIR)", "qa": "Question answering, end to end"}
 
 
