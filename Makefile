@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DOCS ?= data/samples
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ask test lint bench clean
+.PHONY: help install run ask test lint bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ lint: install ## ruff and mypy only
 
 bench: install ## ingest speed: this project vs the LangChain tutorial pipeline (prints a table)
 	$(PY) bench/ingest_bench.py
+
+EVAL ?= qa data/eval/samples-qa.jsonl --docs data/samples -c hybrid
+
+eval: install ## evaluate (default: the sample question set with the local LLM); EVAL="…" for others
+	$(PY) -m rag_app.eval $(EVAL)
 
 clean: ## delete runtime state and caches (data/store, data/cache) and the virtualenv
 	rm -rf data/store data/cache $(VENV)

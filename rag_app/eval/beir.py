@@ -42,7 +42,7 @@ from rag_app.eval.configs import (
     describe_settings,
 )
 from rag_app.eval.metrics import Qrels, Run, ranx_compare, ranx_evaluate, require
-from rag_app.eval.qa import index_documents, warm, work_dir
+from rag_app.eval.qa import index_documents, read_jsonl, warm, work_dir
 
 if TYPE_CHECKING:
     from rag_app.embeddings import Embedder
@@ -129,7 +129,7 @@ def load_beir(folder: str | Path, split: str = "test") -> Beir:
     titles: list[str] = []
     bodies: list[str] = []
     seen: set[str] = set()
-    for where, row in _jsonl(corpus):
+    for where, row in read_jsonl(corpus):
         doc_id = _field(row, "_id", where)
         if doc_id in seen:
             raise ConfigError(f"{where}: passage id {doc_id!r} is used twice")
@@ -142,7 +142,7 @@ def load_beir(folder: str | Path, split: str = "test") -> Beir:
     if not queries_file.is_file():
         raise ConfigError(f"{root}: queries.jsonl is missing")
     queries: dict[str, str] = {}
-    for where, row in _jsonl(queries_file):
+    for where, row in read_jsonl(queries_file):
         qid = _field(row, "_id", where)
         if qid in qrels:
             queries[qid] = str(row.get("text") or "").strip()
@@ -152,21 +152,6 @@ def load_beir(folder: str | Path, split: str = "test") -> Beir:
                           "qrels file; check that the ids match")
     digest = hashlib.sha256(corpus.read_bytes()).hexdigest()[:16]
     return Beir(ids, titles, bodies, queries, qrels, digest, name=root.resolve().name)
-
-
-def _jsonl(path: Path) -> Any:
-    with path.open(encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: not valid JSON ({exc.args[0]})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{where}: expected a JSON object")
-            yield where, row
 
 
 def _field(row: dict[str, Any], name: str, where: str) -> str:

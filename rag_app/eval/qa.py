@@ -142,26 +142,31 @@ def load_questions(path: str | Path) -> list[QAItem]:
                           "question a line (see python -m rag_app.eval qa --help)")
     items: list[QAItem] = []
     seen: set[str] = set()
-    with file.open(encoding="utf-8-sig") as fh:
+    for where, row in read_jsonl(file):
+        item = _item(row, where, default_id=f"{file.stem}-{where.rsplit(':', 1)[1]}")
+        if item.id in seen:
+            raise ConfigError(f"{where}: id {item.id!r} is used twice")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise ConfigError(f"{file} holds no questions")
+    return items
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", object) for each non-blank line; a bad line is a ConfigError naming it."""
+    with path.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            where = f"{file}:{lineno}"
+            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except ValueError as exc:
                 raise ConfigError(f"{where}: not valid JSON ({exc.args[0]})") from None
             if not isinstance(row, dict):
-                raise ConfigError(f"{where}: expected a JSON object, got "
-                                  f"{type(row).__name__}")
-            item = _item(row, where, default_id=f"{file.stem}-{lineno}")
-            if item.id in seen:
-                raise ConfigError(f"{where}: id {item.id!r} is used twice")
-            seen.add(item.id)
-            items.append(item)
-    if not items:
-        raise ConfigError(f"{file} holds no questions")
-    return items
+                raise ConfigError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
 
 
 def _item(row: dict[str, Any], where: str, default_id: str) -> QAItem:
