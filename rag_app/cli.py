@@ -61,11 +61,15 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
     if shown:
         print("\nSources:")
         for c in shown:
-            print(f"  [{c.number}] {c.location}")
+            hit = result.hits[c.number - 1]
+            print(f"  [{c.number}] {c.location}  (similarity {hit.similarity:.2f})")
     elif result.hits:
         print("\nNearest passages:" if not result.found else "\nRetrieved:")
         for n, h in enumerate(result.hits, start=1):
             print(f"  [{n}] {h.location}  (similarity {h.similarity:.2f})")
+    if result.flagged_sources:
+        print(f"(instruction-like text in source(s) {result.flagged_sources} was not shown to "
+              "the model)")
     if result.mode == "llm" and result.found and not result.grounded:
         print("(warning: the answer cites no retrieved source: treat it as ungrounded)")
     return 0

@@ -4,7 +4,7 @@ The model name picks the behaviour: "ok" streams three pieces; "stall" never ans
 sends one piece and goes quiet; "429" answers 429 (Retry-After: 1) twice, then streams; "500"
 always fails; "401" refuses the key; "no-schema" answers 400 to a request with a
 `response_format` (as servers without JSON-schema output do) and otherwise streams a prose
-answer citing [1]. Requests per model are counted.
+answer citing [1]; "json" streams a JSON answer citing source 1. Requests per model are counted.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
         pieces = ["Hello", ", ", "world"]
         if model == "no-schema":
             pieces = ["It lasts ", "2 years [1]", " and see http://evil.example/x", "."]
+        if model == "json":
+            pieces = ['{"answer": "It lasts ', '2 years.", "sources"', ": [1]}"]
         for i, piece in enumerate(pieces):
             self._event(model, piece)
             if model == "stall-mid" and i == 0:

@@ -61,6 +61,23 @@ def test_samples_ingest_json_then_stats(tmp_path: Path) -> None:
     assert again.returncode == 0
     assert "files unchanged" in again.stdout and str(n_files) in again.stdout
 
+    # ask, against a real (stub) OpenAI-compatible endpoint on 127.0.0.1
+    from tests.openai_stub import openai_stub
+
+    with openai_stub() as server:
+        env = {"RAG_STATE_DIR": str(store), "OPENAI_BASE_URL": server.base_url,
+               "RAG_LLM_MODEL": "json", "OPENAI_API_KEY": "sk-cli-SECRET-42"}
+        out = cli("ask", "How long is the warranty?", env=env, module="rag_app")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("It lasts 2 years.\n")
+        assert "Sources:\n  [1] " in out.stdout and "(similarity 0." in out.stdout
+        as_json = cli("ask", "How long is the warranty?", "--json", "--k", "3", env=env,
+                      module="rag_app")
+        result = json.loads(as_json.stdout)
+        assert result["text"] == "It lasts 2 years." and len(result["hits"]) == 3
+        assert result["citations"][0]["number"] == 1 and result["found"]
+        assert "sk-cli-SECRET-42" not in out.stdout + out.stderr + as_json.stdout
+
 
 def test_bad_files_passwords_timeouts_and_exit_codes(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
