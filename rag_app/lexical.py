@@ -138,8 +138,7 @@ class LexicalIndex:
         corpus = [tokenize(t) for t in texts]
         bm25 = None
         if any(corpus):
-            import bm25s
-
+            bm25s = _import_bm25s()
             bm25 = bm25s.BM25(k1=options.k1, b=options.b, backend="numpy")
             bm25.index(corpus, show_progress=False)
         return cls(list(ids), bm25, options, stamp)
@@ -236,8 +235,7 @@ class LexicalIndex:
         ids = [str(i) for i in meta["ids"]]
         bm25 = None
         if not meta["empty"]:
-            import bm25s
-
+            bm25s = _import_bm25s()
             bm25 = bm25s.BM25.load(str(path), show_progress=False, verbosity=0)
             if int(bm25.scores["num_docs"]) != len(ids):
                 raise ValueError(f"{bm25.scores['num_docs']} indexed documents, {len(ids)} ids")
@@ -272,3 +270,11 @@ def _remove_old_versions(folder: Path, keep: str) -> None:
         stale_temp = entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > _STALE_TEMP_S
         if entry.name.startswith("v-") or stale_temp:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _import_bm25s() -> Any:
+    """bm25s, with its logger (which it sets to DEBUG on import) brought back to warnings."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
