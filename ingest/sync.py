@@ -250,6 +250,15 @@ class Ingestor:
         report.outcomes.extend(skipped)
 
         existing = store if store is not None else Store.open(self.settings)
+        if existing is not None and not rebuild and _only_code_changed(existing.settings_key,
+                                                                       self.settings_key()):
+            # Same settings, newer chunking code: re-chunk everything once, into a new
+            # collection that replaces the old one only when it is complete.
+            log.warning("the chunking code changed since this collection was built (%s -> %s): "
+                        "rebuilding it once", existing.settings_key.get("splitter"),
+                        SPLITTER_VERSION)
+            rebuild = True
+            report.rebuilt = not dry_run
         if dry_run:
             self._plan(report, candidates, scopes, existing, rebuild)
             report.seconds = time.perf_counter() - started
@@ -446,3 +455,10 @@ class Ingestor:
 
 def _replace(record: FileRecord, **changes: Any) -> FileRecord:
     return replace(record, **changes)
+
+
+def _only_code_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """True when the collection differs from the settings in the splitter version alone."""
+    if not stored or stored.get("splitter") == wanted.get("splitter"):
+        return False
+    return all(stored.get(k) == v for k, v in wanted.items() if k != "splitter")

@@ -192,6 +192,28 @@ def test_model_mismatch_refused_and_rebuild_switches(settings: Settings, embedde
     assert run(smaller, embedder, root).counts()["unchanged"] == 4
 
 
+def test_new_chunking_code_rebuilds_once_by_itself(settings: Settings, embedder: Any,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import ingest.split
+    import ingest.sync
+
+    root = make_corpus(tmp_path / "docs")
+    run(settings, embedder, root)
+    old = Store.open(settings)
+    assert old is not None
+    old_chunks = old.chunks.name
+    # as after upgrading to a release whose splitter chunks differently
+    monkeypatch.setattr(ingest.sync, "SPLITTER_VERSION", "recursive-tokens-next")
+    monkeypatch.setattr(ingest.split, "SPLITTER_VERSION", "recursive-tokens-next")
+    report = run(settings, embedder, root)
+    assert report.rebuilt and report.counts()["ingested"] == 4
+    store = Store.open(settings)
+    assert store is not None and store.chunks.name != old_chunks
+    assert store.fingerprint["splitter"] == "recursive-tokens-next"
+    assert run(settings, embedder, root).counts()["unchanged"] == 4  # and only once
+
+
 def test_dry_run_writes_nothing(settings: Settings, embedder: Any, tmp_path: Path) -> None:
     root = make_corpus(tmp_path / "docs")
     report = run(settings, embedder, root, dry_run=True)
