@@ -63,6 +63,9 @@ def test_token_f1_and_contains_answer_by_hand() -> None:
     assert not contains_answer("It lasts 20 years.", "0 years")  # whole tokens only
     assert not contains_answer("It lasts two years.", "2 years")
     assert not contains_answer("anything", "")
+    assert contains_answer("2200 W, and 4 minutes 10 seconds for a full kettle",
+                           "2200 W; 4 minutes 10 seconds")  # every part of a two-fact answer
+    assert not contains_answer("It is rated 2200 W.", "2200 W; 4 minutes 10 seconds")
 
 
 def test_sentences_percentiles_and_means() -> None:

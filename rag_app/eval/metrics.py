@@ -98,11 +98,14 @@ def token_f1(prediction: str, gold: str) -> float:
 
 
 def contains_answer(prediction: str, gold: str) -> bool:
-    """Does the normalised prediction contain the normalised gold answer as whole tokens?"""
-    ref = normalize_answer(gold)
-    if not ref:
+    """Does the normalised prediction contain the normalised gold answer as whole tokens?
+    A gold answer of several facts joined by "; " ("2200 W; 4 minutes 10 seconds") needs
+    every part."""
+    parts = [normalize_answer(p) for p in gold.split("; ")]
+    if not any(parts):
         return False
-    return f" {ref} " in f" {normalize_answer(prediction)} "
+    said = f" {normalize_answer(prediction)} "
+    return all(f" {ref} " in said for ref in parts if ref)
 
 
 # -- sentences and support --------------------------------------------------------------------
