@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         description="If no retrieved chunk is at least this similar (cosine) to the question, "
         "the answer is 'not found' and the model is not called.",
     )
+    answer_require_names: bool = Field(
+        default=True,
+        description="'Not found' without asking the model when the question names something "
+        "(a model number, a code, a product) that no retrieved passage mentions.",
+    )
     answer_check: bool = Field(
         default=True,
         description="Ask the model, in a second short call, whether the cited passages state "

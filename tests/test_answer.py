@@ -19,6 +19,8 @@ from rag_app.answer import (
     _parse_verdict,
     answer,
     build_messages,
+    distinctive_names,
+    unmatched_names,
 )
 from rag_app.guard import REMOVED
 from rag_app.llm import Endpoint
@@ -110,6 +112,37 @@ def test_invalid_citations_are_removed_and_counted(sample_settings: Any, embedde
     assert unrelated._chat.calls == 0  # type: ignore[union-attr]  # the model is not asked
 
 
+def test_names_in_the_question_must_appear_in_the_passages() -> None:
+    assert distinctive_names("What is the capacity of the AK-300 Pro kettle?") == ["AK-300",
+                                                                                 "Pro"]
+    assert distinctive_names("Can it use Amazon Alexa or a USB stick?") == ["Amazon", "Alexa",
+                                                                           "USB"]
+    assert distinctive_names("How do I use Tkinter with Python's threads?") == ["Tkinter",
+                                                                              "Python"]
+    assert distinctive_names("What does a single mug's worth of water cost?") == []
+    hits = [_hit(1, "The AK-200 holds 1.7 litres."), _hit(2, "Error codes E1 to E4.")]
+    assert unmatched_names("What is the capacity of the AK-200?", hits) == []
+    assert unmatched_names("What does E5 mean on the ak-200?", hits) == ["E5"]
+    assert unmatched_names("Is the AK-2000 faster?", hits) == ["AK-2000"]  # whole words only
+
+
+@pytest.mark.slow
+def test_a_question_naming_what_no_passage_mentions_is_not_sent_to_the_model(
+        sample_settings: Any, embedder: Any) -> None:
+    retriever = Retriever(sample_settings, embedder=embedder)
+    chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
+    stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=sample_settings,
+                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    text = "".join(stream)
+    assert text.startswith(NOT_FOUND) and "AK-300, Pro" in text and chat.calls == 0
+    assert stream.result.missing_names == ["AK-300", "Pro"] and stream.result.hits
+    off = sample_settings.model_copy(update={"answer_require_names": False,
+                                             "answer_check": False})
+    stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=off,
+                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    assert "".join(stream) == "1.7 litres" and chat.calls == 1
+
+
 def test_check_verdicts_are_parsed_strictly() -> None:
     assert _parse_verdict('{"supported": true}') is True
     assert _parse_verdict('{"supported": false}') is False
@@ -123,8 +156,9 @@ def test_an_answer_the_check_rejects_becomes_not_found(sample_settings: Any,
     retriever = Retriever(sample_settings, embedder=embedder)
     chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
     chat.verdict = False
-    stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=sample_settings,
-                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    stream = answer("How much does a replacement water level window cost?",
+                    settings=sample_settings, retriever=retriever,
+                    chat=chat)  # type: ignore[arg-type]
     text = "".join(stream)
     result = stream.result
     assert chat.checks == 1 and result.checked is False
@@ -142,7 +176,7 @@ def test_an_answer_the_check_rejects_becomes_not_found(sample_settings: Any,
     off = sample_settings.model_copy(update={"answer_check": False})
     chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
     chat.verdict = False
-    stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=off,
+    stream = answer("How much does a replacement water level window cost?", settings=off,
                     retriever=retriever, chat=chat)  # type: ignore[arg-type]
     assert "".join(stream) == "1.7 litres" and chat.checks == 0
     assert stream.result.checked is None and stream.result.found
