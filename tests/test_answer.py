@@ -156,8 +156,9 @@ def test_an_answer_the_check_rejects_becomes_not_found(sample_settings: Any,
     retriever = Retriever(sample_settings, embedder=embedder)
     chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
     chat.verdict = False
+    checking = sample_settings.model_copy(update={"answer_check": True})
     stream = answer("How much does a replacement water level window cost?",
-                    settings=sample_settings, retriever=retriever,
+                    settings=checking, retriever=retriever,
                     chat=chat)  # type: ignore[arg-type]
     text = "".join(stream)
     result = stream.result
@@ -168,7 +169,7 @@ def test_an_answer_the_check_rejects_becomes_not_found(sample_settings: Any,
 
     chat = ScriptedChat(json.dumps({"answer": "1.7 litres", "sources": [1]}))
     chat.verdict = True
-    stream = answer("What is the capacity of the AK-200?", settings=sample_settings,
+    stream = answer("What is the capacity of the AK-200?", settings=checking,
                     retriever=retriever, chat=chat)  # type: ignore[arg-type]
     assert "".join(stream) == "1.7 litres"
     assert stream.result.checked is True and stream.result.found
@@ -210,9 +211,10 @@ def test_a_server_without_json_schema_output_gets_the_prose_prompt(
     from tests.openai_stub import openai_stub
 
     retriever = Retriever(sample_settings, embedder=embedder)
+    checking = sample_settings.model_copy(update={"answer_check": True})
     with openai_stub() as server:
-        chat = ChatClient(Endpoint(server.base_url, "no-schema", "k"), sample_settings)
-        stream = answer("How long is the warranty?", settings=sample_settings,
+        chat = ChatClient(Endpoint(server.base_url, "no-schema", "k"), checking)
+        stream = answer("How long is the warranty?", settings=checking,
                         retriever=retriever, chat=chat)
         text = "".join(stream)
         # refused with the schema, then in prose: for the answer, and again for its check
