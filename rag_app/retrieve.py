@@ -49,14 +49,19 @@ class Hit:
 
     @property
     def location(self) -> str:
-        """'file.pdf p. 3' / 'file.pdf pp. 3-4' / 'guide.md § Setup > Filling'."""
-        if self.page_start is not None:
-            if self.page_end and self.page_end != self.page_start:
-                return f"{self.source} pp. {self.page_start}-{self.page_end}"
-            return f"{self.source} p. {self.page_start}"
-        if self.headings:
-            return f"{self.source} § {' > '.join(self.headings)}"
-        return self.source
+        return describe_location(self.source, self.page_start, self.page_end, self.headings)
+
+
+def describe_location(source: str, page_start: int | None, page_end: int | None,
+                      headings: Sequence[str] = ()) -> str:
+    """'file.pdf p. 3' / 'file.pdf pp. 3-4' / 'guide.md § Setup > Filling'."""
+    if page_start is not None:
+        if page_end and page_end != page_start:
+            return f"{source} pp. {page_start}-{page_end}"
+        return f"{source} p. {page_start}"
+    if headings:
+        return f"{source} § {' > '.join(headings)}"
+    return source
 
 
 @dataclass(frozen=True, slots=True)

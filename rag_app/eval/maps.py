@@ -183,12 +183,11 @@ def embedding_map(
 def location_of(meta: Mapping[str, Any]) -> str:
     """'file.pdf p. 3' / 'file.pdf pp. 3-4' / 'guide.md § Setup > Filling' from chunk metadata
     (the same form as `Hit.location`)."""
-    source = str(meta.get("source", ""))
-    start, end = meta.get("page_start"), meta.get("page_end")
-    if start is not None:
-        return f"{source} pp. {start}-{end}" if end and end != start else f"{source} p. {start}"
+    from rag_app.retrieve import describe_location
+
     headings = json.loads(meta["headings"]) if meta.get("headings") else []
-    return f"{source} § {' > '.join(headings)}" if headings else source
+    return describe_location(str(meta.get("source", "")), meta.get("page_start"),
+                             meta.get("page_end"), headings)
 
 
 def plot_map(emap: EmbeddingMap, ax: Axes | None = None, *, title: str | None = None,
