@@ -64,6 +64,11 @@ CHECK_PROMPT = (
     "whether that sentence supports the proposed answer to this exact question (same product, "
     "same item, same number)."
 )
+# The same check for servers that refuse JSON schemas.
+CHECK_PROMPT_PLAIN = (
+    "You check whether source text answers a question. Reply with one word: yes if the source "
+    "states the proposed answer to this exact question, else no."
+)
 CHECK_SCHEMA: dict[str, Any] = {
     "type": "json_schema",
     "json_schema": {
@@ -193,7 +198,7 @@ def build_messages(question: str, hits: Sequence[Hit], *, json_reply: bool = Tru
     question. `json_reply=False`: the prose-citation prompt, for servers without JSON output."""
     blocks = []
     for n, hit in enumerate(hits, start=1):
-        body = _fence_safe(neutralise(hit.text).text)
+        body = _source_body(hit.text)
         blocks.append(f'<source id="{n}" location="{_fence_safe(hit.location)}">\n{body}\n'
                       "</source>")
     user = "<sources>\n" + "\n".join(blocks) + "\n</sources>\n\nQuestion: " + question.strip()
@@ -204,6 +209,11 @@ def build_messages(question: str, hits: Sequence[Hit], *, json_reply: bool = Tru
 def _fence_safe(text: str) -> str:
     """Document text cannot close the fence or open a new one."""
     return re.sub(r"</?\s*(source|sources)\b[^>]*>", "[tag removed]", text, flags=re.I)
+
+
+def _source_body(text: str) -> str:
+    """A passage as the model may see it: instruction-like sentences cut, fence-safe."""
+    return _fence_safe(neutralise(text).text)
 
 
 class AnswerStream:
@@ -308,7 +318,7 @@ class AnswerStream:
         if self._chat is None:
             return None
         cited = [self.hits[n - 1] for n in sorted(set(numbers)) if 1 <= n <= len(self.hits)]
-        passages = "\n".join(f"<source>\n{_fence_safe(neutralise(h.text).text)}\n</source>"
+        passages = "\n".join(f"<source>\n{_source_body(h.text)}\n</source>"
                              for h in (cited or self.hits[:2])[:3])
         messages = [{"role": "system", "content": CHECK_PROMPT},
                     {"role": "user", "content": f"{passages}\n\nQuestion: {self.query.strip()}"
@@ -319,10 +329,8 @@ class AnswerStream:
         except RequestRejected:
             try:
                 reply = self._chat.complete(
-                    [{"role": "system", "content": CHECK_PROMPT.split(" First copy")[0]
-                      + " Reply with one word: yes if the source states the proposed answer to "
-                        "this exact question, else no."},
-                     messages[1]], max_tokens=4, temperature=0.0)
+                    [{"role": "system", "content": CHECK_PROMPT_PLAIN}, messages[1]],
+                    max_tokens=4, temperature=0.0)
             except LLMError as exc:
                 log.warning("answer check failed: %s", exc)
                 return None
