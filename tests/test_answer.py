@@ -12,6 +12,7 @@ import pytest
 from ingest.sync import Ingestor
 from rag_app.answer import (
     CHECK_FAILED_NOTE,
+    CONDENSE_PROMPT,
     NO_LLM_LABEL,
     NOT_FOUND,
     _AnswerField,
@@ -141,6 +142,44 @@ def test_a_question_naming_what_no_passage_mentions_is_not_sent_to_the_model(
     stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=off,
                     retriever=retriever, chat=chat)  # type: ignore[arg-type]
     assert "".join(stream) == "1.7 litres" and chat.calls == 1
+
+
+class CondensingChat(ScriptedChat):
+    """Replies to the condense request with a fixed standalone question."""
+
+    def __init__(self, reply: str, standalone: str) -> None:
+        super().__init__(reply)
+        self.standalone = standalone
+        self.condensed: Any = None
+
+    def complete(self, messages: Any, **kwargs: Any) -> str:
+        if messages[0]["content"] == CONDENSE_PROMPT:
+            self.condensed = messages
+            return self.standalone + "\nextra line"
+        return super().complete(messages, **kwargs)
+
+
+@pytest.mark.slow
+def test_follow_ups_are_condensed_with_the_history_before_retrieval(
+        sample_settings: Any, embedder: Any) -> None:
+    retriever = Retriever(sample_settings, embedder=embedder)
+    history = [{"role": "user", "content": "Tell me about the AK-200 kettle."},
+               {"role": "assistant", "content": "It is a 1.7 litre electric kettle."}]
+    reply = json.dumps({"answer": "With citric acid.", "sources": [1]})
+    chat = CondensingChat(reply, "How do I descale the AK-200 kettle?")
+    stream = answer("And how do I descale it?", history, settings=sample_settings,
+                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    assert stream.query == "How do I descale the AK-200 kettle?"  # first line only
+    assert "AK-200 kettle" in chat.condensed[1]["content"]  # the history went in
+    assert "".join(stream) == "With citric acid."
+    assert stream.result.query == stream.query and stream.result.question.startswith("And")
+    assert stream.result.timings.condense_s > 0
+    assert chat.messages[1]["content"].endswith("Question: " + stream.query)
+
+    off = sample_settings.model_copy(update={"condense_questions": False})
+    stream = answer("And how do I descale it?", history, settings=off, retriever=retriever,
+                    chat=CondensingChat(reply, "unused"))  # type: ignore[arg-type]
+    assert stream.query == "And how do I descale it?"
 
 
 def test_check_verdicts_are_parsed_strictly() -> None:
