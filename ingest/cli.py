@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      file_passwords=[tuple(pair) for pair in args.password_for],
                      dry_run=args.dry_run,
                      rebuild=args.rebuild, reporter=reporter,
-                     command=" ".join(["python -m ingest", *(argv or sys.argv[1:])]))
+                     command=redact_command(list(argv or sys.argv[1:])))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -140,19 +139,30 @@ def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] =
         file_passwords: Sequence[tuple[str, str]] = (), dry_run: bool = False,
         rebuild: bool = False, reporter: Any = None, command: str = "python -m ingest") -> Any:
     """Sync `paths` into the configured collection, holding the single-writer lock."""
-    from ingest.sync import Ingestor
-    from rag_app.embeddings import make_embedder
-    from rag_app.store import writer_lock
+    from rag_app.service import sync_paths
 
-    t0 = time.perf_counter()
-    if dry_run:
-        ingestor = Ingestor(settings, make_embedder(settings), reporter=reporter,
-                            passwords=passwords)
-        return ingestor.run(paths, dry_run=True)
-    with writer_lock(settings, command):
-        # the model is loaded only if some file needs embedding
-        ingestor = Ingestor(settings, make_embedder(settings), reporter=reporter,
-                            passwords=passwords, file_passwords=file_passwords)
-        report = ingestor.run(paths, rebuild=rebuild)
-    report.seconds = time.perf_counter() - t0
-    return report
+    return sync_paths(settings, paths, passwords=passwords, file_passwords=file_passwords,
+                      dry_run=dry_run, rebuild=rebuild, reporter=reporter, command=command)
+
+
+_SECRET_OPTIONS = {"--password": 1, "--password-for": 2}
+
+
+def redact_command(argv: Sequence[str]) -> str:
+    """The command line as shown to a second writer, option values that are secrets hidden."""
+    out: list[str] = []
+    hide = 0
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide -= 1
+            continue
+        name, eq, _ = arg.partition("=")
+        if name in _SECRET_OPTIONS:
+            out.append(f"{name}=***" if eq else name)
+            hide = 0 if eq else _SECRET_OPTIONS[name]
+            if eq and name == "--password-for":
+                hide = 1  # --password-for=GLOB PW: the password is the next argument
+            continue
+        out.append(arg)
+    return " ".join(["python -m ingest", *out])

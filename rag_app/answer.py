@@ -161,7 +161,9 @@ class Answer:
             "citations": [c.__dict__ if not hasattr(c, "__slots__") else
                           {s: getattr(c, s) for s in c.__slots__} for c in self.citations],
             "hits": [{"chunk_id": h.chunk_id, "location": h.location, "score": h.score,
-                      "similarity": h.similarity, "rerank_score": h.rerank_score}
+                      "similarity": h.similarity, "rerank_score": h.rerank_score,
+                      "source": h.source, "root": h.root, "page_start": h.page_start,
+                      "page_end": h.page_end, "headings": list(h.headings), "text": h.text}
                      for h in self.hits],
             "timings": self.timings.__dict__,
         }
@@ -230,7 +232,8 @@ class AnswerStream:
         self._chat = chat
         self._started = time.perf_counter()
         self.query = question
-        if history and chat is not None and settings.condense_questions:
+        if chat is not None and settings.condense_questions and needs_condensing(question,
+                                                                                 history):
             t = time.perf_counter()
             self.query = _condense(chat, question, history) or question
             self.timings.condense_s = time.perf_counter() - t
@@ -245,6 +248,10 @@ class AnswerStream:
         self._draft = ""
         self.missing_names: list[str] = []
         self._result: Answer | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._result is not None
 
     @property
     def result(self) -> Answer:
@@ -389,6 +396,25 @@ def answer(question: str, history: Sequence[dict[str, str]] = (), *, settings: S
     return AnswerStream(question, history, settings, retriever, chat, opts, notice)
 
 
+# Words that point back into the conversation: a question holding one cannot stand alone.
+_REFERS_BACK = re.compile(
+    r"\b(it|its|this|that|these|those|they|them|their|theirs|there|he|she|him|his|her|one|ones|"
+    r"same|also|too|else|other|another|former|latter|above|previous|earlier|again|more)\b", re.I)
+_FOLLOW_UP_START = re.compile(r"^\s*(and|or|but|so|then|what about|how about|why|and if)\b",
+                              re.I)
+
+
+def needs_condensing(question: str, history: Sequence[dict[str, str]]) -> bool:
+    """True when a question may lean on the conversation (a pronoun, "what about …", a very
+    short question), so rewriting it with the history is worth a model call; a question that
+    stands alone is searched as it is, and its sources show without waiting for the model."""
+    if not history:
+        return False
+    words = re.findall(r"\w+", question)
+    return (len(words) <= 3 or bool(_REFERS_BACK.search(question))
+            or bool(_FOLLOW_UP_START.search(question)))
+
+
 def _condense(chat: ChatClient, question: str, history: Sequence[dict[str, str]]) -> str:
     turns = "\n".join(f"{m['role']}: {m['content']}" for m in history[-6:])
     messages = [{"role": "system", "content": CONDENSE_PROMPT},
@@ -505,4 +531,5 @@ class _AnswerField:
         return "".join(out)
 
 
-__all__ = ["Answer", "AnswerStream", "Citation", "RagError", "answer", "build_messages"]
+__all__ = ["Answer", "AnswerStream", "Citation", "RagError", "answer", "build_messages",
+           "needs_condensing"]

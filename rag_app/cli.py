@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,28 +75,9 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def stats(settings: Settings) -> dict[str, Any]:
-    from rag_app.store import Store
+    from rag_app.service import index_overview
 
-    store = Store.open(settings)
-    if store is None:
-        return {"collection": settings.collection, "store": settings.describe_store(),
-                "exists": False}
-    records = store.file_records()
-    return {
-        "collection": settings.collection,
-        "store": settings.describe_store(),
-        "exists": True,
-        "chunks": store.count(),
-        "files": len(records),
-        "files_by_kind": dict(Counter(r.kind for r in records.values())),
-        "pages": sum(r.pages for r in records.values()),
-        "fingerprint": store.fingerprint,
-        "file_list": sorted(
-            ({"source": r.source, "kind": r.kind, "chunks": r.chunks, "pages": r.pages,
-              "error": r.error} for r in records.values()),
-            key=lambda f: f["source"],
-        ),
-    }
+    return index_overview(settings).to_dict()
 
 
 def _print_stats(info: dict[str, Any]) -> None:
@@ -114,10 +94,12 @@ def _print_stats(info: dict[str, Any]) -> None:
                   f"{info['files']} files, {info['pages']} pages, {info['chunks']} chunks; "
                   f"model {fp.get('model')} ({fp.get('dimension')}-d), chunks of ≤"
                   f"{fp.get('chunk_tokens')} tokens", highlight=False)
+    from rich.markup import escape
+
     table = Table("file", "kind", "pages", "chunks", "last error")
-    for f in info["file_list"]:
-        table.add_row(f["source"], f["kind"], str(f["pages"] or ""), str(f["chunks"]),
-                      f["error"])
+    for f in info["file_list"]:  # file names are data, never markup
+        table.add_row(escape(f["source"]), f["kind"], str(f["pages"] or ""), str(f["chunks"]),
+                      escape(f["error"]))
     console.print(table)
 
 

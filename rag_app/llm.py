@@ -71,8 +71,9 @@ class ChatClient:
             kwargs["response_format"] = response_format
         pieces: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
-        worker = threading.Thread(target=self._pump, args=(kwargs, pieces, stop), daemon=True,
-                                  name="llm-stream")
+        holder: list[Any] = []  # the HTTP response, once the server answered
+        worker = threading.Thread(target=self._pump, args=(kwargs, pieces, stop, holder),
+                                  daemon=True, name="llm-stream")
         worker.start()
         first = True
         try:
@@ -96,16 +97,26 @@ class ChatClient:
                 first = False
                 yield item
         finally:
+            # Stopped, failed or abandoned (the UI's stop button closes this generator): close
+            # the stream from here, so the server stops generating for nobody.
             stop.set()
+            for response in holder:
+                try:
+                    response.close()
+                except Exception:  # noqa: BLE001 - closing a dead stream may fail; nothing to do
+                    pass
 
     def complete(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> str:
         return "".join(self.stream(messages, **kwargs))
 
-    def _pump(self, kwargs: dict[str, Any], out: queue.Queue[Any], stop: threading.Event
-              ) -> None:
+    def _pump(self, kwargs: dict[str, Any], out: queue.Queue[Any], stop: threading.Event,
+              holder: list[Any]) -> None:
         try:
             response = self._client.chat.completions.create(**kwargs)
+            holder.append(response)
             try:
+                if stop.is_set():  # the caller gave up while the request was being made
+                    return
                 for event in response:
                     if stop.is_set():
                         break
@@ -118,7 +129,8 @@ class ChatClient:
                 response.close()
             out.put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            out.put(exc)
+            if not stop.is_set():
+                out.put(exc)
 
     def _explain(self, exc: BaseException) -> LLMError:
         import openai

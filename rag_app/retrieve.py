@@ -9,7 +9,6 @@ and MMR diversification work the same for chunks that only BM25 found.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -190,30 +189,20 @@ class Retriever:
         """The pool's chunks with their stored vectors, in pool order."""
         if not pool:
             return []
-        ids = [cid for cid, _ in pool]
-        got: Any = self.store.chunks.get(ids=ids,
-                                         include=["documents", "metadatas", "embeddings"])
-        rows: dict[str, tuple[str, dict[str, Any], Any]] = {
-            cid: (doc or "", dict(meta or {}), emb) for cid, doc, meta, emb in zip(
-                got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True)
-        }
+        rows = self.store.get_chunks([cid for cid, _ in pool], vectors=True)
         dense_rank = {cid: i + 1 for i, (cid, _) in enumerate(dense)}
         lexical_rank = {cid: i + 1 for i, (cid, _) in enumerate(lexical)}
         hits = []
         for cid, score in pool:
-            if cid not in rows:  # deleted since the BM25 index was built
+            row = rows.get(cid)
+            if row is None or row.vector is None:  # deleted since the BM25 index was built
                 continue
-            doc, meta, emb = rows[cid]
-            vector = np.asarray(emb, dtype=np.float32)
             hits.append((Hit(
-                chunk_id=cid, text=doc or "", source=str(meta.get("source", "")),
-                root=str(meta.get("root", "")), page_start=meta.get("page_start"),
-                page_end=meta.get("page_end"),
-                headings=tuple(json.loads(meta["headings"])) if meta.get("headings") else (),
-                title=meta.get("title"), score=float(score),
-                similarity=float(vector @ qvec), dense_rank=dense_rank.get(cid),
-                lexical_rank=lexical_rank.get(cid),
-            ), vector))
+                chunk_id=cid, text=row.text, source=row.source, root=row.root,
+                page_start=row.page_start, page_end=row.page_end, headings=row.headings,
+                title=row.title, score=float(score), similarity=float(row.vector @ qvec),
+                dense_rank=dense_rank.get(cid), lexical_rank=lexical_rank.get(cid),
+            ), row.vector))
         return hits
 
 def _mmr(found: list[tuple[Hit, np.ndarray]], opts: RetrievalOptions) -> list[Hit]:

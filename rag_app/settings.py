@@ -154,6 +154,21 @@ class Settings(BaseSettings):
     llm_threads: int | None = Field(default=None, ge=1, description="None: all cores.")
     llm_start_timeout_s: float = Field(default=300.0, gt=0)
 
+    # --- the chat UI ------------------------------------------------------------------------
+    documents_dir: Path = Field(
+        default=Path("data/documents"),
+        description="Where files uploaded in the chat UI are stored (under server-made safe "
+        "names) and ingested from.",
+    )
+    chats_dir: Path = Field(
+        default=Path("data/chats"),
+        description="Saved conversations (one JSON file per conversation) and feedback.",
+    )
+    upload_max_mb: float = Field(default=50.0, gt=0, le=2048,
+                                 description="Largest file the chat UI accepts for upload.")
+    map_max_points: int = Field(default=3000, ge=100, le=200_000,
+                                description="The embedding map samples larger collections.")
+
     # --- logging -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 

@@ -41,6 +41,15 @@ CATALOG = "rag-catalog"
 WRITE_BATCH = 1000  # well under Chroma's ~5,461 records per call
 
 
+class StoreDamaged(StoreError):
+    """The catalog points at physical collections that are gone. `entry` is the catalog row
+    (its "chunks" and "files" names), so a rebuild can try to read what is left."""
+
+    def __init__(self, message: str, *, entry: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.entry = dict(entry)
+
+
 def _unit(n: int) -> np.ndarray:
     """File and catalog rows carry no meaningful vector: a 1-d constant."""
     return np.ones((n, 1), dtype=np.float32)
@@ -97,6 +106,42 @@ class FileRecord:
         return cls(key=key, **fields)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """One chunk as the store holds it, metadata decoded (readers never parse Chroma rows)."""
+
+    id: str
+    text: str
+    source: str
+    root: str
+    file_key: str
+    kind: str
+    page_start: int | None
+    page_end: int | None
+    headings: tuple[str, ...]
+    title: str | None
+    vector: np.ndarray | None = None
+
+    @classmethod
+    def from_row(cls, chunk_id: str, text: str | None, meta: Mapping[str, Any] | None,
+                 vector: Any = None) -> StoredChunk:
+        m = dict(meta or {})
+        return cls(
+            id=chunk_id, text=text or "", source=str(m.get("source", "")),
+            root=str(m.get("root", "")), file_key=str(m.get("file_key", "")),
+            kind=str(m.get("kind", "")), page_start=m.get("page_start"),
+            page_end=m.get("page_end"),
+            headings=tuple(json.loads(m["headings"])) if m.get("headings") else (),
+            title=m.get("title"),
+            vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+        )
+
+    @property
+    def path(self) -> Path:
+        """The original file (it may have moved or gone since it was ingested)."""
+        return Path(self.root) / self.source
+
+
 def chunk_metadata(chunk: Chunk, record: FileRecord) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "file_key": record.key,
@@ -148,9 +193,10 @@ class Store:
             chunks = client.get_collection(entry["chunks"])
             files = client.get_collection(entry["files"])
         except Exception as exc:
-            raise StoreError(
+            raise StoreDamaged(
                 f"Collection {settings.collection!r} in the {settings.describe_store()} is "
-                f"damaged ({exc}). Rebuild it: python -m ingest PATH --rebuild"
+                f"damaged ({exc}). Rebuild it: python -m ingest PATH --rebuild",
+                entry=entry,
             ) from exc
         return cls(client, settings.collection, chunks, files, settings)
 
@@ -281,6 +327,33 @@ class Store:
                 documents=[c.text for c in part],
                 metadatas=[chunk_metadata(c, record) for c in part],
             )
+
+    def get_chunks(self, ids: Sequence[str], *, vectors: bool = False) -> dict[str, StoredChunk]:
+        """The stored chunks with these ids (missing ids are left out)."""
+        if not ids:
+            return {}
+        include: list[Any] = ["documents", "metadatas"] + (["embeddings"] if vectors else [])
+        got: Any = self.chunks.get(ids=list(ids), include=include)
+        embs = got["embeddings"] if vectors else [None] * len(got["ids"])
+        return {cid: StoredChunk.from_row(cid, doc, meta, emb) for cid, doc, meta, emb in zip(
+            got["ids"], got["documents"], got["metadatas"], embs, strict=True)}
+
+    def remove_files(self, keys: Sequence[str]) -> int:
+        """Delete these files' chunks, then their records, then rebuild the BM25 index, in the
+        crash-safe order ingest uses. Returns the number of chunks removed. Hold the writer
+        lock (`rag_app.service.remove_documents` does)."""
+        self.mark_lexical_dirty()
+        removed = 0
+        for key in keys:
+            removed += self.delete_chunks(self.chunk_ids_for(key))
+            self.delete_file_records([key])
+        self.rebuild_lexical()
+        return removed
+
+    def version(self) -> tuple[str, int]:
+        """Changes whenever the published collection or its content changes (for caches)."""
+        entry = _catalog_entry(self.client, self.name) or {}
+        return str(entry.get("chunks", "")), self.count()
 
     def chunk_ids_for(self, file_key: str) -> set[str]:
         return self.chunk_ids({"file_key": file_key})
@@ -433,7 +506,9 @@ def writer_lock(settings: Settings, command: str) -> Iterator[None]:
     try:
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        holder_path.write_text(json.dumps(holder))
+        fd = os.open(holder_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:  # readable by this user only
+            fh.write(json.dumps(holder))
         yield
     finally:
         holder_path.unlink(missing_ok=True)

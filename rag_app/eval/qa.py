@@ -234,9 +234,7 @@ def index_documents(docs_dir: str | Path, settings: Settings, *,
     """`build_index`, also returning what the ingest did (collection, chunks, files, time,
     failures, headings removed)."""
     from ingest.split import SPLITTER_VERSION
-    from ingest.sync import Ingestor
-    from rag_app.embeddings import make_embedder
-    from rag_app.store import writer_lock
+    from rag_app.service import sync_paths
 
     docs = Path(docs_dir).expanduser().resolve()
     if not docs.is_dir():
@@ -258,8 +256,7 @@ def index_documents(docs_dir: str | Path, settings: Settings, *,
     collection = (f"eval-{_slug(docs.name)[:20]}-{identity[:10]}"
                   f"-t{base.chunk_tokens}-o{base.chunk_overlap}")
     built = index_settings(base, work / "store", collection)
-    with writer_lock(built, "python -m rag_app.eval"):
-        report = Ingestor(built, embedder or make_embedder(built)).run([root])
+    report = sync_paths(built, [root], embedder=embedder, command="python -m rag_app.eval")
     info.update(_ingest_info(report))
     if report.chunks_total == 0:
         failed = "; ".join(f"{o.source}: {o.reason}" for o in report.failed[:5])
