@@ -1,0 +1,236 @@
+"""The chat page: ask, see the sources at once, read the streamed answer, open citations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any
+
+import streamlit as st
+
+from rag_app.conversations import Conversation, ConversationStore, export_json, export_markdown
+from rag_app.safety import escape_markdown as md
+from rag_app.service import describe_llm
+from rag_app.ui import components
+from rag_app.ui.state import explain, load_settings, services, session_options
+
+
+def _conversations() -> ConversationStore:
+    return ConversationStore(load_settings().chats_dir)
+
+
+def _current(store: ConversationStore) -> Conversation:
+    """This tab's conversation: `?chat=<id>` (survives a reload), else a new one."""
+    wanted = st.query_params.get("chat")
+    conv: Conversation | None = st.session_state.get("conversation")
+    if wanted and (conv is None or conv.id != wanted):
+        conv = store.load(wanted)
+        if conv is None:
+            st.warning("That conversation no longer exists; a new one was started.")
+    if conv is None:
+        conv = store.new()
+    st.session_state["conversation"] = conv
+    return conv
+
+
+def _switch(conv_id: str | None) -> None:
+    st.session_state.pop("conversation", None)
+    st.session_state["open_citation"] = None
+    if conv_id:
+        st.query_params["chat"] = conv_id
+    else:
+        st.query_params.pop("chat", None)
+
+
+def _sidebar(store: ConversationStore, conv: Conversation, info: dict[str, Any]) -> None:
+    settings = load_settings()
+    with st.sidebar:
+        st.button("New chat", icon=":material/add:", on_click=_switch, args=(None,),
+                  width="stretch")
+        past = store.list(limit=30)
+        if past:
+            st.caption("Past chats")
+            for item in past:
+                st.button(md(item.title or "New chat"), key=f"past-{item.id}",
+                          on_click=_switch, args=(item.id,), type="tertiary",
+                          disabled=item.id == conv.id)
+        if conv.messages:
+            c1, c2 = st.columns(2)
+            c1.download_button("Markdown", data=lambda: export_markdown(conv),
+                               file_name=f"chat-{conv.id[:8]}.md", mime="text/markdown",
+                               icon=":material/download:", on_click="ignore")
+            c2.download_button("JSON", data=lambda: export_json(conv),
+                               file_name=f"chat-{conv.id[:8]}.json", mime="application/json",
+                               icon=":material/download:", on_click="ignore")
+        st.divider()
+        st.subheader("Answer settings")
+        opts = session_options()
+        # on_change="ignore": changing a setting never reruns the page, so it never cuts off
+        # an answer being written; the next question uses it.
+        opts["k"] = st.slider("Passages given to the model (k)", 1, 15, opts["k"],
+                              key="opt-k", on_change="ignore")
+        modes = ["hybrid", "dense", "lexical"]
+        opts["mode"] = st.selectbox("Retrieval", modes, index=modes.index(opts["mode"]),
+                                    key="opt-mode", on_change="ignore",
+                                    help="hybrid: meaning (dense) and exact words (BM25) fused")
+        choices = ["", *_source_choices(info)]
+        current = opts["source"] if opts["source"] in choices else ""
+        opts["source"] = st.selectbox("Only search in", choices, index=choices.index(current),
+                                      key="opt-source", on_change="ignore",
+                                      format_func=lambda s: s or "all documents")
+        opts["mmr"] = st.toggle("Diversify passages (MMR)", opts["mmr"], key="opt-mmr",
+                                on_change="ignore")
+        opts["answer_check"] = st.toggle(
+            "Check each answer against its sources", opts["answer_check"],
+            key="opt-check", on_change="ignore",
+            help="A second, short model call; a rejected answer becomes 'not found'.")
+        st.divider()
+        st.caption(f"LLM: {md(describe_llm(settings))}  \nCollection: "
+                   f"{md(settings.collection)} in the {md(settings.describe_store())}")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _overview_at(key: str, version: tuple[Any, ...]) -> dict[str, Any]:
+    from rag_app.service import index_overview
+
+    return index_overview(load_settings()).to_dict()
+
+
+def _overview() -> dict[str, Any]:
+    """What the index holds, re-read whenever it changed (here, in another tab or the CLI)."""
+    store = services().store()
+    version = store.version() if store is not None else ("", 0)
+    return _overview_at(load_settings().model_dump_json(), version)
+
+
+def _source_choices(info: dict[str, Any]) -> list[str]:
+    files = sorted({f["source"] for f in info.get("file_list", [])})
+    folders = sorted({f.rsplit("/", 1)[0] + "/" for f in files if "/" in f})
+    return folders + files
+
+
+def render() -> None:
+    store = _conversations()
+    conv = _current(store)
+    st.title("Ask your documents")
+    try:
+        info = _overview()
+    except Exception as exc:  # noqa: BLE001 - shown where it happens
+        st.error(explain(exc))
+        return
+    _sidebar(store, conv, info)
+    if info.get("exists") and info.get("chunks"):
+        st.caption(f"{info['files']} files, {info['pages']} pages, {info['chunks']} passages "
+                   f"indexed with {md(str(info['fingerprint'].get('model', '')))}")
+    else:
+        st.info("No documents yet. Add some on the **Documents** page, or run "
+                "`python -m ingest FOLDER`.")
+    for i, message in enumerate(conv.messages):
+        _draw(store, conv, i, message)
+    question = st.chat_input("Ask a question about your documents", submit_mode="stop",
+                             disabled=not info.get("chunks"), max_chars=2000)
+    if question:
+        _ask(store, conv, question.strip())
+
+
+def _draw(store: ConversationStore, conv: Conversation, i: int, message: dict[str, Any]) -> None:
+    with st.chat_message(message["role"]):
+        if message["role"] == "user":
+            st.markdown(md(message["content"]))
+            return
+        if message.get("error"):
+            st.error(message["error"])
+            return
+        result = message.get("result")
+        if not result:
+            st.markdown(md(message.get("content", "")))
+            return
+
+        def feedback(rating: int | None) -> None:
+            if rating is not None:
+                store.add_feedback(conv, i, rating)
+
+        components.answer_message(result, key=f"m{i}", on_feedback=feedback,
+                                  feedback=message.get("feedback"),
+                                  stopped=message.get("stopped", False))
+
+
+def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
+    from rag_app.answer import answer, needs_condensing
+    from rag_app.retrieve import RetrievalOptions
+
+    if not question:
+        return
+    svc = services()
+    opts = session_options()
+    history = conv.history()
+    conv.messages.append({"role": "user", "content": question})
+    if not conv.title or conv.title == "New chat":
+        conv.title = question[:60]
+    store.save(conv)
+    st.query_params["chat"] = conv.id
+    with st.chat_message("user"):
+        st.markdown(md(question))
+    with st.chat_message("assistant"):
+        message: dict[str, Any] = {"role": "assistant", "content": ""}
+        t0 = time.perf_counter()
+        try:
+            retriever = svc.retriever()
+            if retriever is None:
+                raise _NoIndex()
+            with st.spinner("Waking up the model…"):
+                chat, notice = svc.chat()
+            settings = svc.settings.model_copy(update={"answer_check": opts["answer_check"]})
+            options = RetrievalOptions(k=opts["k"], mode=opts["mode"],
+                                       source=opts["source"] or None, mmr=opts["mmr"])
+            condense = chat is not None and needs_condensing(question, history)
+            with st.status("Rewriting the question with the conversation…",
+                           expanded=False) if condense else _nothing():
+                stream = answer(question, history, settings=settings, retriever=retriever,
+                                chat=chat, options=options, use_llm=chat is not None)
+            stream.notice = notice
+            if stream.query != question:
+                st.caption(f"Searched for: {md(stream.query)}")
+            components.source_list(components.hits_as_dicts(stream.hits), stream.flagged)
+            st.session_state["last_question"] = (stream.query, [h.chunk_id for h in stream.hits])
+            sources_s = time.perf_counter() - t0
+            written: list[str] = []
+            pieces = _escaped(stream, written)
+            try:
+                st.write_stream(pieces)
+            finally:
+                pieces.close()  # stop button or error: close the stream to the model server
+                if not stream.finished:  # stopped midway: keep what was written
+                    message.update(content="".join(written), stopped=True)
+            result = stream.result.to_dict()
+            result["ui"] = {"sources_s": round(sources_s, 3)}
+            message.update(content=result["text"], result=result)
+        except _NoIndex:
+            message["error"] = ("No documents are indexed yet: add some on the Documents page "
+                                "(or run python -m ingest FOLDER), then ask again.")
+        except Exception as exc:  # noqa: BLE001 - shown where it happens, saved with the chat
+            message["error"] = explain(exc)
+        finally:
+            if message.get("content") or message.get("error") or message.get("result"):
+                conv.messages.append(message)
+                store.save(conv)
+    st.rerun()
+
+
+class _NoIndex(Exception):
+    pass
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _escaped(stream: Any, written: list[str]) -> Generator[str, None, None]:
+    """The answer's pieces, escaped so that nothing in them renders as Markdown or HTML."""
+    for piece in stream:
+        written.append(piece)
+        yield md(piece)

@@ -1,0 +1,160 @@
+"""Pieces the pages draw: source cards, the finished answer, the citation viewer.
+
+Nothing from a document, a file name or the model is rendered as HTML or live Markdown: text
+goes through `escape_markdown` (or `st.text`), and the only HTML is `passage_html`'s escaped
+text with `<mark>` tags.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from rag_app.answer import NO_LLM_LABEL, NOT_FOUND
+from rag_app.safety import escape_markdown as md
+
+PREVIEW_CHARS = 420
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit].rsplit(" ", 1)[0] + " …"
+
+
+def source_list(hits: Sequence[dict[str, Any]], flagged: Sequence[int], *,
+                title: str = "Sources", expanded: bool = True) -> None:
+    """The retrieved passages: file, page or heading path, similarity, a preview."""
+    with st.expander(f"{title} ({len(hits)})", expanded=expanded):
+        for n, hit in enumerate(hits, start=1):
+            badge = " · :orange-badge[instruction-like text withheld]" if n in flagged else ""
+            st.markdown(f"**[{n}]** {md(hit['location'])} · similarity "
+                        f"{hit['similarity']:.2f}{badge}")
+            st.caption(md(preview(hit.get("text", ""))))
+
+
+def hits_as_dicts(hits: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"chunk_id": h.chunk_id, "location": h.location, "similarity": h.similarity,
+             "source": h.source, "root": h.root, "page_start": h.page_start,
+             "page_end": h.page_end, "headings": list(h.headings), "text": h.text}
+            for h in hits]
+
+
+def answer_message(result: dict[str, Any], *, key: str,
+                   on_feedback: Callable[[int], None] | None = None,
+                   feedback: int | None = None, stopped: bool = False) -> None:
+    """A finished answer, drawn from the typed result (never parsed from the text)."""
+    hits = result.get("hits", [])
+    flagged = result.get("flagged_sources", [])
+    query, question = result.get("query", ""), result.get("question", "")
+    if query and query.strip() != question.strip():
+        st.caption(f"Searched for: {md(query)}")
+    if result.get("mode") == "no-llm":
+        st.info(NO_LLM_LABEL + (f"\n\n{md(result['notice'])}" if result.get("notice") else ""))
+        source_list(hits, flagged, title="Best passages", expanded=True)
+        return
+    if not result.get("found", True):
+        st.markdown(md(NOT_FOUND))
+        if result.get("missing_names"):
+            st.caption("The documents found do not mention "
+                       f"{md(', '.join(result['missing_names']))}.")
+        if result.get("draft"):
+            with st.expander("The model's draft, rejected by the answer check"):
+                st.markdown(md(result["draft"]))
+        if hits:
+            source_list(hits, flagged, title="Nearest passages", expanded=True)
+        return
+    st.markdown(md(result.get("text", "")))
+    if stopped:
+        st.caption("Stopped before the answer was complete.")
+    citations = result.get("citations", [])
+    if citations:
+        cols = st.columns(min(len(citations), 4))
+        for i, c in enumerate(citations):
+            label = f"[{c['number']}] {c['location']}"
+            cols[i % len(cols)].button(
+                label, key=f"{key}-cite-{c['number']}", icon=":material/description:",
+                help="Open the cited passage at its place", on_click=_open, args=(key, c),
+                type="tertiary")
+        opened = st.session_state.get("open_citation")
+        if opened and opened[0] == key:
+            citation_card(opened[1], hits)
+    elif result.get("mode") == "llm":
+        st.warning("This answer cites no retrieved source: treat it as ungrounded.")
+    notes = []
+    if flagged:
+        notes.append(f"instruction-like text in source(s) {', '.join(map(str, flagged))} was "
+                     "not shown to the model")
+    if result.get("removed_links"):
+        notes.append(f"{result['removed_links']} link(s) that no source contains were removed")
+    if result.get("invalid_citations"):
+        notes.append(f"{result['invalid_citations']} citation(s) to no retrieved passage removed")
+    if notes:
+        st.caption("; ".join(notes).capitalize() + ".")
+    source_list(hits, flagged, title="Retrieved passages", expanded=False)
+    if on_feedback is not None:
+        st.feedback("thumbs", key=f"{key}-feedback", default=feedback,
+                    on_change=lambda: on_feedback(st.session_state[f"{key}-feedback"]))
+
+
+def _open(key: str, citation: dict[str, Any]) -> None:
+    current = st.session_state.get("open_citation")
+    same = current and current[0] == key and current[1]["number"] == citation["number"]
+    st.session_state["open_citation"] = None if same else (key, citation)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _pdf_pages(path: str, mtime_ns: int, start: int, end: int | None,
+               passage: str) -> list[tuple[int, bytes, int]]:
+    from rag_app.sources import render_pdf_pages
+
+    return [(v.page, v.png, v.marks) for v in render_pdf_pages(Path(path), start, end, passage)]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _section(path: str, mtime_ns: int, passage: str, headings: tuple[str, ...]
+             ) -> tuple[str, str]:
+    from rag_app.sources import passage_html, section_view
+
+    view = section_view(Path(path), passage, headings)
+    return view.title, passage_html(view.text, view.spans)
+
+
+def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> None:
+    """The cited passage at its place: the PDF page with the passage marked, or the section
+    of a Markdown/HTML/text file with the passage marked; and the original file."""
+    hit = next((h for h in hits if h.get("chunk_id") == citation["chunk_id"]), {})
+    root = hit.get("root", "")
+    path = Path(root) / citation["source"] if root else None
+    with st.container(border=True, key=f"card-{citation['chunk_id']}"):
+        st.markdown(f"**[{citation['number']}] {md(citation['location'])}**")
+        if path is None or not path.is_file():
+            st.warning("The original file is no longer where it was ingested from; this is the "
+                       "passage as indexed.")
+            st.markdown(md(citation["passage"]))
+            return
+        from rag_app.errors import RagError
+
+        mtime = path.stat().st_mtime_ns
+        try:
+            if path.suffix.lower() == ".pdf" and citation.get("page_start"):
+                pages = _pdf_pages(str(path), mtime, int(citation["page_start"]),
+                                   citation.get("page_end"), citation["passage"])
+                for page, png, marks in pages:
+                    note = "" if marks else " (the passage could not be located on this page)"
+                    st.image(png, caption=f"{citation['source']} — page {page}{note}")
+            else:
+                title, html = _section(str(path), mtime, citation["passage"],
+                                       tuple(hit.get("headings", ())))
+                st.caption(md(title))
+                st.html(html)
+        except RagError as exc:
+            st.warning(f"Cannot show the page: {exc}")
+            st.markdown(md(citation["passage"]))
+        st.download_button("Download the original file", data=path.read_bytes,
+                           file_name=path.name, key=f"dl-{citation['chunk_id']}",
+                           mime=mimetypes.guess_type(path.name)[0] or
+                           "application/octet-stream", icon=":material/download:")

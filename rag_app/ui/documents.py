@@ -1,0 +1,129 @@
+"""The documents page: what is indexed, upload, delete, re-ingest — in the background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from rag_app.safety import escape_markdown as md
+from rag_app.ui.services import Job, save_upload, uploads_dir
+from rag_app.ui.state import explain, load_settings, services
+
+UPLOAD_TYPES = ["pdf", "md", "markdown", "txt", "text", "rst", "html", "htm"]
+
+
+def render() -> None:
+    settings = load_settings()
+    st.title("Documents")
+    try:
+        svc = services()
+        from rag_app.service import index_overview
+
+        info = index_overview(settings)
+    except Exception as exc:  # noqa: BLE001 - shown where it happens
+        st.error(explain(exc))
+        return
+    _upload(settings)
+    _jobs(svc)
+    st.subheader("Indexed files")
+    if not info.exists or not info.files:
+        st.info("Nothing is indexed yet: upload files above, or run "
+                "`python -m ingest FOLDER` in a terminal.")
+        return
+    st.caption(f"{len(info.files)} files, {info.pages} pages, {info.chunks} passages in "
+               f"collection {md(info.collection)} ({md(info.store)})")
+    rows = [{"file": r.source, "folder": r.root, "kind": r.kind, "pages": r.pages or None,
+             "chunks": r.chunks,
+             "status": "failed (previous version kept)" if r.error else
+             ("pending" if r.state != "done" else "indexed"),
+             "last error": r.error} for r in info.files]
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"folder": st.column_config.TextColumn(width="small")})
+    labels = {r.key: f"{r.source}  ({r.root})" for r in info.files}
+    chosen = st.selectbox("A file", list(labels), format_func=labels.__getitem__,
+                          key="doc-pick")
+    record = next(r for r in info.files if r.key == chosen)
+    path = Path(record.root) / record.source
+    uploaded = _is_upload(settings, path)
+    c1, c2 = st.columns(2)
+    def reingest() -> None:
+        svc.submit_ingest([path], label=f"re-ingest {record.source}")
+
+    c1.button("Re-ingest", icon=":material/refresh:", key="doc-reingest",
+              disabled=not path.is_file(), on_click=reingest,
+              help="Parse and index this file again (it is skipped if unchanged)")
+    confirm = c2.checkbox("Confirm delete", key="doc-confirm")
+
+    def delete() -> None:
+        svc.submit_delete([record.key], label=f"delete {record.source}",
+                          delete_files=[path] if uploaded else [])
+        st.session_state["doc-confirm"] = False
+
+    c2.button("Delete", icon=":material/delete:", key="doc-delete", disabled=not confirm,
+              type="primary", on_click=delete)
+    if not uploaded:
+        st.caption("Deleting removes this file from the index only: it lives outside the "
+                   "uploads folder, so a later `python -m ingest` of its folder adds it again.")
+
+
+def _is_upload(settings: Any, path: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(uploads_dir(settings))
+    except OSError:
+        return False
+
+
+def _upload(settings: Any) -> None:
+    st.subheader("Add documents")
+    key = f"uploader-{st.session_state.get('uploader_round', 0)}"
+    files = st.file_uploader(
+        f"PDF, Markdown, text or HTML; up to {settings.upload_max_mb:g} MB each",
+        type=UPLOAD_TYPES, accept_multiple_files=True, key=key,
+        max_upload_size=int(settings.upload_max_mb))
+    if not files or not st.button("Add to the index", icon=":material/upload:",
+                                  key="upload-go", type="primary"):
+        return
+    saved: list[Path] = []
+    for f in files:
+        try:
+            saved.append(save_upload(settings, f.name, f.getvalue()))
+        except Exception as exc:  # noqa: BLE001 - one bad file is reported, the rest go on
+            st.error(f"{md(f.name)}: {explain(exc)}")
+    if saved:
+        names = ", ".join(p.name for p in saved)
+        services().submit_ingest(saved, label=f"upload {names}")
+        # a new key empties the uploader, so the same files are not ingested on every rerun
+        st.session_state["uploader_round"] = st.session_state.get("uploader_round", 0) + 1
+        st.rerun()
+
+
+def _jobs(svc: Any) -> None:
+    if not svc.jobs:
+        return
+
+    @st.fragment(run_every=1.0 if svc.busy() else None)
+    def panel() -> None:
+        jobs: list[Job] = list(reversed(svc.jobs))[:5]
+        for job in jobs:
+            _job(job)
+        if not svc.busy() and st.session_state.get("jobs_seen") != len(svc.jobs):
+            st.session_state["jobs_seen"] = len(svc.jobs)
+            st.rerun()  # refresh the file list once the last job ended
+
+    panel()
+
+
+def _job(job: Job) -> None:
+    with st.container(border=True):
+        label = md(job.label)
+        if job.state in ("queued", "running"):
+            what = f"{md(job.current)}" if job.current else "starting"
+            st.progress(job.progress, text=f"{label}: {job.state} ({what})")
+        elif job.state == "failed":
+            st.error(f"{label}: {md(job.error)}")
+        else:
+            st.success(f"{label}: done")
+        if job.outcomes:
+            st.dataframe(job.outcomes, hide_index=True, width="stretch")

@@ -1,0 +1,5 @@
+"""The chat page (a file, so that st.navigation and AppTest can address it)."""
+
+from rag_app.ui.chat import render
+
+render()
