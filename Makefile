@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DOCS ?= data/samples
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ask test lint bench eval clean
+.PHONY: help install run ask test lint bench eval clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,15 +43,25 @@ install-torch:
 
 Q ?= How long is the warranty on an Aurora kettle, and how can it be extended?
 
-run: install ## ingest data/samples (or DOCS=folder), show the index, answer Q with the local LLM
-	$(PY) -m ingest $(DOCS)
-	$(PY) -m rag_app stats
-	$(PY) -m rag_app ask "$(Q)"
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+run: install ## the chat on http://127.0.0.1:8501 (ingests data/samples, or DOCS=folder, when the index is empty)
+	$(PY) -m rag_app serve --docs $(DOCS) --host $(HOST) --port $(PORT)
 
 ask: install ## answer Q="your question" from the index (local LLM unless OPENAI_BASE_URL is set)
 	$(PY) -m rag_app ask "$(Q)"
 
-test: install ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server)
+CHROMIUM ?= /usr/bin/chromium
+
+browser: ## install Debian's chromium for the browser tests (never `playwright install`)
+	@if [ -x "$(CHROMIUM)" ]; then echo "chromium: $(CHROMIUM)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; \
+	else echo "install chromium (Debian package) for the browser tests" >&2; exit 1; fi
+
+test: install browser ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server, chromium)
 	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
 	$(PY) -m pytest
@@ -68,5 +78,5 @@ EVAL ?= qa data/eval/samples-qa.jsonl --docs data/samples -c hybrid
 eval: install ## evaluate (default: the sample question set with the local LLM); EVAL="…" for others
 	$(PY) -m rag_app.eval $(EVAL)
 
-clean: ## delete runtime state and caches (data/store, data/cache) and the virtualenv
+clean: ## delete runtime state and caches (data/store, data/cache) and the virtualenv (keeps data/chats, data/documents)
 	rm -rf data/store data/cache $(VENV)

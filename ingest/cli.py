@@ -62,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file with one password per line (keeps them out of shell history)")
     p.add_argument("--dry-run", action="store_true", help="report what would change; write "
                    "nothing, load no model")
-    p.add_argument("--rebuild", action="store_true", help="build a fresh collection from the "
-                   "given paths and switch to it when complete (needed after changing model "
-                   "or chunking)")
+    p.add_argument("--rebuild", action="store_true", help="build a fresh collection from "
+                   "every file the index holds plus the given paths, and switch to it when "
+                   "complete (needed after changing model or chunking)")
+    p.add_argument("--drop-missing", action="store_true", help="let files under folders that "
+                   "are gone or empty leave the index (by default they are kept, and a rebuild "
+                   "that would lose them is refused)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     return p
@@ -115,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      file_passwords=[tuple(pair) for pair in args.password_for],
                      dry_run=args.dry_run,
                      rebuild=args.rebuild, reporter=reporter,
+                     drop_missing_roots=args.drop_missing,
                      command=redact_command(list(argv or sys.argv[1:])))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -137,12 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] = (),
         file_passwords: Sequence[tuple[str, str]] = (), dry_run: bool = False,
-        rebuild: bool = False, reporter: Any = None, command: str = "python -m ingest") -> Any:
+        rebuild: bool = False, reporter: Any = None, command: str = "python -m ingest",
+        drop_missing_roots: bool = False) -> Any:
     """Sync `paths` into the configured collection, holding the single-writer lock."""
     from rag_app.service import sync_paths
 
     return sync_paths(settings, paths, passwords=passwords, file_passwords=file_passwords,
-                      dry_run=dry_run, rebuild=rebuild, reporter=reporter, command=command)
+                      dry_run=dry_run, rebuild=rebuild, reporter=reporter, command=command,
+                      drop_missing_roots=drop_missing_roots)
 
 
 _SECRET_OPTIONS = {"--password": 1, "--password-for": 2}

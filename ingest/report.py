@@ -122,6 +122,7 @@ def _line(o: FileOutcome) -> str:
 
 def print_summary(report: SyncReport) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -133,8 +134,8 @@ def print_summary(report: SyncReport) -> None:
         issues.add_column("status")
         issues.add_column("file")
         issues.add_column("reason")
-        for o in notable[:50]:
-            issues.add_row(o.status, o.source, o.reason)
+        for o in notable[:50]:  # names and reasons are data, never markup
+            issues.add_row(o.status, escape(o.source), escape(o.reason))
         if len(notable) > 50:
             issues.add_row("…", f"{len(notable) - 50} more", "(use --json for all)")
         console.print(issues)
@@ -155,3 +156,5 @@ def print_summary(report: SyncReport) -> None:
     if report.embedder:
         table.add_row("embedding", report.embedder)
     console.print(table)
+    for notice in report.notices:
+        console.print(f"note: {escape(notice)}", highlight=False)

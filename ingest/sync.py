@@ -7,12 +7,30 @@ Order of writes, so that a kill at any point is repaired by the next run:
 4. the record is marked `done` with the new hash.
 A run that finds a `pending` record processes that file again whatever its hash. A deleted file's
 chunks are removed before its record, so nothing is ever left without a record that owns it.
+
+What a run may delete: only files of the given folders that the walk positively did not find.
+- A given folder that yields no file at all while the index holds files under it is taken to be
+  empty by accident (an unmounted disk, a moved share), not emptied on purpose: its files stay
+  indexed and the run reports a `failed` line for the folder. `drop_missing_roots=True` (the
+  CLI's `--drop-missing`) says the folder really was emptied, and its files are removed.
+- Files under a subfolder that cannot be listed, and files that cannot be stat-ed, are kept
+  (reported `failed`); such errors never end the run.
+
+A rebuild (`rebuild=True`, or by itself when only the chunking code changed) fills a new
+collection with every file the index held (each record's `root / source`, exactly those files:
+a file ingested on its own does not pull in its siblings) plus the given paths in full, and
+switches to it only when complete. Recorded files that no longer exist under a folder that is
+still there are left out (reported `removed`, as a sync would). If a recorded folder is gone, or
+none of its recorded files is left, the rebuild is refused before anything is written, unless
+`drop_missing_roots=True`. A rebuild also repairs a damaged catalog: it reads the file list of
+the damaged collection if that survived, else it rebuilds from the given paths only and says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -27,13 +45,14 @@ from rag_app.embeddings import Embedder
 from rag_app.errors import ConfigError, LoadError
 from rag_app.records import Chunk, LoadedDocument
 from rag_app.settings import Settings
-from rag_app.store import FileRecord, Store
+from rag_app.store import FileRecord, Store, StoreDamaged, make_client
 
 log = logging.getLogger(__name__)
 
 WRITE_GROUP = 256  # chunks embedded and written together
 PARSE_SHARE = 0.3  # of a file's progress bar: parsing, then embedding
 STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
+DROP_MISSING_OPTION = "--drop-missing"  # the CLI's name for `drop_missing_roots=True`
 
 
 @dataclass
@@ -59,6 +78,7 @@ class SyncReport:
     seconds: float = 0.0
     chunks_total: int = 0
     embedder: str = ""
+    notices: list[str] = field(default_factory=list)  # run-level news for people (also logged)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -130,36 +150,71 @@ def file_key(root: Path, source: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """What a run is responsible for: a whole folder, or one named file in it."""
+    """What a run is responsible for: a whole folder, or one named file in it, and what the
+    walk could not see (so must not be taken as deleted)."""
 
     root: Path
     source: str | None = None  # None: every file under root
+    found: int = 0  # candidate files the walk found
+    unlisted: tuple[str, ...] = ()  # folders that could not be listed: "sub/dir/", "" for root
+    unreadable: tuple[str, ...] = ()  # entries that could not be stat-ed
 
     def covers(self, record: FileRecord) -> bool:
         return record.root == str(self.root) and self.source in (None, record.source)
+
+    @property
+    def empty_folder(self) -> bool:
+        """A folder in which the walk found no file at all (empty, or not mounted)."""
+        return self.source is None and self.found == 0
+
+    def unsure_of(self, source: str) -> bool:
+        """True when this run could not see whether `source` (relative to root) still exists."""
+        return source in self.unreadable or any(source.startswith(p) for p in self.unlisted)
 
 
 def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome], list[Scope]]:
     """Walk the given folders (or files). Returns (candidates, skipped, scopes).
 
     Hidden files and folders (name starting with '.') and unsupported types are skipped.
+    A folder that cannot be listed, or an entry that cannot be stat-ed, is reported `failed`
+    and recorded in its scope (`unlisted`, `unreadable`): the run goes on, and the files the
+    index holds under it are kept.
     """
     candidates: list[Candidate] = []
     skipped: list[FileOutcome] = []
     scopes: list[Scope] = []
     for given in paths:
         path = given.expanduser().resolve()
-        if path.is_file():
+        try:
+            is_file, is_dir = path.is_file(), path.is_dir()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read {given}: {exc.strerror}") from None
+        unlisted: list[str] = []
+        unreadable: list[str] = []
+        if is_file:
             root, files = path.parent, [path]
-            scopes.append(Scope(root, path.name))
-        elif path.is_dir():
-            hidden: list[Path] = []
-            root, files = path, sorted(_walk(path, hidden))
-            skipped.extend(FileOutcome(h.relative_to(root).as_posix() + ("/" if h.is_dir() else ""),
-                                       "skipped", "hidden", str(root)) for h in sorted(hidden))
-            scopes.append(Scope(root))
+            single: str | None = path.name
+        elif is_dir:
+            hidden: list[tuple[Path, bool]] = []
+            failures: list[tuple[Path, OSError, bool]] = []
+            root, files, single = path, sorted(_walk(path, hidden, failures)), None
+            skipped.extend(FileOutcome(_rel(h, root) + ("/" if is_folder else ""), "skipped",
+                                       "hidden", str(root)) for h, is_folder in sorted(hidden))
+            for where, error, listing in failures:
+                rel = _rel(where, root)
+                why = error.strerror or str(error)
+                if listing:
+                    prefix = "" if where == root else rel + "/"
+                    unlisted.append(prefix)
+                    reason = f"cannot list folder: {why}; the files indexed under it are kept"
+                    skipped.append(FileOutcome(prefix or "./", "failed", reason, str(root)))
+                else:
+                    unlisted.append(rel + "/")  # a file or a folder: either way, unknown
+                    unreadable.append(rel)
+                    skipped.append(FileOutcome(rel, "failed", f"cannot read: {why}", str(root)))
         else:
             raise ConfigError(f"No such file or folder: {given}")
+        found = 0
         for f in files:
             source = f.relative_to(root).as_posix()
             if kind_of(f) is None:
@@ -170,22 +225,45 @@ def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome],
             except OSError as exc:
                 skipped.append(FileOutcome(source, "failed", f"cannot read: {exc.strerror}",
                                            str(root)))
+                unreadable.append(source)
                 continue
             candidates.append(Candidate(f, root, source, st.st_size, st.st_mtime_ns))
+            found += 1
+        scopes.append(Scope(root, single, found, tuple(unlisted), tuple(unreadable)))
     return candidates, skipped, scopes
 
 
-def _walk(folder: Path, hidden: list[Path]) -> Iterator[Path]:
-    """Files under `folder`; hidden entries (files or whole folders) go to `hidden` instead."""
-    for entry in folder.iterdir():
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _walk(folder: Path, hidden: list[tuple[Path, bool]],
+          failures: list[tuple[Path, OSError, bool]]) -> Iterator[Path]:
+    """Files under `folder`. Hidden entries (files or whole folders) go to `hidden` as
+    (path, is_folder) instead; a folder that cannot be listed, or an entry that cannot be
+    stat-ed, goes to `failures` as (path, error, was_listing) and the walk goes on."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        failures.append((folder, exc, True))
+        return
+    for entry in entries:
         if entry.name.startswith("."):
-            hidden.append(entry)
+            try:
+                hidden.append((entry, entry.is_dir()))
+            except OSError:
+                hidden.append((entry, False))
             continue
-        if entry.is_symlink() and not entry.exists():
+        try:
+            if entry.is_symlink() and not entry.exists():
+                continue
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+        except OSError as exc:
+            failures.append((entry, exc, False))
             continue
-        if entry.is_dir():
-            yield from _walk(entry, hidden)
-        elif entry.is_file():
+        if is_dir:
+            yield from _walk(entry, hidden, failures)
+        elif is_file:
             yield entry
 
 
@@ -241,7 +319,15 @@ class Ingestor:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, paths: Sequence[Path], *, dry_run: bool = False, rebuild: bool = False,
-            store: Store | None = None) -> SyncReport:
+            drop_missing_roots: bool = False, store: Store | None = None) -> SyncReport:
+        """Sync `paths` (folders or single files) into the collection; see the module doc.
+
+        `rebuild=True` builds a new collection from every file the index holds plus `paths`
+        and switches to it when complete; it also repairs a damaged catalog.
+        `drop_missing_roots=True` (CLI: --drop-missing) lets a rebuild leave out recorded
+        folders that are gone or hold none of their recorded files, and lets a sync remove the
+        files of a given folder that is now empty. Without it both are refused or kept.
+        """
         started = time.perf_counter()
         report = SyncReport(collection=self.settings.collection,
                             store=self.settings.describe_store(), dry_run=dry_run,
@@ -249,18 +335,40 @@ class Ingestor:
         candidates, skipped, scopes = discover(paths)
         report.outcomes.extend(skipped)
 
-        existing = store if store is not None else Store.open(self.settings)
+        old_records: dict[str, FileRecord] = {}  # what a rebuild must carry over
+        why = "A rebuild re-ingests every file the index holds"
+        try:
+            existing = store if store is not None else Store.open(self.settings)
+        except StoreDamaged as damage:
+            if not rebuild:
+                raise
+            existing = None
+            old_records = self._salvage(damage, report)
+            why = ("A rebuild of the damaged collection re-ingests every file its surviving "
+                   "file list names")
         if existing is not None and not rebuild and _only_code_changed(existing.settings_key,
                                                                        self.settings_key()):
             # Same settings, newer chunking code: re-chunk everything once, into a new
             # collection that replaces the old one only when it is complete.
-            log.warning("the chunking code changed since this collection was built (%s -> %s): "
-                        "rebuilding it once", existing.settings_key.get("splitter"),
-                        SPLITTER_VERSION)
+            notice = (f"the chunking code changed since this collection was built "
+                      f"({existing.settings_key.get('splitter')} -> {SPLITTER_VERSION}): "
+                      "rebuilding it once, with every file it holds")
+            log.warning("%s", notice)
+            report.notices.append(notice)
             rebuild = True
             report.rebuilt = not dry_run
+            why = ("The chunking code changed since the index was built, so this run rebuilds "
+                   "it from every file it holds")
+        if rebuild and existing is not None:
+            old_records = existing.file_records()
+        removals: list[FileOutcome] = []
+        if rebuild and old_records:
+            carried, removals = _carry_over(old_records, candidates, scopes,
+                                            drop_missing_roots, why)
+            candidates = candidates + carried
         if dry_run:
-            self._plan(report, candidates, scopes, existing, rebuild)
+            self._plan(report, candidates, scopes, existing, rebuild, drop_missing_roots)
+            report.outcomes.extend(removals)
             report.seconds = time.perf_counter() - started
             return report
 
@@ -289,7 +397,12 @@ class Ingestor:
         with ParseWorker(self.settings.parse_timeout_s) as worker:
             self._process(work, worker, target, report)
 
-        self._remove_deleted(target, records, candidates, scopes, report)
+        if rebuild:
+            for outcome in removals:  # left out of the new collection (the old one goes)
+                report.outcomes.append(outcome)
+                self.reporter.file_done(outcome)
+        else:
+            self._remove_deleted(target, records, candidates, scopes, drop_missing_roots, report)
         if self._changed or target.lexical_is_dirty() or not target.lexical_dir.exists():
             target.rebuild_lexical()
         if rebuild:
@@ -418,22 +531,38 @@ class Ingestor:
 
     def _remove_deleted(self, store: Store, records: dict[str, FileRecord],
                         candidates: list[Candidate], scopes: list[Scope],
-                        report: SyncReport) -> None:
-        present = {c.key for c in candidates}
-        for key, record in records.items():
-            if key in present or not any(s.covers(record) for s in scopes):
-                continue
+                        drop_missing_roots: bool, report: SyncReport) -> None:
+        gone, kept = _deletions(records, candidates, scopes, drop_missing_roots)
+        for record in gone:
             self._before_change(store)
-            removed = store.delete_chunks(store.chunk_ids_for(key))  # chunks first,
-            store.delete_file_records([key])  # then the record that owns them
+            removed = store.delete_chunks(store.chunk_ids_for(record.key))  # chunks first,
+            store.delete_file_records([record.key])  # then the record that owns them
             outcome = FileOutcome(record.source, "removed", root=record.root,
                                   chunks_removed=removed)
             report.outcomes.append(outcome)
             self.reporter.file_done(outcome)
+        for outcome in kept:
+            report.outcomes.append(outcome)
+            self.reporter.file_done(outcome)
+
+    def _salvage(self, damage: StoreDamaged, report: SyncReport) -> dict[str, FileRecord]:
+        """The file list of a damaged collection, if it survived (else {}); says which."""
+        records = _read_file_records(self.settings, str(damage.entry.get("files", "")))
+        if records is None:
+            notice = (f"{damage} -- its file list is unreadable too, so the rebuilt index holds "
+                      "only the paths given now: ingest the other folders again")
+            records = {}
+        else:
+            notice = (f"{damage} -- rebuilding it from its surviving file list "
+                      f"({len(records)} files) and the paths given now")
+        log.warning("%s", notice)
+        report.notices.append(notice)
+        return records
 
     def _plan(self, report: SyncReport, candidates: list[Candidate], scopes: list[Scope],
-              store: Store | None, rebuild: bool) -> None:
-        """Dry run: say what a real run would do, from sizes, times and hashes only."""
+              store: Store | None, rebuild: bool, drop_missing_roots: bool = False) -> None:
+        """Dry run: say what a real run would do, from sizes, times and hashes only. (For a
+        rebuild, what leaves the index was worked out by `_carry_over`.)"""
         records = {} if (store is None or rebuild) else store.file_records()
         for cand in candidates:
             record = records.get(cand.key)
@@ -446,11 +575,10 @@ class Ingestor:
             else:
                 status = "updated"
             report.outcomes.append(FileOutcome(cand.source, status, root=str(cand.root)))
-        present = {c.key for c in candidates}
-        for key, record in records.items():
-            if key not in present and any(s.covers(record) for s in scopes):
-                report.outcomes.append(FileOutcome(record.source, "removed", root=record.root,
-                                                   chunks_removed=record.chunks))
+        gone, kept = _deletions(records, candidates, scopes, drop_missing_roots)
+        report.outcomes.extend(FileOutcome(r.source, "removed", root=r.root,
+                                           chunks_removed=r.chunks) for r in gone)
+        report.outcomes.extend(kept)
 
 
 def _replace(record: FileRecord, **changes: Any) -> FileRecord:
@@ -462,3 +590,127 @@ def _only_code_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     if not stored or stored.get("splitter") == wanted.get("splitter"):
         return False
     return all(stored.get(k) == v for k, v in wanted.items() if k != "splitter")
+
+
+def _deletions(records: dict[str, FileRecord], candidates: list[Candidate],
+               scopes: list[Scope], drop_missing_roots: bool,
+               ) -> tuple[list[FileRecord], list[FileOutcome]]:
+    """(records a sync removes, `failed` outcomes for folders whose files are kept).
+
+    Removed: records under a given path whose file the walk positively did not find. Kept:
+    records under a folder or entry the walk could not read, and, unless
+    `drop_missing_roots`, every record of a given folder in which the walk found no file at
+    all (empty or unmounted: taken as an accident, not as the deletion of everything)."""
+    present = {c.key for c in candidates}
+    gone: list[FileRecord] = []
+    kept: dict[Scope, int] = {}
+    for key, record in sorted(records.items()):
+        if key in present:
+            continue
+        mine = [s for s in scopes if s.covers(record)]
+        if not mine or any(s.unsure_of(record.source) for s in mine):
+            continue
+        empty = [s for s in mine if s.empty_folder]
+        if empty and not drop_missing_roots:
+            kept[empty[0]] = kept.get(empty[0], 0) + 1
+            continue
+        gone.append(record)
+    outcomes = [
+        FileOutcome("./", "failed",
+                    f"folder {scope.root} is empty or not mounted: its {n} indexed file(s) are "
+                    "kept. If they were deleted on purpose, run again with "
+                    f"{DROP_MISSING_OPTION} to remove them from the index", str(scope.root))
+        for scope, n in kept.items()
+    ]
+    return gone, outcomes
+
+
+def _carry_over(old: dict[str, FileRecord], candidates: list[Candidate], scopes: list[Scope],
+                drop_missing_roots: bool, why: str,
+                ) -> tuple[list[Candidate], list[FileOutcome]]:
+    """For a rebuild: the recorded files to re-ingest besides `candidates`, and outcomes for
+    the recorded files the new collection will not have. `why` opens the refusal message.
+
+    Each record outside the given paths (or in a part of them the walk could not see) is
+    looked up as `root / source`, exactly that file. A missing file under a folder that still
+    has some of its files is left out (`removed`). A recorded folder that is gone, or none of
+    whose recorded files is left, makes the rebuild refuse (ConfigError, nothing written)
+    unless `drop_missing_roots`."""
+    given = {c.key for c in candidates}
+    by_path = {c.path: c for c in candidates}
+    alive_roots = {str(c.root) for c in candidates}  # folders known to be there
+    carried: list[Candidate] = []
+    outcomes: list[FileOutcome] = []
+    missing: dict[str, list[FileRecord]] = {}
+    for key, record in sorted(old.items()):
+        if key in given:
+            continue
+        mine = [s for s in scopes if s.covers(record)]
+        if mine and not any(s.unsure_of(record.source) or s.empty_folder for s in mine):
+            outcomes.append(FileOutcome(record.source, "removed", "no longer in the folder",
+                                        record.root, chunks_removed=record.chunks))
+            continue
+        path = Path(record.root) / record.source
+        if path in by_path:  # the same file under another given root: indexed once, there
+            outcomes.append(FileOutcome(record.source, "removed",
+                                        f"indexed under {by_path[path].root} instead",
+                                        record.root, chunks_removed=record.chunks))
+            continue
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            missing.setdefault(record.root, []).append(record)
+            continue
+        except OSError as exc:
+            alive_roots.add(record.root)
+            outcomes.append(FileOutcome(record.source, "failed",
+                                        f"cannot read: {exc.strerror} (left out of the rebuilt "
+                                        "index)", record.root))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            missing.setdefault(record.root, []).append(record)
+            continue
+        alive_roots.add(record.root)
+        carried.append(Candidate(path, Path(record.root), record.source, st.st_size,
+                                 st.st_mtime_ns))
+    unavailable = {root: records for root, records in missing.items()
+                   if root not in alive_roots}
+    if unavailable and not drop_missing_roots:
+        listing = "; ".join(f"{root} ({len(records)} indexed file(s))"
+                            for root, records in sorted(unavailable.items()))
+        total = sum(len(records) for records in unavailable.values())
+        raise ConfigError(
+            f"{why}, but these folders are missing or none of their indexed files is left "
+            f"(not mounted? moved?): {listing}. Nothing was changed. Mount or restore them and "
+            f"run again, or run again with {DROP_MISSING_OPTION} to rebuild without them "
+            f"({total} file(s) leave the index)."
+        )
+    for root, records in sorted(missing.items()):
+        reason = (f"folder missing or emptied; left out ({DROP_MISSING_OPTION})"
+                  if root in unavailable else "file no longer exists")
+        outcomes.extend(FileOutcome(r.source, "removed", reason, r.root,
+                                    chunks_removed=r.chunks) for r in records)
+    return carried, outcomes
+
+
+def _read_file_records(settings: Settings, name: str) -> dict[str, FileRecord] | None:
+    """The records in the physical file-list collection `name`; None if it cannot be read."""
+    page = 2000
+    try:
+        files = make_client(settings).get_collection(name)
+        records: dict[str, FileRecord] = {}
+        offset = 0
+        while True:
+            got = files.get(include=["metadatas"], limit=page, offset=offset)
+            ids = list(got["ids"])
+            metas: list[Any] = list(got.get("metadatas") or [])
+            metas += [None] * (len(ids) - len(metas))
+            for key, meta in zip(ids, metas, strict=True):
+                records[key] = FileRecord.from_row(key, meta or {})
+            if len(ids) < page:
+                return records
+            offset += len(ids)
+    except Exception:
+        log.debug("the file list %r of the damaged collection is unreadable", name,
+                  exc_info=True)
+        return None

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rag_app.errors import RagError
@@ -30,7 +31,45 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip the reranker set in RAG_RERANKER_MODEL")
     ask.add_argument("--no-llm", action="store_true", help="show the best passages only")
     ask.add_argument("--json", action="store_true", help="machine-readable result")
+    serve = sub.add_parser("serve", help="open the chat in the browser (Streamlit), on "
+                           "127.0.0.1 unless told otherwise")
+    serve.add_argument("--docs", type=Path, metavar="DIR",
+                       help="ingest this folder first when the index is empty")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; the "
+                       "chat has no login, so do not expose it without one in front)")
+    serve.add_argument("--port", type=int, default=8501)
     return p
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Ingest the sample folder into an empty index, then run the Streamlit app with the
+    safe server options (local address, XSRF protection, no error details in the page)."""
+    import os
+    import subprocess
+
+    from rag_app.service import index_overview, sync_paths
+
+    if args.docs is not None and not index_overview(settings).chunks:
+        print(f"The index is empty: ingesting {args.docs} first …", file=sys.stderr)
+        report = sync_paths(settings, [args.docs], command="python -m rag_app serve")
+        print(f"{report.counts()['ingested']} files ingested, {report.chunks_total} passages",
+              file=sys.stderr)
+    app = Path(__file__).resolve().parent / "ui" / "app.py"
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", args.host, "--server.port", str(args.port),
+        "--server.headless", "true", "--server.enableXsrfProtection", "true",
+        "--server.maxUploadSize", str(max(1, round(settings.upload_max_mb))),
+        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+        "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal",
+    ]
+    print(f"Open http://{args.host}:{args.port} in your browser (Ctrl+C stops the server).",
+          file=sys.stderr)
+    try:
+        return subprocess.call(command, env=os.environ.copy())
+    except KeyboardInterrupt:
+        return 130
 
 
 def ask(args: argparse.Namespace, settings: Settings) -> int:
@@ -106,7 +145,8 @@ def _print_stats(info: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        overrides = {"collection": args.collection} if args.collection else {}
+        collection = getattr(args, "collection", None)
+        overrides = {"collection": collection} if collection else {}
         settings = Settings(**overrides)
         import logging
 
@@ -114,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             format="%(levelname)s %(name)s: %(message)s")
         if args.command == "ask":
             return ask(args, settings)
+        if args.command == "serve":
+            return serve(args, settings)
         if args.command == "stats":
             info = stats(settings)
             if args.json:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ["ANONYMIZED_TELEMETRY"] = "False"
+
+
+# Tables that tests measure (not assert) and print at the end of the run.
+MEASUREMENTS: dict[str, list[str]] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for title, lines in MEASUREMENTS.items():
+        terminalreporter.write_sep("-", title)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def make_settings(state_dir: Path, **overrides: object) -> Settings:

@@ -287,3 +287,27 @@ def test_hostile_document_text_never_renders_as_markup(env: dict[str, str]) -> N
     for element in (*chat.markdown, *chat.caption):
         assert not LIVE_MARKUP.search(str(element.value)), element.value
     assert "instruction-like text withheld" in texts(chat)
+
+
+def test_feedback_and_export_keep_the_question_answer_and_citations(env: dict[str, str]
+                                                                     ) -> None:
+    import json
+
+    at = ask(ok(app()), "How long is the standard warranty?")
+    at = ok(at.feedback[0].set_value(1).run())
+    lines = (Path(env["RAG_CHATS_DIR"]) / "feedback.jsonl").read_text().splitlines()
+    entry = json.loads(lines[-1])
+    assert entry["rating"] == 1 and "standard warranty" in entry["question"]
+    assert entry["answer"] == "It lasts 2 years." and entry["citations"]
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Markdown", "JSON"} <= labels
+
+
+def test_the_embedding_map_marks_the_last_question_and_its_passages(env: dict[str, str]
+                                                                    ) -> None:
+    at = ask(ok(app()), "How long is the standard warranty?")
+    at.switch_page("views/embedding_map_page.py")
+    at = ok(at.run())
+    assert at.get("arrow_vega_lite_chart"), "the map is drawn"
+    shown = unescape(texts(at))
+    assert "Last question:" in shown and "5 of its passages ringed" in shown

@@ -15,7 +15,7 @@ from rag_app.ui.state import load_settings
 
 
 def main() -> None:
-    st.set_page_config(page_title="Ask your documents", page_icon=":material/menu_book:",
+    st.set_page_config(page_title="Ask your documents", page_icon="📚",
                        layout="wide")
     try:
         load_settings()
@@ -25,7 +25,7 @@ def main() -> None:
         st.stop()
     views = Path(__file__).parent / "views"
     pages = [
-        st.Page(views / "chat_page.py", title="Chat", icon=":material/chat:", url_path="chat",
+        st.Page(views / "chat_page.py", title="Chat", icon=":material/chat:",
                 default=True),
         st.Page(views / "documents_page.py", title="Documents", icon=":material/folder:",
                 url_path="documents"),

@@ -105,6 +105,14 @@ class Services:
         self._queue: queue.Queue[Job] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="rag-ingest", daemon=True)
         self._worker.start()
+        # Start the local LLM server now, so that the first question does not wait for it.
+        threading.Thread(target=self._warm_llm, name="rag-llm-start", daemon=True).start()
+
+    def _warm_llm(self) -> None:
+        try:
+            self.chat()
+        except Exception as exc:  # noqa: BLE001 - the first question reports it properly
+            log.warning("the LLM could not be prepared: %s", exc)
 
     # -- reading the index ----------------------------------------------------------------
     def store(self) -> Store | None:
@@ -133,7 +141,7 @@ class Services:
         """The chat client (the local server starts on first use), or (None, notice)."""
         from rag_app.service import make_chat_client
 
-        with self._chat_lock:
+        with self._chat_lock:  # a second caller waits for the server the first one starts
             if self._chat is None:
                 self._chat = make_chat_client(self.settings)
             return self._chat
