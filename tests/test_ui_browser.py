@@ -97,6 +97,16 @@ def load(page: Any, url: str) -> float:
     return time.perf_counter() - t0
 
 
+def answered(page: Any, messages_before: int, timeout_s: float = 600) -> None:
+    """Wait until the question and its answer are on the page and the script is idle."""
+    deadline = time.monotonic() + timeout_s
+    while page.get_by_test_id("stChatMessage").count() < messages_before + 2 \
+            or not page.locator(IDLE).count():
+        if time.monotonic() > deadline:
+            pytest.fail("no answer in time")
+        time.sleep(0.2)
+
+
 def submit(page: Any, question: str) -> float:
     box = page.get_by_test_id("stChatInputTextArea")
     try:
@@ -189,8 +199,7 @@ def test_upload_ask_then_delete(page: Any, server: str, tmp_path: Path) -> None:
     page.get_by_text(re.compile(r"delete zephyr-boiler.md: done")).wait_for(timeout=120_000)
     load(page, server)
     submit(page, "How do I reset the pilot light of the Zephyr boiler?")
-    page.wait_for_selector(IDLE, timeout=600_000)
-    time.sleep(0.5)
+    answered(page, 0)
     messages = page.get_by_test_id("stChatMessage")
     assert "zephyr-boiler.md" not in messages.last.inner_text()
 
@@ -220,3 +229,24 @@ def test_a_hostile_document_fetches_nothing_and_links_nowhere(page: Any, server:
     page.screenshot(path=str(SHOTS / "chat-hostile.png"), full_page=True)
     assert hosts <= {"127.0.0.1"}, hosts
     assert page.locator("a[href*='evil'], img[src*='evil']").count() == 0
+
+
+def test_the_stop_button_ends_the_answer_and_keeps_what_was_written(page: Any,
+                                                                    server: str) -> None:
+    load(page, server)
+    submit(page, "What does the warranty cover, and what does it not cover?")
+    page.locator("[data-testid='stExpander']", has_text="Sources").last.wait_for(
+        timeout=120_000)
+    page.get_by_test_id("stChatInputStopButton").click()  # the send button turned into "stop"
+    page.wait_for_selector(IDLE, timeout=300_000)
+    chat_url = page.url
+    assert "chat=" in chat_url
+    load(page, chat_url)  # the conversation, as saved
+    page.get_by_text("Stopped before the answer was complete.").wait_for(timeout=30_000)
+    # the model is free again: the next question is answered
+    before = page.get_by_test_id("stChatMessage").count()
+    submit(page, "How long is the standard warranty?")
+    answered(page, before)
+    page.screenshot(path=str(SHOTS / "chat-after-stop.png"), full_page=True)
+    answer = last_answer_text(page)
+    assert "2 years" in answer or "two years" in answer.lower(), answer

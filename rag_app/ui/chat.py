@@ -144,6 +144,8 @@ def _draw(store: ConversationStore, conv: Conversation, i: int, message: dict[st
         result = message.get("result")
         if not result:
             st.markdown(md(message.get("content", "")))
+            if message.get("stopped"):
+                st.caption("Stopped before the answer was complete.")
             return
 
         def feedback(rating: int | None) -> None:
@@ -231,6 +233,12 @@ class _nothing:
 
 def _escaped(stream: Any, written: list[str]) -> Generator[str, None, None]:
     """The answer's pieces, escaped so that nothing in them renders as Markdown or HTML."""
-    for piece in stream:
-        written.append(piece)
-        yield md(piece)
+    pieces = iter(stream)
+    try:
+        for piece in pieces:
+            written.append(piece)
+            yield md(piece)
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()  # down the chain to the HTTP response
