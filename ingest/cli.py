@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1  # the run finished, but some files could not be ingested
 EXIT_USAGE = 2  # bad options or settings
 EXIT_STORE = 3  # the store is locked, unreachable, or built with another model
+EXIT_BUG = 4  # an unexpected error (a bug): the run stopped; see RAG_LOG_LEVEL=DEBUG
 
 EPILOG = """\
 examples:
@@ -29,7 +30,8 @@ examples:
   python -m ingest ./docs --json > report.json  machine-readable summary
 
 exit codes: 0 every file fine; 1 some files failed (see the table); 2 bad options;
-3 store problem (locked by another writer, server unreachable, or built with another model).
+3 store problem (locked by another writer, server unreachable, or built with another model);
+4 unexpected error, a bug: please report it (RAG_LOG_LEVEL=DEBUG shows the traceback).
 Settings come from RAG_* environment variables and .env (see .env.example); options win.
 """
 
@@ -132,11 +134,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the next run picks up where this one stopped", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    elif not args.quiet:
-        print_summary(report)
+    except Exception as exc:  # noqa: BLE001 - not exit 1, which means "some files failed"
+        return _bug(exc)
+    try:
+        if args.json:
+            print(json.dumps(report.to_dict(), indent=2))
+        elif not args.quiet:
+            print_summary(report)
+    except Exception as exc:  # noqa: BLE001 - the run is done; only the summary broke
+        return _bug(exc)
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def _bug(exc: Exception) -> int:
+    """One line on stderr for an error no code path expected; the traceback only at DEBUG."""
+    logging.debug("unexpected error", exc_info=exc)
+    message = " ".join(str(exc).split())
+    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if len(detail) > 300:
+        detail = detail[:299] + "…"
+    print(f"error: unexpected {detail} -- this is a bug, please report it (RAG_LOG_LEVEL=DEBUG "
+          "shows the traceback)", file=sys.stderr)
+    return EXIT_BUG
 
 
 def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] = (),

@@ -2,10 +2,15 @@
 
 One loader per kind, chosen by file suffix (`SUPPORTED_SUFFIXES`):
 
-- **pdf** (pypdf): one `Section` per page that has text, `page_start == page_end ==` the 1-based
-  page number. Pages without a text layer are skipped and listed in `warnings`; a file where no
-  page has text raises `NeedsOCR`. Encrypted files are opened with the empty password (files
-  with only an owner password), then with each password given.
+- **pdf** (`pdf_parser`, RAG_PDF_PARSER): one `Section` per page that has text,
+  `page_start == page_end ==` the 1-based page number. Pages without a text layer are skipped
+  and listed in `warnings`; a file where no page has text raises `NeedsOCR`. Encrypted files are
+  opened with the empty password (files with only an owner password), then with each password
+  given. Text comes from pypdf, except that a page whose words pypdf ran together (1%+ of them
+  20+ letters long: words placed by TJ offsets without spaces, when the font's space looks
+  wide) is read again with pypdfium2, and its text kept when fewer words are run together
+  ("auto", the default); "pypdfium2" reads every page with pypdfium2 alone (about 13x faster;
+  damaged files may fare differently); "pypdf" is pypdf alone.
 - **markdown**: split at ATX (`## Title`) and setext (`Title` / `-----`) headings outside fenced
   code blocks (attribute lists such as `{: #anchor }` are cut from heading text); front matter
   is dropped from the text and its `title` becomes the title, else the first level-1 heading.
@@ -25,12 +30,16 @@ to do, and never contain a password.
 from __future__ import annotations
 
 import codecs
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import charset_normalizer
 import frontmatter
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 from bs4 import BeautifulSoup, FeatureNotFound
 from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 from pypdf import PageObject, PdfReader
@@ -48,7 +57,8 @@ from rag_app.errors import (
 )
 from rag_app.records import LoadedDocument, Section
 
-__all__ = ["SUPPORTED_SUFFIXES", "ProgressCallback", "kind_of", "load_file", "normalise_text"]
+__all__ = ["SUPPORTED_SUFFIXES", "PdfParser", "ProgressCallback", "glued_share", "kind_of",
+           "load_file", "normalise_text"]
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
     ".pdf": "pdf",
@@ -66,6 +76,9 @@ ProgressCallback = Callable[[int, int], None]
 
 PASSWORD_HINT = "pass --password PW or set RAG_PDF_PASSWORD"
 
+PdfParser = Literal["auto", "pypdfium2", "pypdf"]
+"""Which library reads PDF text (RAG_PDF_PARSER); see the module docstring."""
+
 
 def kind_of(path: Path) -> str | None:
     """The kind of document `path` holds, judged by its suffix; None if unsupported."""
@@ -78,11 +91,13 @@ def load_file(
     passwords: Sequence[str] = (),
     max_bytes: int | None = None,
     progress: ProgressCallback | None = None,
+    pdf_parser: PdfParser = "auto",
 ) -> LoadedDocument:
     """Read `path` and return its text as sections.
 
     `passwords` are tried, in order, on encrypted PDFs. Files larger than `max_bytes` are
     refused before they are parsed. `progress(done, total)` is called after each PDF page.
+    `pdf_parser` chooses how PDF text is extracted (see the module docstring).
     Raises a `LoadError` subclass when the file cannot be turned into text.
     """
     kind = kind_of(path)
@@ -104,7 +119,7 @@ def load_file(
     if size == 0:
         raise EmptyDocument(f"{path} is empty (0 bytes)")
     if kind == "pdf":
-        return _load_pdf(path, passwords, progress)
+        return _load_pdf(path, passwords, progress, pdf_parser)
     data = _read_bytes(path)
     if kind == "markdown":
         return _load_markdown(path, data)
@@ -114,12 +129,20 @@ def load_file(
 
 
 # --- shared helpers ----------------------------------------------------------------------------
-_TRAILING_SPACE = re.compile(r"[ \t\f\v\u00a0]+$", re.MULTILINE)
+# The lookbehind makes it linear: a match can only start at the first blank of a run (without
+# it, a 200 KB run of spaces took ~2 minutes).
+_TRAILING_SPACE = re.compile(r"(?<![ \t\f\v\u00a0])[ \t\f\v\u00a0]+$", re.MULTILINE)
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
 
 def normalise_text(text: str) -> str:
-    """Unify line ends, drop NULs, strip trailing spaces, collapse 3+ newlines to 2, trim."""
+    """Unify line ends, drop NULs, strip trailing spaces, collapse 3+ newlines to 2, trim.
+    The result is always encodable as UTF-8: surrogate pairs (two code points) are joined and
+    lone surrogates (pypdf keeps them from broken ToUnicode CMaps) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = _TRAILING_SPACE.sub("", text)
     text = _MANY_NEWLINES.sub("\n\n", text)
@@ -226,8 +249,13 @@ def _guess_encoding(data: bytes) -> str:
 # --- PDF ---------------------------------------------------------------------------------------
 _PDF_CHAR_FIXES = str.maketrans(
     {
-        "\x00": None,
+        # C0 controls other than tab and line ends: pdfium gives e.g. \x14 \x15 for TeX math
+        # glyphs without a Unicode mapping, pypdf \x08; none of them is text
+        **{chr(code): None for code in (*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F)},
         "\u00ad": None,  # soft hyphen
+        # pdfium's mark for a hyphen that ended a line; it drops that line break too. Put both
+        # back: hyphenated words are left alone, as pypdf gives them (see _clean_pdf_text).
+        "\ufffe": "-\n",
         "\ufb00": "ff",
         "\ufb01": "fi",
         "\ufb02": "fl",
@@ -236,10 +264,29 @@ _PDF_CHAR_FIXES = str.maketrans(
     }
 )
 _INLINE_SPACE = re.compile(r"[ \t\f\v\u00a0]+")
+_WORD = re.compile(r"[^\W\d_]+")  # a run of letters
+GLUED_WORD_LETTERS = 20
+"""Words this long are rare in prose (0.00-0.04% of the words of the R manuals, most of them
+long R identifiers) and common in text whose spaces were lost (13% in the manual of the study)."""
+GLUED_PAGE_SHARE = 0.01
+"""A page whose pypdf text has this share of such words is read again with pypdfium2 ("auto").
+The R manuals' pages stay below 1% (the 2,415-page reference manual: 35 pages above, none above
+4%: index pages of long function names); a false alarm costs one pdfium page read, and the text
+is only replaced when pdfium's has fewer long words."""
+
+
+def glued_share(text: str) -> float:
+    """The share of the words (runs of letters) of `text` that are 20+ letters long: the sign
+    of words run together. 0.0 for text without words."""
+    words = _WORD.findall(text)
+    if not words:
+        return 0.0
+    return sum(len(word) >= GLUED_WORD_LETTERS for word in words) / len(words)
 
 
 def _clean_pdf_text(text: str) -> str:
-    """Ligatures expanded, NULs and soft hyphens dropped, space runs within lines collapsed.
+    """Ligatures expanded, NULs, control characters and soft hyphens dropped, space runs
+    within lines collapsed.
 
     Words hyphenated across a line break are left alone: 'well-\\nknown' cannot be told apart
     from 'informa-\\ntion' safely.
@@ -249,28 +296,141 @@ def _clean_pdf_text(text: str) -> str:
     return normalise_text("\n".join(lines))
 
 
+PageReader = Callable[[int], tuple[str, bool]]
+"""`read(number)` -> (the page's cleaned text, whether the page draws anything at all)."""
+
+
 def _load_pdf(
-    path: Path, passwords: Sequence[str], progress: ProgressCallback | None
+    path: Path, passwords: Sequence[str], progress: ProgressCallback | None, parser: PdfParser
 ) -> LoadedDocument:
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise LoadError(f"{path} cannot be read ({exc.strerror or exc}); check it exists") from exc
     with handle:
+        if parser == "pypdfium2":  # pdfium opens the file by name; the handle proves it readable
+            return _load_pdf_pdfium(path, passwords, progress)
         try:
             reader = PdfReader(handle, strict=False)
         except DependencyError as exc:
             raise _crypto_missing(path, exc) from exc
         except Exception as exc:
             raise ParseError(f"{path} is not a readable PDF ({_short(exc)})") from exc
-        _unlock(path, reader, passwords)
+        password = _unlock(path, reader, passwords)
         try:
             count = len(reader.pages)
         except Exception as exc:
             raise ParseError(f"{path}: the page tree cannot be read ({_short(exc)})") from exc
         if count == 0:
             raise EmptyDocument(f"{path} has no pages")
-        return _pdf_pages(path, reader, count, progress)
+        fallback = _PdfiumFallback(path, password) if parser == "auto" else None
+        try:
+            return _pdf_pages(
+                path, count, _pypdf_reader(reader, fallback), lambda: _pdf_title(reader), progress
+            )
+        finally:
+            if fallback is not None:
+                fallback.close()
+
+
+def _pypdf_reader(reader: PdfReader, fallback: _PdfiumFallback | None) -> PageReader:
+    def read(number: int) -> tuple[str, bool]:
+        page = reader.pages[number - 1]
+        text = _clean_pdf_text(page.extract_text())
+        if fallback is not None and glued_share(text) >= GLUED_PAGE_SHARE:
+            text = fallback.better(number, text)
+        return text, bool(text) or _page_has_marks(page)
+
+    return read
+
+
+class _PdfiumFallback:
+    """The same PDF in pypdfium2, opened on first need, for pages whose pypdf text is glued."""
+
+    def __init__(self, path: Path, password: str | None) -> None:
+        self.path = path
+        self.password = password  # the one that opened the file in pypdf (None: not encrypted)
+        self.document: pdfium.PdfDocument | None = None
+        self.broken = False
+
+    def better(self, number: int, text: str) -> str:
+        """pdfium's text of page `number` when fewer of its words run together, else `text`."""
+        if self.broken:
+            return text
+        try:
+            if self.document is None:
+                self.document = pdfium.PdfDocument(self.path, password=self.password)
+            other, _ = _read_pdfium_page(self.document, number)
+        except Exception:  # noqa: BLE001 - pypdf's text stands
+            self.broken = self.document is None  # could not open: do not try every page
+            return text
+        return other if other and glued_share(other) < glued_share(text) else text
+
+    def close(self) -> None:
+        if self.document is not None:
+            self.document.close()
+            self.document = None
+
+
+def _load_pdf_pdfium(
+    path: Path, passwords: Sequence[str], progress: ProgressCallback | None
+) -> LoadedDocument:
+    document = _open_pdfium(path, passwords)
+    try:
+        count = len(document)
+        if count == 0:
+            raise EmptyDocument(f"{path} has no pages")
+        return _pdf_pages(
+            path,
+            count,
+            lambda number: _read_pdfium_page(document, number),
+            lambda: _tidy_title(document.get_metadata_value("Title")),
+            progress,
+        )
+    finally:
+        document.close()
+
+
+_PDFIUM_ERRORS = {
+    pdfium_c.FPDF_ERR_FILE: "file not found or could not be opened",
+    pdfium_c.FPDF_ERR_FORMAT: "not a PDF, or damaged",
+    pdfium_c.FPDF_ERR_SECURITY: "unsupported encryption",
+}
+
+
+def _open_pdfium(path: Path, passwords: Sequence[str]) -> pdfium.PdfDocument:
+    """Open with '' (owner-password-only files), then each password; NeedsPassword if none.
+
+    Through the raw API: `pdfium.PdfDocument(path)` refuses files without pages with the
+    library's last error code, which is stale then (it can say "incorrect password")."""
+    name = os.fsencode(path) + b"\x00"
+    for candidate in dict.fromkeys(("", *passwords)):
+        raw = pdfium_c.FPDF_LoadDocument(name, candidate.encode("utf-8") + b"\x00")
+        if raw:
+            return pdfium.PdfDocument(raw)  # owns and closes it
+        code = pdfium_c.FPDF_GetLastError()  # set by this failed load
+        if code == pdfium_c.FPDF_ERR_PASSWORD:
+            continue
+        reason = f"PDFium: {_PDFIUM_ERRORS.get(code, f'error {code}')}"
+        if code == pdfium_c.FPDF_ERR_FILE:
+            raise LoadError(f"{path} cannot be read ({reason}); check it exists")
+        if code == pdfium_c.FPDF_ERR_SECURITY:
+            raise ParseError(f"{path}: its encryption cannot be handled ({reason})")
+        raise ParseError(f"{path} is not a readable PDF ({reason})")
+    raise _needs_password(path, passwords)
+
+
+def _read_pdfium_page(document: pdfium.PdfDocument, number: int) -> tuple[str, bool]:
+    page = document[number - 1]
+    try:
+        textpage = page.get_textpage()
+        try:
+            text = _clean_pdf_text(textpage.get_text_range())
+        finally:
+            textpage.close()
+        return text, bool(text) or pdfium_c.FPDFPage_CountObjects(page.raw) > 0
+    finally:
+        page.close()
 
 
 def _crypto_missing(path: Path, exc: Exception) -> ParseError:
@@ -280,26 +440,31 @@ def _crypto_missing(path: Path, exc: Exception) -> ParseError:
     )
 
 
-def _unlock(path: Path, reader: PdfReader, passwords: Sequence[str]) -> None:
-    """Decrypt with '' (owner-password-only files), then each password; NeedsPassword if none."""
+def _unlock(path: Path, reader: PdfReader, passwords: Sequence[str]) -> str | None:
+    """Decrypt with '' (owner-password-only files), then each password; NeedsPassword if none.
+    Returns the password that opened the file, None if it is not encrypted."""
     try:
         if not reader.is_encrypted:
-            return
+            return None
         for candidate in dict.fromkeys(("", *passwords)):
             if reader.decrypt(candidate):  # PasswordType.NOT_DECRYPTED is 0
-                return
+                return candidate
     except DependencyError as exc:
         raise _crypto_missing(path, exc) from exc
     except Exception as exc:
         raise ParseError(f"{path}: its encryption cannot be handled ({_short(exc)})") from exc
+    raise _needs_password(path, passwords)
+
+
+def _needs_password(path: Path, passwords: Sequence[str]) -> NeedsPassword:
     if not passwords:
-        raise NeedsPassword(f"{path} is encrypted; {PASSWORD_HINT}")
+        return NeedsPassword(f"{path} is encrypted; {PASSWORD_HINT}")
     tried = (
         "the given password does not open it"
         if len(passwords) == 1
         else f"none of the {len(passwords)} given passwords opens it"
     )
-    raise NeedsPassword(
+    return NeedsPassword(
         f"{path} is encrypted and {tried}; pass the right one with --password PW "
         "or RAG_PDF_PASSWORD"
     )
@@ -311,6 +476,10 @@ def _pdf_title(reader: PdfReader) -> str | None:
         title = metadata.title if metadata is not None else None
     except Exception:  # noqa: BLE001 - a broken /Info dictionary only costs the title
         return None
+    return _tidy_title(title)
+
+
+def _tidy_title(title: object) -> str | None:
     if not isinstance(title, str):
         return None
     return " ".join(title.split()) or None
@@ -330,7 +499,11 @@ def _page_has_marks(page: PageObject) -> bool:
 
 
 def _pdf_pages(
-    path: Path, reader: PdfReader, count: int, progress: ProgressCallback | None
+    path: Path,
+    count: int,
+    read: PageReader,
+    title: Callable[[], str | None],
+    progress: ProgressCallback | None,
 ) -> LoadedDocument:
     sections: list[Section] = []
     no_text: list[int] = []  # draws something, but has no extractable text
@@ -338,14 +511,13 @@ def _pdf_pages(
     failed: dict[int, str] = {}
     for number in range(1, count + 1):
         try:
-            page = reader.pages[number - 1]
-            text = _clean_pdf_text(page.extract_text())
+            text, marks = read(number)
         except Exception as exc:  # noqa: BLE001 - any failure costs this page only
             failed[number] = _short(exc)
         else:
             if text:
                 sections.append(Section(text=text, page_start=number, page_end=number))
-            elif _page_has_marks(page):
+            elif marks:
                 no_text.append(number)
             else:
                 blank.append(number)
@@ -367,7 +539,7 @@ def _pdf_pages(
         return LoadedDocument(
             kind="pdf",
             sections=tuple(sections),
-            title=_pdf_title(reader),
+            title=title(),
             pages=count,
             warnings=tuple(warnings),
         )
@@ -386,11 +558,14 @@ def _pdf_pages(
 
 
 # --- Markdown ----------------------------------------------------------------------------------
-_FRONT_MATTER_BLOCK = re.compile(r"\A---[ \t]*\n.*?^(?:---|\.\.\.)[ \t]*$\n?", re.DOTALL | re.M)
-_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
-_ATX_CLOSING = re.compile(r"(?:^|[ \t]+)#+$")
+TITLE_MAX_CHARS = 300  # a longer front matter title is ignored (it is copied into every chunk)
+FRONT_MATTER_MAX_CHARS = 100_000  # larger front matter is not read (only its title would be)
+# Heading patterns must stay linear on any line: no part that can match spaces may be followed
+# by another that can (`(.*?)[ \t]*$` retried the spaces at every character: quadratic). The
+# closing #s and `{: #anchor }` attribute lists are cut in code (_atx_text, _strip_attr_list).
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-_ATTR_LIST = re.compile(r"[ \t]*\{:?[ \t]*[#.][^}]*\}[ \t]*$")  # `## Title {: #anchor }`
+_ATTR_START = re.compile(r"\{:?[ \t]*[#.]")  # `## Title {: #anchor }`
 _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _NOT_PARAGRAPH_START = re.compile(r"^(?: {4}|\t| {0,3}(?:[-*+>|<]|\d+[.)]|!!!|\?\?\?|:))")
 
@@ -404,27 +579,97 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
     sections = splitter.finish()
     if not sections:
         raise EmptyDocument(f"{path} has no text outside its front matter")
+    first_h1 = splitter.first_h1
+    if first_h1 is not None and len(first_h1) > TITLE_MAX_CHARS:
+        first_h1 = None  # a "heading" this long is not a title
     return LoadedDocument(
         kind="markdown",
         sections=tuple(sections),
-        title=meta_title or splitter.first_h1,
+        title=meta_title or first_h1,
         warnings=warnings,
     )
 
 
 def _split_front_matter(path: Path, text: str) -> tuple[str | None, str, tuple[str, ...]]:
-    """(title from front matter, text without it, warnings). Bad front matter is dropped."""
+    """(title from front matter, text without it, warnings). Bad front matter is dropped.
+
+    Only the title is read, and nothing else is built: YAML is composed into nodes, where an
+    alias stays a reference to its anchor (an alias bomb stays as small as its text), and
+    only a scalar `title` node is turned into a value. A title that is not a string or a
+    number, or is longer than TITLE_MAX_CHARS, is ignored with a warning."""
     if not text.startswith(("---", "+++")):
         return None, text, ()
+    handler = frontmatter.detect_format(text, frontmatter.handlers)
+    if handler is None:  # e.g. TOML front matter without the toml package: as frontmatter does
+        return None, text.strip(), ()
     try:
-        post = frontmatter.loads(text)
+        front, body = handler.split(text.strip())
+    except ValueError:  # no closing delimiter: not front matter
+        return None, text.strip(), ()
+    body = body.strip()
+    if len(front) > FRONT_MATTER_MAX_CHARS:
+        return None, body, (f"{path}: front matter ignored, it is over "
+                            f"{FRONT_MATTER_MAX_CHARS:,} characters long",)
+    try:
+        if isinstance(handler, frontmatter.YAMLHandler):
+            title = _yaml_title(front)
+        else:
+            data = handler.load(front)
+            title = data.get("title") if isinstance(data, dict) else None
     except Exception as exc:  # noqa: BLE001 - YAML errors of every kind: keep the body
-        match = _FRONT_MATTER_BLOCK.match(text)
-        body = text[match.end() :] if match else text
         return None, body, (f"{path}: front matter ignored, it is not valid YAML ({_short(exc)})",)
-    title = post.metadata.get("title")
-    title_text = " ".join(str(title).split()) if title is not None else ""
-    return title_text or None, post.content, ()
+    if title is None:
+        return None, body, ()
+    if isinstance(title, bool) or not isinstance(title, str | int | float):
+        kind = {"SequenceNode": "a list", "MappingNode": "a mapping", "list": "a list",
+                "dict": "a mapping"}.get(type(title).__name__, f"a {type(title).__name__}")
+        return None, body, (f"{path}: front matter title ignored, it is {kind}, not text",)
+    title_text = " ".join(str(title).split())
+    if len(title_text) > TITLE_MAX_CHARS:
+        return None, body, (f"{path}: front matter title ignored, it is {len(title_text):,} "
+                            f"characters long (at most {TITLE_MAX_CHARS})",)
+    return title_text or None, body, ()
+
+
+def _yaml_title(front: str) -> object:
+    """The `title` of YAML front matter: the value of a scalar title, the node itself of a list
+    or mapping title (never built), None without one. Other keys are never built."""
+    import yaml
+
+    root = yaml.compose(front, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    node = None
+    for key, value in root.value:  # the last `title` wins, as in a dict
+        if isinstance(key, yaml.ScalarNode) and key.tag == "tag:yaml.org,2002:str" \
+                and key.value == "title":
+            node = value
+    if node is None or not isinstance(node, yaml.ScalarNode):
+        return node
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def _atx_text(raw: str) -> str:
+    """An ATX heading's text: trailing spaces and a closing run of #s (after a space) cut."""
+    text = raw.rstrip(" \t")
+    bare = text.rstrip("#")
+    if len(bare) < len(text) and (not bare or bare[-1] in " \t"):
+        text = bare
+    return text.strip()
+
+
+def _strip_attr_list(heading: str) -> str:
+    """`Title {: #anchor }` -> `Title`, in linear time; a heading that is nothing but an
+    attribute list is kept as it is."""
+    end = heading.rstrip(" \t")
+    if not end.endswith("}"):
+        return heading
+    brace = end.find("{", end.rfind("}", 0, len(end) - 1) + 1)  # after any other "}"
+    while brace >= 0:
+        if _ATTR_START.match(end, brace):
+            return end[:brace].rstrip(" \t") or heading
+        brace = end.find("{", brace + 1)
+    return heading
 
 
 class _MarkdownSplitter:
@@ -456,7 +701,7 @@ class _MarkdownSplitter:
             return
         atx = _ATX_HEADING.match(line)
         if atx:
-            heading = _ATX_CLOSING.sub("", atx.group(2) or "").strip()
+            heading = _atx_text(atx.group(2) or "")
             if heading:
                 self._start_section(len(atx.group(1)), heading)
                 return
@@ -482,7 +727,7 @@ class _MarkdownSplitter:
 
     def _start_section(self, level: int, heading: str) -> None:
         self._flush()
-        heading = _ATTR_LIST.sub("", heading) or heading
+        heading = _strip_attr_list(heading)
         while self._path and self._path[-1][0] >= level:
             self._path.pop()
         self._path.append((level, heading))

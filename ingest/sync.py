@@ -28,11 +28,13 @@ the damaged collection if that survived, else it rebuilds from the given paths o
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
@@ -42,8 +44,8 @@ from ingest.loaders import kind_of
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
 from rag_app.embeddings import Embedder
-from rag_app.errors import ConfigError, LoadError
-from rag_app.records import Chunk, LoadedDocument
+from rag_app.errors import ConfigError, LoadError, StoreLocked, StoreUnavailable
+from rag_app.records import Chunk, LoadedDocument, valid_utf8
 from rag_app.settings import Settings
 from rag_app.store import FileRecord, Store, StoreDamaged, make_client
 
@@ -179,27 +181,39 @@ def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome],
     A folder that cannot be listed, or an entry that cannot be stat-ed, is reported `failed`
     and recorded in its scope (`unlisted`, `unreadable`): the run goes on, and the files the
     index holds under it are kept.
+    Symbolic links never lead out of a given folder, and each real folder and file is taken
+    once: links that lead outside the folder, that loop (to the folder's own path), that are
+    broken, or that lead to a file or folder the walk finds anyway are reported `skipped`. So
+    is a name that is not valid UTF-8 (the index cannot store it), shown with \\xNN escapes.
     """
     candidates: list[Candidate] = []
     skipped: list[FileOutcome] = []
     scopes: list[Scope] = []
     for given in paths:
         path = given.expanduser().resolve()
+        if not _utf8_ok(str(path)):
+            raise ConfigError(f"The path {_shown(str(path))} is not valid UTF-8: rename it")
         try:
             is_file, is_dir = path.is_file(), path.is_dir()
         except OSError as exc:
             raise ConfigError(f"Cannot read {given}: {exc.strerror}") from None
         unlisted: list[str] = []
         unreadable: list[str] = []
+        files: Sequence[tuple[Path, os.stat_result | None]]
         if is_file:
-            root, files = path.parent, [path]
+            root, files = path.parent, [(path, None)]
             single: str | None = path.name
         elif is_dir:
             hidden: list[tuple[Path, bool]] = []
             failures: list[tuple[Path, OSError, bool]] = []
-            root, files, single = path, sorted(_walk(path, hidden, failures)), None
-            skipped.extend(FileOutcome(_rel(h, root) + ("/" if is_folder else ""), "skipped",
-                                       "hidden", str(root)) for h, is_folder in sorted(hidden))
+            odd: list[tuple[Path, bool, str]] = []
+            root, files, single = path, _walk(path, hidden, failures, odd), None
+            skipped.extend(FileOutcome(_shown(_rel(h, root)) + ("/" if is_folder else ""),
+                                       "skipped", "hidden", str(root))
+                           for h, is_folder in sorted(hidden))
+            skipped.extend(FileOutcome(_shown(_rel(p, root)) + ("/" if is_folder else ""),
+                                       "skipped", _shown(why), str(root))
+                           for p, is_folder, why in sorted(odd))
             for where, error, listing in failures:
                 rel = _rel(where, root)
                 why = error.strerror or str(error)
@@ -207,26 +221,29 @@ def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome],
                     prefix = "" if where == root else rel + "/"
                     unlisted.append(prefix)
                     reason = f"cannot list folder: {why}; the files indexed under it are kept"
-                    skipped.append(FileOutcome(prefix or "./", "failed", reason, str(root)))
+                    skipped.append(FileOutcome(_shown(prefix) or "./", "failed", reason,
+                                               str(root)))
                 else:
                     unlisted.append(rel + "/")  # a file or a folder: either way, unknown
                     unreadable.append(rel)
-                    skipped.append(FileOutcome(rel, "failed", f"cannot read: {why}", str(root)))
+                    skipped.append(FileOutcome(_shown(rel), "failed", f"cannot read: {why}",
+                                               str(root)))
         else:
             raise ConfigError(f"No such file or folder: {given}")
         found = 0
-        for f in files:
+        for f, st in files:
             source = f.relative_to(root).as_posix()
             if kind_of(f) is None:
                 skipped.append(FileOutcome(source, "skipped", "unsupported type", str(root)))
                 continue
-            try:
-                st = f.stat()
-            except OSError as exc:
-                skipped.append(FileOutcome(source, "failed", f"cannot read: {exc.strerror}",
-                                           str(root)))
-                unreadable.append(source)
-                continue
+            if st is None:
+                try:
+                    st = f.stat()
+                except OSError as exc:
+                    skipped.append(FileOutcome(source, "failed",
+                                               f"cannot read: {exc.strerror}", str(root)))
+                    unreadable.append(source)
+                    continue
             candidates.append(Candidate(f, root, source, st.st_size, st.st_mtime_ns))
             found += 1
         scopes.append(Scope(root, single, found, tuple(unlisted), tuple(unreadable)))
@@ -237,34 +254,122 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _walk(folder: Path, hidden: list[tuple[Path, bool]],
-          failures: list[tuple[Path, OSError, bool]]) -> Iterator[Path]:
-    """Files under `folder`. Hidden entries (files or whole folders) go to `hidden` as
-    (path, is_folder) instead; a folder that cannot be listed, or an entry that cannot be
-    stat-ed, goes to `failures` as (path, error, was_listing) and the walk goes on."""
+def _utf8_ok(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (os keeps them as lone surrogates)."""
     try:
-        entries = sorted(folder.iterdir())
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(text: str) -> str:
+    """`text` with the bytes of a non-UTF-8 name as \\xNN escapes: printable and storable."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _walk(root: Path, hidden: list[tuple[Path, bool]],
+          failures: list[tuple[Path, OSError, bool]],
+          odd: list[tuple[Path, bool, str]]) -> list[tuple[Path, os.stat_result]]:
+    """Files under `root` (a resolved folder) with their stat, sorted, each real file once and
+    never one outside `root`.
+
+    Hidden entries (files or whole folders) go to `hidden` as (path, is_folder). Entries left
+    out for another reason go to `odd` as (path, is_folder, reason): a name that is not UTF-8,
+    and links that are broken, loop, lead outside `root`, or lead to a file or folder that is
+    found anyway. A folder that cannot be listed, or an entry that cannot be stat-ed, goes to
+    `failures` as (path, error, was_listing) and the walk goes on.
+
+    Real folders are walked first and links only after, so a file reachable both ways keeps
+    its real path; each real folder is walked once (tracked by (st_dev, st_ino)), so links to
+    '.' or '..' end at once instead of nesting without end."""
+    found: list[tuple[Path, os.stat_result]] = []
+    files: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) -> where it was found
+    try:
+        top = root.stat()
     except OSError as exc:
-        failures.append((folder, exc, True))
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
+        failures.append((root, exc, True))
+        return found
+    folders: set[tuple[int, int]] = {(top.st_dev, top.st_ino)}
+    links: list[Path] = []
+
+    def walk(start: Path) -> None:
+        stack = [start]
+        while stack:
+            folder = stack.pop()
             try:
-                hidden.append((entry, entry.is_dir()))
-            except OSError:
-                hidden.append((entry, False))
-            continue
-        try:
-            if entry.is_symlink() and not entry.exists():
+                entries = sorted(folder.iterdir())
+            except OSError as exc:
+                failures.append((folder, exc, True))
                 continue
-            is_dir, is_file = entry.is_dir(), entry.is_file()
+            for path in entries:
+                if path.name.startswith(".") or not _utf8_ok(path.name):
+                    try:
+                        is_folder = path.is_dir()
+                    except OSError:
+                        is_folder = False
+                    if path.name.startswith("."):
+                        hidden.append((path, is_folder))
+                    else:
+                        what = "folder" if is_folder else "file"
+                        odd.append((path, is_folder, f"{what} name is not valid UTF-8: rename it"))
+                    continue
+                try:
+                    st = path.lstat()
+                except OSError as exc:
+                    failures.append((path, exc, False))
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    links.append(path)  # followed once the real folders are all known
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if stat.S_ISDIR(st.st_mode):
+                    if ident in folders:  # a bind mount of a folder inside itself
+                        odd.append((path, True, "folder loop"))
+                    else:
+                        folders.add(ident)
+                        stack.append(path)
+                elif stat.S_ISREG(st.st_mode):
+                    files.setdefault(ident, path)
+                    found.append((path, st))
+
+    walk(root)
+    links.sort()
+    for link in links:  # grows while the folders that links lead to are walked
+        try:
+            target = Path(os.path.realpath(link, strict=True))
+            st = target.stat()
         except OSError as exc:
-            failures.append((entry, exc, False))
+            if exc.errno == errno.ELOOP:
+                odd.append((link, False, "link loop"))
+            elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                odd.append((link, False, "broken link"))
+            else:
+                failures.append((link, exc, False))
             continue
-        if is_dir:
-            yield from _walk(entry, hidden, failures)
-        elif is_file:
-            yield entry
+        ident = (st.st_dev, st.st_ino)
+        is_folder = stat.S_ISDIR(st.st_mode)
+        if is_folder and Path(os.path.realpath(link.parent)).is_relative_to(target):
+            odd.append((link, True, "link loop"))  # to the folder it is in, or above
+        elif not target.is_relative_to(root):
+            odd.append((link, is_folder, "link leads outside the folder"))
+        elif is_folder and ident in folders:
+            odd.append((link, True, f"link to {_rel(target, root)}/, included anyway"))
+        elif is_folder:
+            folders.add(ident)
+            walk(link)
+        elif stat.S_ISREG(st.st_mode):
+            if ident in files:
+                odd.append((link, False, f"link to {_rel(files[ident], root)}, "
+                                         "included anyway"))
+            else:
+                files[ident] = link
+                found.append((link, st))
+    found.sort(key=lambda item: item[0])
+    return found
 
 
 def sha256_file(path: Path) -> str:
@@ -298,7 +403,8 @@ class Ingestor:
         """The full fingerprint (loads the model) and the splitter that goes with it."""
         config = effective_config(self.settings.chunk_tokens, self.settings.chunk_overlap,
                                   self.embedder.document_token_limit)
-        fingerprint = {**self.embedder.fingerprint(), **config.fingerprint()}
+        fingerprint = {**self.embedder.fingerprint(), **config.fingerprint(),
+                       "pdf_parser": self.settings.pdf_parser}
         return fingerprint, Splitter(self.embedder, config)  # type: ignore[arg-type]
 
     def settings_key(self) -> dict[str, Any]:
@@ -307,7 +413,8 @@ class Ingestor:
         s = self.settings
         return {"model": self.embedder.name, "chunk_tokens": s.chunk_tokens,
                 "chunk_overlap": s.chunk_overlap, "query_prompt": s.query_prompt,
-                "document_prompt": s.document_prompt, "splitter": SPLITTER_VERSION}
+                "document_prompt": s.document_prompt, "splitter": SPLITTER_VERSION,
+                "pdf_parser": s.pdf_parser}
 
     def _splitter_for(self, store: Store) -> Splitter:
         """Load the model (once), check it against the collection, return the splitter."""
@@ -350,9 +457,13 @@ class Ingestor:
                                                                        self.settings_key()):
             # Same settings, newer chunking code: re-chunk everything once, into a new
             # collection that replaces the old one only when it is complete.
-            notice = (f"the chunking code changed since this collection was built "
-                      f"({existing.settings_key.get('splitter')} -> {SPLITTER_VERSION}): "
-                      "rebuilding it once, with every file it holds")
+            stored, wanted = existing.settings_key, self.settings_key()
+            changes = [f"{what} {stored.get(key, default)} -> {wanted.get(key)}"
+                       for key, what, default in (("splitter", "chunking code", None),
+                                                  ("pdf_parser", "PDF parser", "pypdf"))
+                       if stored.get(key, default) != wanted.get(key)]
+            notice = (f"{'; '.join(changes) or 'the chunking changed'} since this collection "
+                      "was built: rebuilding it once, with every file it holds")
             log.warning("%s", notice)
             report.notices.append(notice)
             rebuild = True
@@ -394,7 +505,9 @@ class Ingestor:
             work.append((cand, record, ""))
 
         self.reporter.start(len(work), sum(c.size for c, _, _ in work))
-        with ParseWorker(self.settings.parse_timeout_s) as worker:
+        s = self.settings
+        with ParseWorker(s.parse_timeout_s, max_text_chars=s.max_text_chars,
+                         max_memory_mb=s.parse_max_memory_mb, pdf_parser=s.pdf_parser) as worker:
             self._process(work, worker, target, report)
 
         if rebuild:
@@ -416,61 +529,104 @@ class Ingestor:
 
     def _process(self, work: list[tuple[Candidate, FileRecord | None, str]],
                  worker: ParseWorker, store: Store, report: SyncReport) -> None:
+        """Parse, split, embed and write each file. Whatever goes wrong with one file (an
+        exception of any kind, not only a LoadError) becomes that file's `failed` outcome and
+        the run goes on; only a store that is locked or unreachable ends it."""
         max_bytes = int(self.settings.max_file_mb * 1024 * 1024)
         # Hash first (cheap), so that touched-but-identical files never reach the parser.
         queue: list[tuple[Candidate, FileRecord | None, str]] = []
         for cand, record, _ in work:
-            if cand.size > max_bytes:
-                outcome = FileOutcome(
-                    cand.source, "failed",
-                    f"too large ({cand.size / 1e6:.1f} MB > RAG_MAX_FILE_MB="
-                    f"{self.settings.max_file_mb:g})", str(cand.root))
-                self._record_failure(store, record, outcome)
-                continue
             try:
-                digest = sha256_file(cand.path)
-            except OSError as exc:
-                outcome = FileOutcome(cand.source, "failed", f"cannot read: {exc.strerror}",
-                                      str(cand.root))
-                self._record_failure(store, record, outcome)
-                continue
-            if record is not None and record.state == "done" and record.sha256 == digest \
-                    and not record.error:
-                store.put_file_records([_replace(record, size=cand.size,
-                                                 mtime_ns=cand.mtime_ns)])
-                outcome = FileOutcome(cand.source, "unchanged", root=str(cand.root))
-                report.outcomes.append(outcome)
-                self.reporter.file_done(outcome)
+                if cand.size > max_bytes:
+                    self._fail(store, record, cand,
+                               f"too large ({cand.size / 1e6:.1f} MB > RAG_MAX_FILE_MB="
+                               f"{self.settings.max_file_mb:g})", report)
+                    continue
+                try:
+                    digest = sha256_file(cand.path)
+                except OSError as exc:
+                    self._fail(store, record, cand, f"cannot read: {exc.strerror}", report)
+                    continue
+                if record is not None and record.state == "done" and record.sha256 == digest \
+                        and not record.error:
+                    store.put_file_records([_replace(record, size=cand.size,
+                                                     mtime_ns=cand.mtime_ns)])
+                    outcome = FileOutcome(cand.source, "unchanged", root=str(cand.root))
+                    report.outcomes.append(outcome)
+                    self.reporter.file_done(outcome)
+                    continue
+            except _RUN_ENDING:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one file's trouble never ends the run
+                self._fail(store, record, cand, _unexpected(exc, cand), report)
                 continue
             queue.append((cand, record, digest))
 
         if not queue:
             return
-        worker.submit(queue[0][0].path, self._passwords_for(queue[0][0]), max_bytes)
+        submit_error = self._submit(worker, queue[0][0], max_bytes)
         splitter = self._splitter_for(store)  # the model loads while the first file parses
         for i, (cand, record, digest) in enumerate(queue):
             t0 = time.perf_counter()
             self.reporter.file_started(cand.source, cand.size)
-            try:
-                doc = worker.result(lambda f: self.reporter.file_progress(f * PARSE_SHARE))
-            except LoadError as exc:
-                doc = None
-                error = exc
+            doc: LoadedDocument | None = None
+            error: Exception | None = submit_error
+            if error is None:
+                try:
+                    doc = worker.result(lambda f: self.reporter.file_progress(f * PARSE_SHARE))
+                except LoadError as exc:
+                    error = exc
+                except Exception as exc:  # noqa: BLE001 - the link to the parser broke
+                    worker.close()  # the next submit starts a fresh parser process
+                    error = exc
+            submit_error = None
             if i + 1 < len(queue):  # parse the next file while this one is embedded
-                nxt = queue[i + 1][0]
-                worker.submit(nxt.path, self._passwords_for(nxt), max_bytes)
-            if doc is None:
-                detail = str(error).replace(str(cand.path), cand.source)  # the table names it
-                outcome = FileOutcome(cand.source, "failed", f"{error.reason}: {detail}",
-                                      str(cand.root), seconds=time.perf_counter() - t0)
-                self._record_failure(store, record, outcome)
-                report.outcomes.append(outcome)
-                self.reporter.file_done(outcome)
+                submit_error = self._submit(worker, queue[i + 1][0], max_bytes)
+            try:
+                if isinstance(error, LoadError):
+                    detail = str(error).replace(str(cand.path), cand.source)  # the table names it
+                    self._fail(store, record, cand, f"{error.reason}: {detail}", report,
+                               time.perf_counter() - t0)
+                    continue
+                if error is not None:
+                    raise error
+                if doc is None:
+                    raise RuntimeError("the parser returned nothing")
+                outcome = self._write_file(store, splitter, cand, record, digest, doc)
+            except _RUN_ENDING:
+                raise
+            except Exception as exc:  # one file's trouble never ends the run
+                log.debug("ingesting %s failed", cand.source, exc_info=True)
+                self._fail(store, record, cand, _unexpected(exc, cand), report,
+                           time.perf_counter() - t0)
                 continue
-            outcome = self._write_file(store, splitter, cand, record, digest, doc)
             outcome.seconds = time.perf_counter() - t0
             report.outcomes.append(outcome)
             self.reporter.file_done(outcome)
+
+    def _submit(self, worker: ParseWorker, cand: Candidate, max_bytes: int) -> Exception | None:
+        """Hand `cand` to the parser. Returns the error if that failed (that file's failure)."""
+        try:
+            worker.submit(cand.path, self._passwords_for(cand), max_bytes)
+        except Exception as exc:  # noqa: BLE001 - reported for that file, in its turn
+            worker.close()
+            return exc
+        return None
+
+    def _fail(self, store: Store, record: FileRecord | None, cand: Candidate, reason: str,
+              report: SyncReport, seconds: float = 0.0) -> None:
+        """Report `cand` as failed; its record, if any, notes why and keeps its chunks."""
+        outcome = FileOutcome(cand.source, "failed", valid_utf8(reason), str(cand.root),
+                              seconds=seconds)
+        try:
+            self._record_failure(store, record, outcome)
+        except _RUN_ENDING:
+            raise
+        except Exception:  # the next run retries the file all the same
+            log.warning("could not note the failure of %s in the index", cand.source,
+                        exc_info=True)
+        report.outcomes.append(outcome)
+        self.reporter.file_done(outcome)
 
     def _before_change(self, store: Store) -> None:
         if not self._changed:
@@ -484,6 +640,10 @@ class Ingestor:
 
     def _write_file(self, store: Store, splitter: Splitter, cand: Candidate,
                     record: FileRecord | None, digest: str, doc: LoadedDocument) -> FileOutcome:
+        """Write one file in the crash-safe order of the module doc. On an error before the
+        old chunks are deleted, the new chunks written so far are deleted again (and a new
+        file's record dropped), then the error is raised: the previous version stays whole."""
+        doc = doc.with_valid_utf8()  # no text, heading or title from the file can break Chroma
         chunks = splitter.split(doc, cand.source, cand.key)
         # Ids hash the file, position, text and metadata: a chunk already stored under its id
         # is identical, so only new ones are embedded. This resumes a big file after a crash
@@ -496,8 +656,12 @@ class Ingestor:
             chunks=len(chunks), pages=doc.pages, kind=doc.kind,
         )
         self._before_change(store)
-        store.put_file_records([base])  # 1. intent
-        self._embed_and_upsert(store, todo, base)  # 2. vectors, group by group
+        try:
+            store.put_file_records([base])  # 1. intent
+            self._embed_and_upsert(store, todo, base)  # 2. vectors, group by group
+        except Exception:
+            _undo_write(store, base, record, todo)
+            raise
         removed = store.delete_chunks(existing - {c.id for c in chunks})  # 3. old chunks
         store.put_file_records([_replace(base, sha256=digest, state="done")])  # 4. record
         status = "updated" if record is not None else "ingested"
@@ -532,13 +696,28 @@ class Ingestor:
     def _remove_deleted(self, store: Store, records: dict[str, FileRecord],
                         candidates: list[Candidate], scopes: list[Scope],
                         drop_missing_roots: bool, report: SyncReport) -> None:
+        """Remove the files the walk positively did not find: 1. the record is marked
+        `pending`, 2. the chunks are deleted, 3. the record. After a kill between the steps the
+        next run removes the file again if it is still gone, or re-ingests it if it is back
+        (even with its old size and time: a pending record is never taken as unchanged)."""
         gone, kept = _deletions(records, candidates, scopes, drop_missing_roots)
         for record in gone:
             self._before_change(store)
-            removed = store.delete_chunks(store.chunk_ids_for(record.key))  # chunks first,
-            store.delete_file_records([record.key])  # then the record that owns them
-            outcome = FileOutcome(record.source, "removed", root=record.root,
-                                  chunks_removed=removed)
+            try:
+                store.put_file_records([_replace(record, state="pending")])  # 1. intent
+                removed = store.delete_chunks(store.chunk_ids_for(record.key))  # 2. chunks,
+                store.delete_file_records([record.key])  # 3. then the record that owned them
+            except _RUN_ENDING:
+                raise
+            except Exception as exc:  # one file's trouble never ends the run
+                log.debug("removing %s failed", record.source, exc_info=True)
+                outcome = FileOutcome(record.source, "failed",
+                                      valid_utf8(f"deleted, but could not be removed from the "
+                                                 f"index ({_describe(exc)}); the next run "
+                                                 "tries again"), root=record.root)
+            else:
+                outcome = FileOutcome(record.source, "removed", root=record.root,
+                                      chunks_removed=removed)
             report.outcomes.append(outcome)
             self.reporter.file_done(outcome)
         for outcome in kept:
@@ -585,11 +764,44 @@ def _replace(record: FileRecord, **changes: Any) -> FileRecord:
     return replace(record, **changes)
 
 
+# Errors that are about the whole run, not one file: they end it (see `_process`).
+_RUN_ENDING = (StoreLocked, StoreUnavailable)
+
+
+def _describe(exc: BaseException, limit: int = 200) -> str:
+    """'ErrorType: first line of its message', at most `limit` characters."""
+    text = str(exc).strip()
+    detail = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return detail if len(detail) <= limit else detail[: limit - 1] + "…"
+
+
+def _unexpected(exc: BaseException, cand: Candidate) -> str:
+    """The `failed` reason for an error no code path expected (a bug, or a hostile file)."""
+    return "unexpected error: " + _describe(exc).replace(str(cand.path), cand.source)
+
+
+def _undo_write(store: Store, base: FileRecord, record: FileRecord | None,
+                todo: list[Chunk]) -> None:
+    """After a write failed before the old chunks were deleted: delete the new chunks again and
+    drop a new file's record, so the index holds exactly the previous version (the caller
+    puts the previous record back, noting the error). If this fails too, the record stays
+    `pending` and the next run redoes the file."""
+    try:
+        store.delete_chunks(c.id for c in todo)
+        if record is None:
+            store.delete_file_records([base.key])
+    except Exception:  # the pending record makes the next run repair it
+        log.warning("could not undo the partial write of %s", base.source, exc_info=True)
+
+
 def _only_code_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """True when the collection differs from the settings in the splitter version alone."""
-    if not stored or stored.get("splitter") == wanted.get("splitter"):
+    """True when the collection differs from the settings only in how files become chunks: the
+    splitter version and/or the PDF parser (absent from collections built before it was
+    recorded, which were read with pypdf), so re-chunking the same files settles it."""
+    if not stored:
         return False
-    return all(stored.get(k) == v for k, v in wanted.items() if k != "splitter")
+    changed = {k for k, v in wanted.items() if stored.get(k) != v}
+    return bool(changed) and changed <= {"splitter", "pdf_parser"}
 
 
 def _deletions(records: dict[str, FileRecord], candidates: list[Candidate],

@@ -8,6 +8,7 @@ the parent's model threads) and parses the next file while the parent embeds the
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,15 +16,83 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rag_app.errors import LoadError, ParseError, ParseTimeout
+from rag_app.errors import FileTooLarge, LoadError, ParseError, ParseTimeout
 from rag_app.records import LoadedDocument
+from rag_app.settings import Settings
+
+_DEFAULTS = Settings.model_fields
 
 
-def _serve(conn: Connection) -> None:  # runs in the child
+@dataclass(frozen=True)
+class ParseLimits:
+    """What the child may use: text per file, address space; and whose child it is."""
+
+    max_text_chars: int = _DEFAULTS["max_text_chars"].default  # 0: no limit
+    max_memory_mb: int = _DEFAULTS["parse_max_memory_mb"].default  # 0: no limit
+    parent_pid: int = 0
+
+
+def _guard_child(limits: ParseLimits) -> None:
+    """In the child: cap its address space, and make it exit when the parent dies (kill -9
+    included), even in the middle of a long parse."""
+    import sys
+    import threading
+
+    if limits.max_memory_mb > 0:
+        try:
+            import resource
+
+            _, hard = resource.getrlimit(resource.RLIMIT_AS)
+            soft = limits.max_memory_mb * 1024 * 1024
+            if hard != resource.RLIM_INFINITY:
+                soft = min(soft, hard)
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        except (ImportError, ValueError, OSError):  # no such limit here (Windows, some macOS)
+            pass
+    if sys.platform.startswith("linux"):
+        # PR_SET_PDEATHSIG: the kernel kills the child when its parent ends (strictly, the
+        # thread that started it: the one that uses the ParseWorker). A Python watchdog
+        # cannot run while a C call (a regex, a parser) holds the GIL; this needs none.
+        try:
+            import ctypes
+            import signal
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:  # elsewhere, and if prctl failed: poll the parent's pid
+        while os.getppid() == limits.parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if limits.parent_pid:
+        if os.getppid() != limits.parent_pid:  # the parent died before the guard was set
+            os._exit(1)
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _out_of_memory(path: str, limits: ParseLimits) -> ParseError:
+    return ParseError(f"{path}: parse ran out of memory (over RAG_PARSE_MAX_MEMORY_MB="
+                      f"{limits.max_memory_mb}); raise it if the file is just large")
+
+
+def _too_much_text(path: str, doc: LoadedDocument, limits: ParseLimits) -> LoadError | None:
+    size = sum(len(section.text) for section in doc.sections)
+    if 0 < limits.max_text_chars < size:
+        return FileTooLarge(f"{path}: too much text ({size:,} characters > RAG_MAX_TEXT_CHARS="
+                            f"{limits.max_text_chars}); raise it or split the file")
+    return None
+
+
+def _serve(conn: Connection, limits: ParseLimits | None = None) -> None:  # runs in the child
     import logging
 
     from ingest.loaders import load_file
 
+    limits = limits or ParseLimits()
+    _guard_child(limits)
     # pypdf logs every repair it makes on a damaged file; the run reports the outcome instead.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
@@ -34,7 +103,7 @@ def _serve(conn: Connection) -> None:  # runs in the child
             return
         if request is None:
             return
-        path, passwords, max_bytes = request
+        path, passwords, max_bytes, pdf_parser = request
 
         def progress(done: int, total: int, last: list[float] = [0.0]) -> None:  # noqa: B006
             now = time.monotonic()  # at most two progress messages a second
@@ -46,17 +115,21 @@ def _serve(conn: Connection) -> None:  # runs in the child
         conn.send(("started", started))  # the time limit counts from here
         try:
             result: Any = load_file(Path(path), passwords=passwords, max_bytes=max_bytes,
-                                    progress=progress)
+                                    pdf_parser=pdf_parser, progress=progress)
+            result = _too_much_text(path, result, limits) or result
         except LoadError as exc:
             result = exc
+        except MemoryError:  # RLIMIT_AS: what it held is freed with the traceback; go on
+            result = _out_of_memory(path, limits)
         except Exception as exc:  # noqa: BLE001 - any parser bug becomes this file's failure
             result = ParseError(f"{type(exc).__name__}: {exc}"[:500])
         elapsed = time.monotonic() - started
         try:
             conn.send(("result", result, elapsed))
         except Exception as exc:  # noqa: BLE001 - e.g. unpicklable exception
-            conn.send(("result", ParseError(f"could not return the parse result: {exc}"[:500]),
-                       elapsed))
+            failure = (_out_of_memory(path, limits) if isinstance(exc, MemoryError) else
+                       ParseError(f"could not return the parse result: {exc}"[:500]))
+            conn.send(("result", failure, elapsed))
 
 
 @dataclass
@@ -68,8 +141,14 @@ class _Pending:
 class ParseWorker:
     """One child process; `submit` a file, then `result` for it (one file in flight at a time)."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, *,
+                 max_text_chars: int = ParseLimits.max_text_chars,
+                 max_memory_mb: int = ParseLimits.max_memory_mb,
+                 pdf_parser: str = "auto") -> None:
         self.timeout_s = timeout_s
+        self.pdf_parser = pdf_parser  # RAG_PDF_PARSER
+        self.max_text_chars = max_text_chars  # RAG_MAX_TEXT_CHARS
+        self.max_memory_mb = max_memory_mb  # RAG_PARSE_MAX_MEMORY_MB
         self._ctx = mp.get_context("spawn")
         self._proc: Any = None
         self._conn: Connection | None = None
@@ -77,7 +156,8 @@ class ParseWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child,), daemon=True,
+        limits = ParseLimits(self.max_text_chars, self.max_memory_mb, parent_pid=os.getpid())
+        self._proc = self._ctx.Process(target=_serve, args=(child, limits), daemon=True,
                                        name="ingest-parser")
         self._proc.start()
         child.close()
@@ -90,7 +170,7 @@ class ParseWorker:
             self._start()
         if self._conn is None:
             raise RuntimeError("the parser process did not start")
-        self._conn.send((str(path), list(passwords), max_bytes))
+        self._conn.send((str(path), list(passwords), max_bytes, self.pdf_parser))
         # until the child says it started (spawning takes a moment), allow a generous margin
         self._pending = _Pending(path, time.monotonic() + self.timeout_s + 60)
 

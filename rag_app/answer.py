@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "Not found in the documents."
+# The longest prompt `build_messages` makes, in characters: RAG_LLM_CONTEXT_SIZE's default
+# (4096 tokens) at 3 characters a token. A chunk is capped in characters too (ingest/split.py),
+# but passages stored before that cap, or many of them, must not overflow the model's context
+# (a 400 on every question that retrieves them) or run up a paid endpoint's bill.
+PROMPT_MAX_CHARS = 4096 * 3
+PASSAGE_CUT = "[passage cut]"
 NO_LLM_LABEL = "No-LLM mode: these are the passages that best match the question."
 
 SYSTEM_PROMPT = (
@@ -194,17 +200,51 @@ def _resolve(settings: Settings) -> tuple[Endpoint | None, str]:
     return Endpoint(server.base_url, server.model_name, server.api_key), ""
 
 
-def build_messages(question: str, hits: Sequence[Hit], *, json_reply: bool = True
-                   ) -> list[dict[str, str]]:
+def build_messages(question: str, hits: Sequence[Hit], *, json_reply: bool = True,
+                   max_chars: int = PROMPT_MAX_CHARS) -> list[dict[str, str]]:
     """The sources numbered and fenced as data (instruction-like sentences cut), then the
-    question. `json_reply=False`: the prose-citation prompt, for servers without JSON output."""
-    blocks = []
-    for n, hit in enumerate(hits, start=1):
-        body = _source_body(hit.text)
-        blocks.append(f'<source id="{n}" location="{_fence_safe(hit.location)}">\n{body}\n'
-                      "</source>")
-    user = "<sources>\n" + "\n".join(blocks) + "\n</sources>\n\nQuestion: " + question.strip()
+    question. `json_reply=False`: the prose-citation prompt, for servers without JSON output.
+
+    The messages hold at most `max_chars` characters in all (for any budget a few times the
+    system prompt's length): a question over a quarter of it is cut; then, when the passages do
+    not fit, the longest are cut to an equal share of the room left (shorter ones stay whole),
+    each cut one ending with PASSAGE_CUT; sources without room for a few words are left out,
+    the last ones first."""
     system = SYSTEM_PROMPT if json_reply else PLAIN_PROMPT
+    question = question.strip()
+    if len(question) > max_chars // 4:
+        question = question[: max(max_chars // 4 - 15, 0)] + " [question cut]"
+    head, tail, close = "<sources>\n", "\n</sources>\n\nQuestion: " + question, "\n</source>"
+    room = max_chars - len(system) - len(head) - len(tail)
+    opens = [f'<source id="{n}" location="{neutralise(hit.location[:300]).attribute}">\n'
+             for n, hit in enumerate(hits, start=1)]
+    cut_mark = "\n" + PASSAGE_CUT
+    while opens and (sum(len(o) + len(close) + 1 for o in opens)
+                     + len(opens) * (len(cut_mark) + 40) > room):
+        opens.pop()  # not even a few words of this source fit
+    avail = room - sum(len(o) + len(close) + 1 for o in opens) + 1
+    # Text past `avail` characters could never be shown: it is cut before the guard reads it.
+    texts = [hit.text for hit in hits[: len(opens)]]
+    bodies = [_source_body(text[:avail]) for text in texts]
+    cut = [len(text) > avail for text in texts]
+    needs = sorted(len(b) + (len(cut_mark) if c else 0) for b, c in zip(bodies, cut, strict=True))
+    share, rest = max(needs, default=0), avail
+    for i, need in enumerate(needs):  # the largest share that lets all the cut ones fit
+        if need > rest // (len(needs) - i):
+            share = rest // (len(needs) - i)
+            break
+        rest -= need
+    blocks = []
+    for open_tag, body, was_cut in zip(opens, bodies, cut, strict=True):
+        if was_cut or len(body) > share:
+            body, was_cut = body[: share - len(cut_mark)], True
+        # a cut (or the passage's own end) must not leave a source tag open to the fence's ">"
+        after_tag = body.rfind(">") + 1
+        dangling = re.search(r"<\s*/?\s*sources?\b", body[after_tag:], flags=re.I)
+        if dangling:
+            body = body[: after_tag + dangling.start()]
+        blocks.append(open_tag + body + (cut_mark if was_cut else "") + close)
+    user = head + "\n".join(blocks) + tail
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -242,7 +282,8 @@ class AnswerStream:
         self.timings.retrieve_s = time.perf_counter() - t
         # Sources whose instruction-like sentences are kept from the model (see rag_app.guard).
         self.flagged = [n for n, h in enumerate(self.hits, start=1)
-                        if looks_like_instructions(h.text)]
+                        if looks_like_instructions(h.text)
+                        or looks_like_instructions(h.location)]
         self._removed_links = 0
         self._checked: bool | None = None
         self._draft = ""
@@ -282,7 +323,7 @@ class AnswerStream:
             return
         raw: list[str] = []
         extractor = _AnswerField()
-        sources = [h.text for h in self.hits]
+        sources = [neutralise(h.text).text for h in self.hits]  # the text the model saw
         links = LinkFilter(sources)
         json_reply = True
         try:
@@ -349,7 +390,8 @@ class AnswerStream:
     def _generate(self, *, json_reply: bool) -> Iterator[str]:
         if self._chat is None:
             return
-        messages = build_messages(self.query, self.hits, json_reply=json_reply)
+        messages = build_messages(self.query, self.hits, json_reply=json_reply,
+                                  max_chars=self._settings.llm_context_size * 3)
         for piece in self._chat.stream(messages,
                                        response_format=ANSWER_SCHEMA if json_reply else None):
             if self.timings.first_token_s is None:

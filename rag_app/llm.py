@@ -1,16 +1,23 @@
 """Chat completions from any OpenAI-compatible endpoint, streamed, with time limits that hold.
 
-One code path for OpenAI, Ollama, vLLM, llama.cpp and the bundled local server. The `openai`
-client retries 429/5xx and connection failures (honouring Retry-After) a bounded number of
-times and never retries 401. On top of it this module enforces a time-to-first-token limit and
-an idle-stream limit: a stalled server never hangs the caller. Errors name the endpoint and what
-to check; the API key never appears in them.
+One code path for OpenAI, Ollama, vLLM, llama.cpp and the bundled local server. This module
+retries 408/409/429/5xx and connection failures (honouring Retry-After) a bounded number of
+times and never retries 401; the `openai` client's own retries are off, because it would
+retry a request the caller has already given up on (a stalled server then gets the same
+request again and again). The limits: a time to the first token, an idle gap between pieces
+and an overall deadline per request (`llm_total_timeout_s`, else the first-token limit plus
+`max_tokens` at `MIN_TOKENS_PER_S`): a stalled or endless server never hangs the caller.
+Errors name the endpoint and what to check; the API key never appears in them.
 """
 
 from __future__ import annotations
 
+import email.utils
+import math
 import queue
+import random
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +43,10 @@ class Endpoint:
 
 
 _DONE = object()
+# The overall deadline, when RAG_LLM_TOTAL_TIMEOUT_S is not set, allows this slow a generation.
+MIN_TOKENS_PER_S = 2.0
+_RETRY_AFTER_MAX_S = 60.0  # a server asking for a longer wait is not retried
+_RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 
 
 class ChatClient:
@@ -49,7 +60,7 @@ class ChatClient:
         self._client = OpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key,
-            max_retries=settings.llm_max_retries,
+            max_retries=0,  # retried in `_pump`, where a caller that gave up is seen
             timeout=_timeout(settings),
         )
 
@@ -57,8 +68,8 @@ class ChatClient:
                response_format: dict[str, Any] | None = None,
                temperature: float | None = None) -> Iterator[str]:
         """Yield the answer's text as it streams. Raises LLMError on any endpoint failure,
-        including no first token within `llm_first_token_timeout_s` and a gap longer than
-        `llm_idle_timeout_s` between pieces."""
+        including no first token within `llm_first_token_timeout_s`, a gap longer than
+        `llm_idle_timeout_s` between pieces and no end within the overall deadline."""
         s = self._settings
         kwargs: dict[str, Any] = {
             "model": self.endpoint.model,
@@ -72,16 +83,28 @@ class ChatClient:
         pieces: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
         holder: list[Any] = []  # the HTTP response, once the server answered
-        worker = threading.Thread(target=self._pump, args=(kwargs, pieces, stop, holder),
+        total = self._total_timeout(kwargs["max_tokens"])
+        deadline = time.monotonic() + total
+        worker = threading.Thread(target=self._pump,
+                                  args=(kwargs, pieces, stop, holder, deadline),
                                   daemon=True, name="llm-stream")
         worker.start()
         first = True
         try:
             while True:
                 limit = s.llm_first_token_timeout_s if first else s.llm_idle_timeout_s
+                wait = min(limit, max(0.0, deadline - time.monotonic()))
                 try:
-                    item = pieces.get(timeout=limit)
+                    item = pieces.get(timeout=wait)
                 except queue.Empty:
+                    if wait < limit:
+                        raise LLMError(
+                            f"{self.endpoint.base_url} (model {self.endpoint.model!r}) did not "
+                            f"finish the answer within {total:g} s; the server may be overloaded "
+                            "or the model too slow for this machine: raise "
+                            "RAG_LLM_TOTAL_TIMEOUT_S, lower RAG_LLM_MAX_TOKENS or use a smaller "
+                            "model"
+                        ) from None
                     what = "no first token" if first else "the stream stalled"
                     raise LLMError(
                         f"{what} from {self.endpoint.base_url} within {limit:g} s "
@@ -109,10 +132,39 @@ class ChatClient:
     def complete(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> str:
         return "".join(self.stream(messages, **kwargs))
 
+    def _total_timeout(self, max_tokens: int) -> float:
+        """Seconds one request may take in all: RAG_LLM_TOTAL_TIMEOUT_S, else the first-token
+        limit plus `max_tokens` at `MIN_TOKENS_PER_S`."""
+        s = self._settings
+        configured = s.llm_total_timeout_s
+        if configured:
+            return float(configured)
+        return float(s.llm_first_token_timeout_s) + max_tokens / MIN_TOKENS_PER_S
+
+    def _create(self, kwargs: dict[str, Any], stop: threading.Event, deadline: float) -> Any:
+        """The streaming response, retrying what is worth retrying; None if the caller gave up
+        meanwhile. Never retries once `stop` is set: the caller is no longer waiting."""
+        attempt = 0
+        while True:
+            if stop.is_set():
+                return None
+            try:
+                return self._client.chat.completions.create(**kwargs)
+            except Exception as exc:
+                delay = _retry_delay(exc, attempt)
+                if (delay is None or attempt >= self._settings.llm_max_retries
+                        or stop.is_set() or time.monotonic() + delay >= deadline):
+                    raise
+            attempt += 1
+            if stop.wait(delay):
+                return None
+
     def _pump(self, kwargs: dict[str, Any], out: queue.Queue[Any], stop: threading.Event,
-              holder: list[Any]) -> None:
+              holder: list[Any], deadline: float) -> None:
         try:
-            response = self._client.chat.completions.create(**kwargs)
+            response = self._create(kwargs, stop, deadline)
+            if response is None:
+                return
             holder.append(response)
             try:
                 if stop.is_set():  # the caller gave up while the request was being made
@@ -163,6 +215,42 @@ class ChatClient:
 
 class RequestRejected(LLMError):
     """The server refused the request itself (400/422), e.g. an option it does not support."""
+
+
+def _retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retrying after `exc`, or None if it is not worth retrying (401,
+    403, 404, 400 and 422 never are)."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code not in _RETRY_STATUS and exc.status_code < 500:
+            return None
+        asked = _retry_after(exc.response.headers)
+        if asked is not None:
+            return asked if asked <= _RETRY_AFTER_MAX_S else None
+    elif not isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        return None
+    # exponential backoff with jitter, as the openai client does: 0.5 s, 1 s, 2 s ... 8 s
+    return min(0.5 * 2.0 ** attempt, 8.0) * (1 - 0.25 * random.random())
+
+
+def _retry_after(headers: Any) -> float | None:
+    """The wait a 429/503 asks for: `retry-after-ms`, or `retry-after` in seconds or as a date."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if not math.isnan(seconds):
+            return max(0.0, seconds)  # inf: too long, not retried
+    try:
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after") or "")
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _redact(text: str, client: ChatClient) -> str:

@@ -7,7 +7,8 @@ Conversion to LangChain `Document`s happens only inside adapters.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +31,33 @@ class LoadedDocument:
     pages: int = 0  # page count for PDFs, 0 otherwise
     warnings: tuple[str, ...] = ()  # e.g. pages without a text layer
 
+    def with_valid_utf8(self) -> LoadedDocument:
+        """This document with every string made encodable as UTF-8 (see `valid_utf8`), so
+        that nothing taken from a file (text, headings, title, warnings) can break the store."""
+        return replace(
+            self,
+            sections=tuple(replace(s, text=valid_utf8(s.text),
+                                   headings=tuple(valid_utf8(h) for h in s.headings))
+                           for s in self.sections),
+            title=None if self.title is None else valid_utf8(self.title),
+            warnings=tuple(valid_utf8(w) for w in self.warnings),
+        )
+
 
 def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # never raises
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_utf8(text: str) -> str:
+    """`text` made encodable as UTF-8: surrogate pairs (two code points) are joined into one
+    character and lone surrogates become U+FFFD. pypdf keeps lone ones from broken ToUnicode
+    CMaps, and Chroma rejects them in ids, documents and metadata."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,4 +80,4 @@ class Chunk:
         """Same file, position, text and metadata → same id, so re-ingesting identical input
         is a no-op and a stored id always means an identical chunk."""
         raw = f"{file_key}\x00{index}\x00{text}\x00{meta}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+        return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]

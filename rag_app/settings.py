@@ -93,8 +93,24 @@ class Settings(BaseSettings):
     # --- loading -------------------------------------------------------------------------
     max_file_mb: float = Field(default=200.0, gt=0, description="Larger files are refused.")
     parse_timeout_s: float = Field(default=300.0, gt=0, description="Per-file parse time limit.")
+    max_text_chars: int = Field(
+        default=20_000_000, ge=0,
+        description="A file whose text is longer (in characters) fails instead of being "
+        "chunked; 0: no limit. 20 M characters is about 10,000 pages of text.",
+    )
+    parse_max_memory_mb: int = Field(
+        default=4096, ge=0,
+        description="Address-space limit of the parser process (RLIMIT_AS); a file that needs "
+        "more fails ('parse ran out of memory'); 0: no limit.",
+    )
     pdf_password: SecretStr | None = Field(
         default=None, description="Password tried on every encrypted PDF."
+    )
+    pdf_parser: Literal["auto", "pypdfium2", "pypdf"] = Field(
+        default="auto",
+        description="PDF text extraction. auto: pypdf, and pypdfium2 for pages whose words pypdf "
+        "ran together; pypdfium2: pypdfium2 only (~13x faster); pypdf: pypdf only. A change "
+        "re-chunks the index once, by itself.",
     )
 
     # --- answering: retrieval and checks ---------------------------------------------------
@@ -144,6 +160,10 @@ class Settings(BaseSettings):
     llm_first_token_timeout_s: float = Field(default=120.0, gt=0)
     llm_idle_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_total_timeout_s: float | None = Field(
+        default=None, gt=0,
+        description="Overall deadline per LLM request, retries included; None: the first-token "
+        "limit plus max_tokens at 2 tokens/s.")
 
     # --- the bundled local LLM server (used when OPENAI_BASE_URL is unset) -------------------
     llm_model_path: Path | None = Field(

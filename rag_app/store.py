@@ -342,9 +342,14 @@ class Store:
         """Delete these files' chunks, then their records, then rebuild the BM25 index, in the
         crash-safe order ingest uses. Returns the number of chunks removed. Hold the writer
         lock (`rag_app.service.remove_documents` does)."""
+        from dataclasses import replace
+
         self.mark_lexical_dirty()
+        records = self.file_records()
         removed = 0
         for key in keys:
+            if key in records:  # a kill from here on is finished by the next sync
+                self.put_file_records([replace(records[key], state="pending")])
             removed += self.delete_chunks(self.chunk_ids_for(key))
             self.delete_file_records([key])
         self.rebuild_lexical()

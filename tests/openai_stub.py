@@ -4,7 +4,10 @@ The model name picks the behaviour: "ok" streams three pieces; "stall" never ans
 sends one piece and goes quiet; "429" answers 429 (Retry-After: 1) twice, then streams; "500"
 always fails; "401" refuses the key; "no-schema" answers 400 to a request with a
 `response_format` (as servers without JSON-schema output do) and otherwise streams a prose
-answer citing [1]; "json" streams a JSON answer citing source 1. Requests per model are counted.
+answer citing [1]; "json" streams a JSON answer citing source 1; "drip" streams a piece every
+0.2 s and never ends; "500-once" and "drop-once" fail the first request (HTTP 500, or a closed
+connection with no answer) and then stream; "503-retry-after" answers 503 (Retry-After: 1)
+once, then streams. Requests per model are counted.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ class _Handler(BaseHTTPRequestHandler):
         if model == "stall":
             self.server.release.wait(60)
             return
+        if model == "drop-once" and n == 1:
+            self.close_connection = True  # no status line at all: a connection error
+            return
+        if model == "500-once" and n == 1:
+            return self._error(500, "server_error", "boom")
+        if model == "503-retry-after" and n == 1:
+            return self._error(503, "overloaded", "busy", {"Retry-After": "1"})
         if model == "401":
             return self._error(401, "invalid_api_key", "Incorrect API key provided: sk-...")
         if model == "500":
@@ -51,6 +61,13 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = ["It lasts ", "2 years [1]", " and see http://evil.example/x", "."]
         if model == "json":
             pieces = ['{"answer": "It lasts ', '2 years.", "sources"', ": [1]}"]
+        if model == "drip":
+            while not self.server.release.wait(0.2):
+                try:
+                    self._event(model, "drop ")
+                except OSError:  # the client went away
+                    return
+            return
         for i, piece in enumerate(pieces):
             self._event(model, piece)
             if model == "stall-mid" and i == 0:

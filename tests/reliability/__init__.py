@@ -1,0 +1,1 @@
+"""Reliability and security tests (issue 14): hostile inputs the tests make themselves."""
