@@ -412,7 +412,9 @@ class AnswerStream:
             passages = emb.embed_documents([c.passage for c in citations])
             support = float((passages @ vec).max())
         self.timings.total_s = time.perf_counter() - self._started
-        endpoint = self._chat.endpoint.base_url if self._chat is not None else ""
+        from rag_app.llm import redact_url  # stored and shown: no password or key in the URL
+
+        endpoint = redact_url(self._chat.endpoint.base_url) if self._chat is not None else ""
         self._result = Answer(
             question=self.question, query=self.query, text=text, citations=citations,
             hits=list(self.hits), found=found, grounded=bool(citations),
@@ -498,7 +500,7 @@ def unmatched_names(question: str, hits: Sequence[Hit]) -> list[str]:
 def _parse_verdict(reply: str) -> bool | None:
     try:
         value = json.loads(reply).get("supported")
-    except (ValueError, AttributeError):
+    except Exception:  # noqa: BLE001 - any failure (RecursionError on [[[[… too): not JSON
         value = None
     if isinstance(value, bool):
         return value
@@ -517,7 +519,7 @@ def _parse_reply(raw: str) -> tuple[str, list[int]]:
         text = str(data.get("answer", ""))
         numbers = [int(n) for n in data.get("sources", []) if isinstance(n, int | float | str)
                    and str(n).strip().lstrip("-").isdigit()]
-    except (ValueError, AttributeError, TypeError):
+    except Exception:  # noqa: BLE001 - any failure (RecursionError on [[[[… too): prose
         text = raw
         numbers = []
     numbers += [int(n) for n in re.findall(r"\[(\d{1,3})\]", text)]

@@ -84,27 +84,29 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
             pass
         print(json.dumps(stream.result.to_dict(), indent=2))
         return 0
+    from rag_app.terminal import for_terminal as safe  # documents and model text are data
+
     for piece in stream:
-        print(piece, end="", flush=True)
+        print(safe(piece), end="", flush=True)
     print()
     result = stream.result
     if result.notice:
-        print(result.notice, file=sys.stderr)
+        print(safe(result.notice), file=sys.stderr)
     if result.mode == "no-llm":
         for n, h in enumerate(result.hits, start=1):
-            snippet = " ".join(h.text.split())[:300]
-            print(f"\n[{n}] {h.location}  (similarity {h.similarity:.2f})\n    {snippet}")
+            snippet = " ".join(safe(h.text).split())[:300]
+            print(f"\n[{n}] {safe(h.location)}  (similarity {h.similarity:.2f})\n    {snippet}")
         return 0
     shown = result.citations or []
     if shown:
         print("\nSources:")
         for c in shown:
             hit = result.hits[c.number - 1]
-            print(f"  [{c.number}] {c.location}  (similarity {hit.similarity:.2f})")
+            print(f"  [{c.number}] {safe(c.location)}  (similarity {hit.similarity:.2f})")
     elif result.hits:
         print("\nNearest passages:" if not result.found else "\nRetrieved:")
         for n, h in enumerate(result.hits, start=1):
-            print(f"  [{n}] {h.location}  (similarity {h.similarity:.2f})")
+            print(f"  [{n}] {safe(h.location)}  (similarity {h.similarity:.2f})")
     if result.flagged_sources:
         print(f"(instruction-like text in source(s) {result.flagged_sources} was not shown to "
               "the model)")
@@ -123,22 +125,22 @@ def _print_stats(info: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from rag_app.terminal import for_rich as safe  # names and errors are data, never markup
+
     console = Console()
     if not info["exists"]:
-        console.print(f"Collection {info['collection']!r} in the {info['store']} is empty. "
-                      "Fill it with: python -m ingest PATH")
+        console.print(f"Collection {safe(repr(info['collection']))} in the "
+                      f"{safe(info['store'])} is empty. Fill it with: python -m ingest PATH")
         return
     fp = info["fingerprint"]
-    console.print(f"[bold]{info['collection']}[/bold] in the {info['store']}: "
+    console.print(f"[bold]{safe(info['collection'])}[/bold] in the {safe(info['store'])}: "
                   f"{info['files']} files, {info['pages']} pages, {info['chunks']} chunks; "
-                  f"model {fp.get('model')} ({fp.get('dimension')}-d), chunks of ≤"
-                  f"{fp.get('chunk_tokens')} tokens", highlight=False)
-    from rich.markup import escape
-
+                  f"model {safe(fp.get('model'))} ({safe(fp.get('dimension'))}-d), chunks of ≤"
+                  f"{safe(fp.get('chunk_tokens'))} tokens", highlight=False)
     table = Table("file", "kind", "pages", "chunks", "last error")
-    for f in info["file_list"]:  # file names are data, never markup
-        table.add_row(escape(f["source"]), f["kind"], str(f["pages"] or ""), str(f["chunks"]),
-                      escape(f["error"]))
+    for f in info["file_list"]:
+        table.add_row(safe(f["source"]), safe(f["kind"]), str(f["pages"] or ""),
+                      str(f["chunks"]), safe(f["error"]))
     console.print(table)
 
 

@@ -7,7 +7,8 @@ retry a request the caller has already given up on (a stalled server then gets t
 request again and again). The limits: a time to the first token, an idle gap between pieces
 and an overall deadline per request (`llm_total_timeout_s`, else the first-token limit plus
 `max_tokens` at `MIN_TOKENS_PER_S`): a stalled or endless server never hangs the caller.
-Errors name the endpoint and what to check; the API key never appears in them.
+Errors name the endpoint and what to check; the API key never appears in them, nor does a
+password or key in the endpoint's URL (`redact_url`, also for what answers and reports store).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Endpoint:
     api_key: str  # "not-needed" for local servers; never printed
 
     def __repr__(self) -> str:
-        return f"Endpoint(base_url={self.base_url!r}, model={self.model!r}, api_key=***)"
+        return (f"Endpoint(base_url={redact_url(self.base_url)!r}, model={self.model!r}, "
+                "api_key=***)")
 
 
 _DONE = object()
@@ -99,15 +101,16 @@ class ChatClient:
                 except queue.Empty:
                     if wait < limit:
                         raise LLMError(
-                            f"{self.endpoint.base_url} (model {self.endpoint.model!r}) did not "
-                            f"finish the answer within {total:g} s; the server may be overloaded "
+                            f"{redact_url(self.endpoint.base_url)} (model "
+                            f"{self.endpoint.model!r}) did not finish the answer within "
+                            f"{total:g} s; the server may be overloaded "
                             "or the model too slow for this machine: raise "
                             "RAG_LLM_TOTAL_TIMEOUT_S, lower RAG_LLM_MAX_TOKENS or use a smaller "
                             "model"
                         ) from None
                     what = "no first token" if first else "the stream stalled"
                     raise LLMError(
-                        f"{what} from {self.endpoint.base_url} within {limit:g} s "
+                        f"{what} from {redact_url(self.endpoint.base_url)} within {limit:g} s "
                         f"(model {self.endpoint.model!r}); the server may be overloaded or "
                         "the model too slow for this machine: raise "
                         f"{'RAG_LLM_FIRST_TOKEN_TIMEOUT_S' if first else 'RAG_LLM_IDLE_TIMEOUT_S'}"
@@ -187,7 +190,7 @@ class ChatClient:
     def _explain(self, exc: BaseException) -> LLMError:
         import openai
 
-        where = f"{self.endpoint.base_url} (model {self.endpoint.model!r})"
+        where = f"{redact_url(self.endpoint.base_url)} (model {self.endpoint.model!r})"
         if isinstance(exc, openai.AuthenticationError):
             return LLMError(f"{where} refused the API key (401): check OPENAI_API_KEY")
         if isinstance(exc, openai.PermissionDeniedError):
@@ -254,8 +257,72 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _redact(text: str, client: ChatClient) -> str:
-    key = client.endpoint.api_key
-    return text.replace(key, "***") if key and len(key) > 3 else text
+    """`text` (an exception's message) without the API key or the secrets of the URL."""
+    for secret in (client.endpoint.api_key, *_url_secrets(client.endpoint.base_url)):
+        if secret and len(secret) > 3:
+            text = text.replace(secret, "***")
+    return text
+
+
+# Query parameters whose values are credentials: matched in the lower-cased name with "-"
+# and "_" removed (api-key, api_key, apikey, key, access_token, sig, X-Amz-Signature ...).
+_SECRET_PARAMS = ("key", "token", "sig", "secret", "pass", "pwd", "auth", "credential",
+                  "session", "cookie")
+
+
+def redact_url(url: str) -> str:
+    """`url` fit to show or store: a password in the userinfo becomes ***, as does a lone
+    user name (often a token), and so do the values of query parameters that look like
+    credentials (`?api-key=`, `?key=`, `?token=`, `?sig=` ...). Requests use the real URL."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:  # not a URL at all (e.g. a bad IPv6 host): show only what is safe
+        return _redact_unparsed(url)
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(
+        f"{name}=***" if eq and _is_secret(unquote(name)) else f"{name}{eq}{value}"
+        for item in parts.query.split("&") if item
+        for name, eq, value in [item.partition("=")]
+    )
+    fragment = "***" if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _url_secrets(url: str) -> list[str]:
+    """What `redact_url` hides, as written in the URL and decoded, to hide it in any text."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return [url]  # only the whole string can be found again
+    userinfo, at, _ = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    found = [password if colon else user] if at else []
+    found += [value for item in parts.query.split("&")
+              for name, eq, value in [item.partition("=")] if eq and _is_secret(unquote(name))]
+    found += [parts.fragment]
+    return sorted({s for raw in found for s in (raw, unquote(raw))}, key=len, reverse=True)
+
+
+def _is_secret(name: str) -> bool:
+    plain = name.lower().replace("-", "").replace("_", "")
+    return any(word in plain for word in _SECRET_PARAMS)
+
+
+def _redact_unparsed(url: str) -> str:
+    """A string `urlsplit` refuses: userinfo and everything from ? or # on hidden."""
+    import re
+
+    head = re.split(r"[?#]", url, maxsplit=1)[0]
+    return re.sub(r"(//)[^/]*@", r"\1***@", head) + ("?***" if head != url else "")
 
 
 def _timeout(settings: Settings) -> Any:

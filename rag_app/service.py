@@ -84,7 +84,10 @@ def make_chat_client(settings: Settings) -> tuple[ChatClient | None, str]:
 def describe_llm(settings: Settings) -> str:
     """Which LLM answers, for people (never the key), without starting anything."""
     if settings.openai_base_url:
-        return f"{settings.llm_model or '(model not set)'} at {settings.openai_base_url}"
+        from rag_app.llm import redact_url  # no password or key from the URL on the page
+
+        return (f"{settings.llm_model or '(model not set)'} at "
+                f"{redact_url(settings.openai_base_url)}")
     if settings.llm_model_path:
         return f"local llama.cpp server on 127.0.0.1: {settings.llm_model_path.name}"
     return f"bundled {settings.llm_bundled_model} (local llama.cpp server on 127.0.0.1)"

@@ -2,10 +2,16 @@
 
 Kill points are taken from the run's own progress lines (after the k-th file is written, plus a
 delay), so they land in parsing, embedding, upserting and deleting across the runs.
+
+After each clean rerun, a new process reopens the embedded store (fewer chunks than Chroma's HNSW
+`sync_threshold`, so the vector index was never synced to disk and is rebuilt from the log) and a
+dense `Store.query()` by each new chunk's own stored vector must return that chunk first
+(chroma#6975: vectors lost or stale after a reopen below the threshold).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,6 +105,45 @@ def snapshot(store: Path) -> tuple[set[tuple[str, str]], dict[str, str], int, st
     return chunks, files, opened.count(), lexical.stamp
 
 
+# Run in a fresh process, so that the store is really reopened (Chroma caches clients by path).
+_OWN_VECTORS = """
+import json, sys
+from pathlib import Path
+from rag_app.store import Store
+from tests.conftest import make_settings
+
+store = Store.open(make_settings(Path(sys.argv[1]), collection="documents"))
+ids = json.load(sys.stdin)
+threshold = store.chunks.configuration["hnsw"]["sync_threshold"]
+vectors = store.get_chunks(ids, vectors=True)
+misses = {}
+for cid in ids:
+    if cid not in vectors:
+        misses[cid] = "not stored"
+        continue
+    hits = store.query(vectors[cid].vector, k=5)
+    ranked = [i for i, _, _, _ in hits]
+    sims = [s for _, s, _, _ in hits]
+    # first, or tied with the first (an identical passage elsewhere has the same vector)
+    if cid not in ranked or sims[0] - sims[ranked.index(cid)] > 1e-5:
+        misses[cid] = [(i, round(s, 4)) for i, s, _, _ in hits[:3]]
+print(json.dumps({"count": store.count(), "threshold": threshold, "found": len(vectors),
+                  "misses": misses}))
+"""
+
+
+def assert_found_by_own_vectors(store: Path, ids: set[str]) -> None:
+    """A reopened store finds each of these chunks first by its own stored vector."""
+    proc = subprocess.run([sys.executable, "-c", _OWN_VECTORS, str(store)], cwd=REPO,
+                          input=json.dumps(sorted(ids)), capture_output=True, text=True,
+                          env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)
+    assert got["count"] < got["threshold"], "the store must stay below Chroma's sync_threshold"
+    assert got["found"] == len(ids), "every chunk id must be stored, with its vector"
+    assert not got["misses"], got["misses"]
+
+
 def test_kill_9_at_many_points_then_rerun_equals_clean_run(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     make_folder(folder)
@@ -115,6 +160,8 @@ def test_kill_9_at_many_points_then_rerun_equals_clean_run(tmp_path: Path) -> No
     run_to_end(store, folder)
     assert snapshot(store) == clean_first
     assert killed_alive >= 3, "most kills must land while the run was still working"
+    first_ids = {cid for cid, _ in clean_first[0]}
+    assert_found_by_own_vectors(store, first_ids)  # every chunk is new here
 
     # a sync with updates and deletions, killed at several points
     modify_folder(folder)
@@ -125,3 +172,6 @@ def test_kill_9_at_many_points_then_rerun_equals_clean_run(tmp_path: Path) -> No
         kill_after(store, folder, files_done, delay)
     run_to_end(store, folder)
     assert snapshot(store) == clean_second
+    new_ids = {cid for cid, _ in clean_second[0]} - first_ids
+    assert new_ids, "the changes must add chunks"
+    assert_found_by_own_vectors(store, new_ids)

@@ -422,7 +422,7 @@ def judge_sentence(chat: ChatClient, sentence: str, passages: Sequence[str]) -> 
     raw = chat.complete(messages, max_tokens=24, temperature=0.0, response_format=JUDGE_SCHEMA)
     try:
         verdict = json.loads(raw)["supported"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise JudgeError(f"the judge's reply is not {{\"supported\": true|false}}: "
                          f"{raw[:120]!r}") from None
     if not isinstance(verdict, bool):
@@ -450,6 +450,7 @@ def evaluate_qa(items: Sequence[QAItem], docs_dir: str | Path, configs: Sequence
     `embedder` / `chat`: reuse a loaded model / an LLM client (else made from `settings`;
     with `use_llm` and no endpoint available, ConfigError)."""
     from rag_app.embeddings import make_embedder
+    from rag_app.llm import redact_url
     from rag_app.retrieve import Retriever
 
     started = time.perf_counter()
@@ -472,7 +473,8 @@ def evaluate_qa(items: Sequence[QAItem], docs_dir: str | Path, configs: Sequence
         "questions": len(items), "answerable": sum(i.answerable for i in items),
         "docs": str(Path(docs_dir).expanduser().resolve()), "use_llm": use_llm,
         "judge": judge and chat is not None,
-        "endpoint": f"{chat.endpoint.base_url} ({chat.endpoint.model})" if chat else None,
+        "endpoint": f"{redact_url(chat.endpoint.base_url)} ({chat.endpoint.model})"
+                    if chat else None,  # a report is shared: no password or key in the URL
         "support_threshold": SUPPORT_THRESHOLD, "passage_overlap": PASSAGE_OVERLAP,
         "indexes": [],
     }
