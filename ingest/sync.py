@@ -34,7 +34,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
@@ -152,30 +152,51 @@ def file_key(root: Path, source: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """What a run is responsible for: a whole folder, or one named file in it, and what the
-    walk could not see (so must not be taken as deleted)."""
+    """What a run is responsible for: a whole folder, a subfolder of it (a path given inside
+    an indexed folder keeps that folder's keys), or one named file in it, and what the walk
+    could not see (so must not be taken as deleted)."""
 
     root: Path
-    source: str | None = None  # None: every file under root
+    source: str | None = None  # None: every file under root; "sub/dir/": every file under it
     found: int = 0  # candidate files the walk found
     unlisted: tuple[str, ...] = ()  # folders that could not be listed: "sub/dir/", "" for root
     unreadable: tuple[str, ...] = ()  # entries that could not be stat-ed
 
     def covers(self, record: FileRecord) -> bool:
-        return record.root == str(self.root) and self.source in (None, record.source)
+        if record.root != str(self.root):
+            return False
+        if self.source is None or self.source == record.source:
+            return True
+        return self.source.endswith("/") and record.source.startswith(self.source)
 
     @property
     def empty_folder(self) -> bool:
         """A folder in which the walk found no file at all (empty, or not mounted)."""
-        return self.source is None and self.found == 0
+        return (self.source is None or self.source.endswith("/")) and self.found == 0
+
+    @property
+    def folder(self) -> Path:
+        """The folder walked (root, or the subfolder of it)."""
+        return self.root / self.source if self.source and self.source.endswith("/") \
+            else self.root
 
     def unsure_of(self, source: str) -> bool:
         """True when this run could not see whether `source` (relative to root) still exists."""
         return source in self.unreadable or any(source.startswith(p) for p in self.unlisted)
 
 
-def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome], list[Scope]]:
+def discover(paths: Sequence[Path], indexed_roots: Iterable[Path | str] = (),
+             ) -> tuple[list[Candidate], list[FileOutcome], list[Scope]]:
     """Walk the given folders (or files). Returns (candidates, skipped, scopes).
+
+    Overlapping folders never store a file twice. `indexed_roots` are the folders the index
+    already holds files of (their records' `root`); a file is keyed under the innermost of them
+    that holds it, else under the outermost folder given now that holds it (else, for a single
+    file, its own folder). So a path inside an indexed folder is synced as a part of that
+    folder (`ingest docs` then `ingest docs/sub` keeps the keys `docs::sub/…`), and a folder
+    that holds indexed folders leaves their files under their own keys (`ingest docs/sub` then
+    `ingest docs` keeps `docs/sub::…`, and syncs docs/sub as a whole too). A file reached
+    through two given paths is taken once.
 
     Hidden files and folders (name starting with '.') and unsupported types are skipped.
     A folder that cannot be listed, or an entry that cannot be stat-ed, is reported `failed`
@@ -189,6 +210,9 @@ def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome],
     candidates: list[Candidate] = []
     skipped: list[FileOutcome] = []
     scopes: list[Scope] = []
+    record_roots = sorted({Path(r) for r in indexed_roots})
+    given_dirs = [g for g in (_resolved(p) for p in paths) if g is not None]
+    seen: set[str] = set()  # candidate keys, so a file under two given paths is taken once
     for given in paths:
         path = given.expanduser().resolve()
         if not _utf8_ok(str(path)):
@@ -230,24 +254,90 @@ def discover(paths: Sequence[Path]) -> tuple[list[Candidate], list[FileOutcome],
                                                str(root)))
         else:
             raise ConfigError(f"No such file or folder: {given}")
-        found = 0
+        # Which indexed folders matter here: those holding this path or inside it.
+        near = [r for r in record_roots if path.is_relative_to(r) or r.is_relative_to(path)]
+        found: dict[Path, int] = {}
         for f, st in files:
-            source = f.relative_to(root).as_posix()
+            owner = _owner(f, near, given_dirs) or root
+            source = f.relative_to(owner).as_posix()
             if kind_of(f) is None:
-                skipped.append(FileOutcome(source, "skipped", "unsupported type", str(root)))
+                skipped.append(FileOutcome(source, "skipped", "unsupported type", str(owner)))
                 continue
             if st is None:
                 try:
                     st = f.stat()
                 except OSError as exc:
                     skipped.append(FileOutcome(source, "failed",
-                                               f"cannot read: {exc.strerror}", str(root)))
-                    unreadable.append(source)
+                                               f"cannot read: {exc.strerror}", str(owner)))
+                    unreadable.append(f.relative_to(root).as_posix())
                     continue
-            candidates.append(Candidate(f, root, source, st.st_size, st.st_mtime_ns))
-            found += 1
-        scopes.append(Scope(root, single, found, tuple(unlisted), tuple(unreadable)))
+            found[owner] = found.get(owner, 0) + 1
+            cand = Candidate(f, owner, source, st.st_size, st.st_mtime_ns)
+            if cand.key not in seen:
+                seen.add(cand.key)
+                candidates.append(cand)
+        scopes.extend(_scopes(path if single else root, single is not None, near, given_dirs,
+                              found, unlisted, unreadable))
     return candidates, skipped, scopes
+
+
+def _resolved(given: Path) -> Path | None:
+    """`given` resolved, if it is a folder (errors are reported by `discover` itself)."""
+    try:
+        path = given.expanduser().resolve()
+        return path if path.is_dir() else None
+    except (OSError, RuntimeError):
+        return None
+
+
+def _owner(path: Path, record_roots: Sequence[Path], given_dirs: Sequence[Path]) -> Path | None:
+    """The folder `path` (a file, or a given folder) is keyed under: the innermost indexed
+    folder holding it (or equal to it), else the outermost given folder holding it. Only
+    folders whose walk reaches `path` count: not through a hidden folder (a walk skips it)."""
+    inside = [r for r in record_roots if _reaches(r, path)]
+    if inside:
+        return max(inside, key=lambda r: len(r.parts))
+    given = [g for g in given_dirs if _reaches(g, path)]
+    return min(given, key=lambda g: len(g.parts)) if given else None
+
+
+def _reaches(folder: Path, path: Path) -> bool:
+    return path.is_relative_to(folder) and not any(
+        name.startswith(".") for name in path.relative_to(folder).parts)
+
+
+def _scopes(walked: Path, is_file: bool, record_roots: Sequence[Path],
+            given_dirs: Sequence[Path], found: dict[Path, int], unlisted: list[str],
+            unreadable: list[str]) -> list[Scope]:
+    """The scopes of one given path (`unlisted`/`unreadable` are relative to the folder walked,
+    or to a given file's folder). First the path itself under the folder that owns it: that
+    folder whole, a subfolder of it ("sub/"), or one file. Then each indexed folder inside a
+    walked folder (not hidden): it was walked whole, under its own keys."""
+    folder = walked.parent if is_file else walked
+    base = _owner(walked, record_roots, given_dirs) or folder
+    inner = "" if base == folder else folder.relative_to(base).as_posix() + "/"
+    if is_file:
+        part: str | None = inner + walked.name
+    else:
+        part = inner or None
+    scopes = [Scope(base, part, sum(found.values()), tuple(inner + u for u in unlisted),
+                    tuple(inner + u for u in unreadable))]
+    if is_file:
+        return scopes
+    for nested in record_roots:
+        if nested == walked or not nested.is_relative_to(walked) or nested == base:
+            continue
+        rel = nested.relative_to(walked)
+        if any(name.startswith(".") for name in rel.parts):
+            continue  # never walked: hidden
+        prefix = rel.as_posix() + "/"
+        blind = [u[len(prefix):] for u in unlisted if u.startswith(prefix)]
+        if any(prefix.startswith(u) for u in unlisted):  # a folder above it was not listed
+            blind.append("")
+        under = sum(n for owner, n in found.items() if owner.is_relative_to(nested))
+        scopes.append(Scope(nested, None, under, tuple(blind),
+                            tuple(u[len(prefix):] for u in unreadable if u.startswith(prefix))))
+    return scopes
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -439,9 +529,6 @@ class Ingestor:
         report = SyncReport(collection=self.settings.collection,
                             store=self.settings.describe_store(), dry_run=dry_run,
                             rebuilt=rebuild and not dry_run)
-        candidates, skipped, scopes = discover(paths)
-        report.outcomes.extend(skipped)
-
         old_records: dict[str, FileRecord] = {}  # what a rebuild must carry over
         why = "A rebuild re-ingests every file the index holds"
         try:
@@ -453,6 +540,11 @@ class Ingestor:
             old_records = self._salvage(damage, report)
             why = ("A rebuild of the damaged collection re-ingests every file its surviving "
                    "file list names")
+        # Folders already indexed: a path inside one (or holding one) keeps their keys, so an
+        # overlapping path never stores a file twice (see `discover`).
+        indexed = existing.file_records() if existing is not None else old_records
+        candidates, skipped, scopes = discover(paths, {r.root for r in indexed.values()})
+        report.outcomes.extend(skipped)
         if existing is not None and not rebuild and _only_code_changed(existing.settings_key,
                                                                        self.settings_key()):
             # Same settings, newer chunking code: re-chunk everything once, into a new
@@ -829,7 +921,7 @@ def _deletions(records: dict[str, FileRecord], candidates: list[Candidate],
         gone.append(record)
     outcomes = [
         FileOutcome("./", "failed",
-                    f"folder {scope.root} is empty or not mounted: its {n} indexed file(s) are "
+                    f"folder {scope.folder} is empty or not mounted: its {n} indexed file(s) are "
                     "kept. If they were deleted on purpose, run again with "
                     f"{DROP_MISSING_OPTION} to remove them from the index", str(scope.root))
         for scope, n in kept.items()

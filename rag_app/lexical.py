@@ -7,13 +7,17 @@ matrix, so a query costs one sparse row sum, not a pass over the texts.
 
 Keeping it in sync is the owner's job: `build(..., stamp=…)` records a caller-chosen string
 (e.g. a digest of the chunk ids and content hashes, or the store's generation) and `stamp`
-gives it back after `load`, so a stale index is recognised and rebuilt.
+gives it back after `load`, so a stale index is recognised and rebuilt. `origin=…` records a
+small mapping (the store uses the collection name, chunk count and write generation) that
+`saved_origin` reads back without loading the index, so staleness is cheap to check.
 
 On disk a saved index is a folder holding a `CURRENT` file that names one complete version
 sub-folder. `save` writes a new version in a temporary folder, renames it into place and then
 replaces `CURRENT` with `os.replace` — so a reader sees the old index or the new one, never a
 half-written one, and a crash at any point leaves a loadable index (or none, which means
-"rebuild"). One writer at a time is assumed (ingest holds the store's lock).
+"rebuild"). One writer at a time is assumed: only a writer holding the store's lock saves
+(`Store.rebuild_lexical`); readers that find the saved index stale build one in memory and
+never save it (`Store.load_lexical`).
 
 Tokenisation: lower-case Unicode word tokens (`\\w+`), plus, by default, Lucene's English
 stop words and the Snowball English stemmer (PyStemmer). On the msmarco sample
@@ -31,7 +35,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the folder layout or tokenisation changes incompatibly
 _POINTER = "CURRENT"
 _META = "meta.json"
+_ORIGIN = "origin.json"  # a copy of meta's "origin", small enough to read on every load
 _TOKEN = re.compile(r"\w+")
 _STALE_TEMP_S = 3600.0  # leftovers of a crashed save older than this are removed
 
@@ -117,18 +122,23 @@ class Tokenizer:
 class LexicalIndex:
     """A BM25 index over (id, text) pairs. Build it, save it, load it, search it."""
 
-    def __init__(self, ids: list[str], bm25: Any, options: LexicalOptions, stamp: str) -> None:
+    def __init__(self, ids: list[str], bm25: Any, options: LexicalOptions, stamp: str,
+                 origin: Mapping[str, Any] | None = None) -> None:
         self._ids = ids
         self._bm25 = bm25  # bm25s.BM25, or None for an empty corpus
         self.options = options
         self._stamp = stamp
+        self.origin: dict[str, Any] = dict(origin or {})  # what it was built from (saved too)
+        self.saved_in: Path | None = None  # the folder it was saved to or loaded from
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def build(cls, ids: Sequence[str], texts: Sequence[str], *, stamp: str = "",
-              options: LexicalOptions | None = None) -> LexicalIndex:
+              options: LexicalOptions | None = None,
+              origin: Mapping[str, Any] | None = None) -> LexicalIndex:
         """Index `texts` under `ids` (same order, ids unique). `stamp` identifies the corpus
-        snapshot the index was built from; it is saved with the index."""
+        snapshot the index was built from; `origin` (JSON-able) says where it came from. Both
+        are saved with the index."""
         options = options or LexicalOptions()
         if len(ids) != len(texts):
             raise LexicalIndexError(f"{len(ids)} ids but {len(texts)} texts")
@@ -141,7 +151,7 @@ class LexicalIndex:
             bm25s = _import_bm25s()
             bm25 = bm25s.BM25(k1=options.k1, b=options.b, backend="numpy")
             bm25.index(corpus, show_progress=False)
-        return cls(list(ids), bm25, options, stamp)
+        return cls(list(ids), bm25, options, stamp, origin)
 
     @property
     def stamp(self) -> str:
@@ -191,10 +201,11 @@ class LexicalIndex:
         try:
             temp.mkdir()
             meta = {"format": FORMAT, "stamp": self._stamp, "options": asdict(self.options),
-                    "ids": self._ids, "empty": self._bm25 is None}
+                    "ids": self._ids, "empty": self._bm25 is None, "origin": self.origin}
             if self._bm25 is not None:
                 self._bm25.save(str(temp), show_progress=False)
             _write_synced(temp / _META, json.dumps(meta, ensure_ascii=False))
+            _write_synced(temp / _ORIGIN, json.dumps(self.origin, ensure_ascii=False))
             _fsync_dir(temp)
             os.replace(temp, folder / name)
             _write_synced(folder / f".{_POINTER}.tmp", name)
@@ -203,6 +214,7 @@ class LexicalIndex:
         except OSError as exc:
             shutil.rmtree(temp, ignore_errors=True)
             raise LexicalIndexError(f"Could not save the BM25 index to {folder}: {exc}") from exc
+        self.saved_in = folder
         _remove_old_versions(folder, keep=name)
 
     @classmethod
@@ -216,12 +228,31 @@ class LexicalIndex:
             except FileNotFoundError:
                 return None
             try:
-                return cls._load_version(folder / name)
+                index = cls._load_version(folder / name)
             except FileNotFoundError:
                 continue
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("BM25 index in %s is unreadable (%s); it will be rebuilt", folder, exc)
                 return None
+            if index is not None:
+                index.saved_in = folder
+            return index
+        return None
+
+    @staticmethod
+    def saved_origin(folder: Path) -> dict[str, Any] | None:
+        """The `origin` of the index saved under `folder`, read without loading the index;
+        None if there is none, it is unreadable, or it was saved without one."""
+        folder = Path(folder)
+        for _ in range(2):  # a save may replace the version between reading CURRENT and it
+            try:
+                name = (folder / _POINTER).read_text(encoding="utf-8").strip()
+                origin = json.loads((folder / name / _ORIGIN).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                return None
+            return dict(origin) if isinstance(origin, dict) else None
         return None
 
     @classmethod
@@ -239,7 +270,7 @@ class LexicalIndex:
             bm25 = bm25s.BM25.load(str(path), show_progress=False, verbosity=0)
             if int(bm25.scores["num_docs"]) != len(ids):
                 raise ValueError(f"{bm25.scores['num_docs']} indexed documents, {len(ids)} ids")
-        return cls(ids, bm25, options, str(meta["stamp"]))
+        return cls(ids, bm25, options, str(meta["stamp"]), meta.get("origin") or {})
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -118,6 +118,13 @@ class Retriever:
 
     @property
     def lexical(self) -> Any:
+        """The BM25 index (`Store.load_lexical`). One built in memory because the saved one was
+        dirty or stale (an ingest was running) is replaced by the saved one as soon as a
+        writer has saved a current one; until then each search checks that cheaply."""
+        current = self._lexical
+        if current is not None and current.saved_in is None \
+                and not self.store.lexical_is_dirty():
+            self._lexical = None
         if self._lexical is None:
             self._lexical = self.store.load_lexical()
         return self._lexical

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CATALOG = "rag-catalog"
+_DIRTY = "DIRTY"  # the marker file in a collection's BM25 folder: a write is under way or died
 WRITE_BATCH = 1000  # well under Chroma's ~5,461 records per call
 
 
@@ -388,20 +389,51 @@ class Store:
         return s.state_dir / "lexical" / where / self.chunks.name
 
     def mark_lexical_dirty(self) -> None:
-        """Called before chunks change: if the run dies before the index is rebuilt, the
-        marker survives and the next run (or reader) rebuilds it."""
+        """Called by a writer (holding the lock) before chunks change. The DIRTY marker (this
+        host) and a new write generation (in the catalog, seen by every host) make readers
+        build the BM25 index in memory until the writer saves a fresh one; if the run dies
+        first, the marker survives and the next writer rebuilds and saves it."""
         self.lexical_dir.mkdir(parents=True, exist_ok=True)
-        (self.lexical_dir / "DIRTY").touch()
+        (self.lexical_dir / _DIRTY).touch()
+        _catalog(self.client).upsert(
+            ids=[self._generation_id], embeddings=_unit(1),
+            metadatas=[{"generation": secrets.token_hex(8), "updated": time.time()}],
+        )
 
     def lexical_is_dirty(self) -> bool:
-        return (self.lexical_dir / "DIRTY").exists()
+        """True when the saved BM25 index cannot be used as it is: marked dirty (a write is
+        under way, or one died), missing, or built from another state of the collection (its
+        origin differs from `lexical_origin()`). Cheap: no index is loaded."""
+        from rag_app.lexical import LexicalIndex
 
-    def rebuild_lexical(self) -> Any:
-        """Build the BM25 index from every chunk in the collection and save it."""
+        if (self.lexical_dir / _DIRTY).exists():
+            return True
+        return LexicalIndex.saved_origin(self.lexical_dir) != self.lexical_origin()
+
+    def lexical_origin(self) -> dict[str, Any]:
+        """What an index built from the collection now records as its origin: the physical
+        collection, its chunk count and the write generation the last writer set."""
+        return {"collection": self.chunks.name, "count": self.count(),
+                "generation": self._lexical_generation()}
+
+    @property
+    def _generation_id(self) -> str:
+        return f"lexical:{self.chunks.name}"  # a catalog row; ':' is never in a collection name
+
+    def _lexical_generation(self) -> str:
+        got = _catalog(self.client).get(ids=[self._generation_id], include=["metadatas"])
+        metas = got.get("metadatas") or [{}]
+        return str((metas[0] or {}).get("generation", "")) if got["ids"] else ""
+
+    def rebuild_lexical(self, *, save: bool = True) -> Any:
+        """Build the BM25 index from every chunk in the collection. With `save` (writers only:
+        ingest and `remove_files`, which hold the writer lock) it is saved and the DIRTY marker
+        removed; readers pass `save=False` and get it in memory only."""
         import hashlib
 
         from rag_app.lexical import LexicalIndex
 
+        generation = self._lexical_generation()  # before the rows: a later write looks stale
         rows: list[tuple[str, str, str]] = []
         for page_ids, pairs in self.all_chunks():
             for chunk_id, (text, meta) in zip(page_ids, pairs, strict=True):
@@ -410,21 +442,39 @@ class Store:
         digest = hashlib.sha256()
         for chunk_id, _, chash in rows:
             digest.update(f"{chunk_id}:{chash}\n".encode())
+        origin = {"collection": self.chunks.name, "count": len(rows), "generation": generation}
         index = LexicalIndex.build([r[0] for r in rows], [r[1] for r in rows],
-                                   stamp=digest.hexdigest())
-        index.save(self.lexical_dir)
-        (self.lexical_dir / "DIRTY").unlink(missing_ok=True)
+                                   stamp=digest.hexdigest(), origin=origin)
+        if save:
+            index.save(self.lexical_dir)
+            (self.lexical_dir / _DIRTY).unlink(missing_ok=True)
         return index
 
     def load_lexical(self) -> Any:
-        """The saved BM25 index; rebuilt first if missing or marked dirty."""
+        """For readers: the saved BM25 index if it matches the collection now, else one built
+        in memory. A reader never saves it and never removes the DIRTY marker: it holds no
+        lock, and the collection may be half-written (an ingest is running, or died); only a
+        writer's `rebuild_lexical()` saves."""
         from rag_app.lexical import LexicalIndex
 
-        if not self.lexical_is_dirty():
+        level = logging.INFO
+        if (self.lexical_dir / _DIRTY).exists():
+            why = "marked dirty (an ingest is running, or one was interrupted)"
+        else:
             index = LexicalIndex.load(self.lexical_dir)
-            if index is not None:
-                return index
-        return self.rebuild_lexical()
+            if index is None:
+                why = "missing"
+            else:
+                now = self.lexical_origin()
+                if index.origin == now:
+                    return index
+                if not index.origin and len(index) == now["count"]:
+                    return index  # saved before origins were recorded: its size must do
+                why = f"stale (built from {index.origin or 'an older state'}, now {now})"
+                level = logging.WARNING
+        log.log(level, "The BM25 index of collection %r is %s: building it in memory for this "
+                "reader; the next ingest saves a fresh one", self.name, why)
+        return self.rebuild_lexical(save=False)
 
     def all_chunks(self, include: Sequence[str] = ("documents", "metadatas")) -> Iterator[
             tuple[list[str], list[Any]]]:
@@ -488,15 +538,28 @@ def _paged_get(collection: Collection, *, where: dict[str, Any] | None = None,
         offset += len(ids)
 
 
-# -- the single-writer lock for the embedded store --------------------------------------------
+# -- the single-writer lock: a file lock for the embedded store, a lease row for a server ------
+LEASE_TTL_S = 60.0  # a crashed holder's server lease is taken over this long after it renewed
+LEASE_SETTLE_S = 0.5  # between writing the lease row and reading it back (see _server_lease)
+
+
 @contextmanager
 def writer_lock(settings: Settings, command: str) -> Iterator[None]:
-    """Exclusive right to write to the embedded store; a second writer is told who holds it.
+    """Exclusive right to write; a second writer is told who holds it.
 
-    A Chroma server serialises writers itself, so no lock is taken in server mode.
+    Embedded store: an OS file lock on `state_dir/writer.lock` (the OS drops it when the
+    holder dies). Chroma server: a lease row per collection in the server's catalog (see
+    `_server_lease`): the app's own invariants need one writer (a rebuild's unpublished pair,
+    publishing a first collection, the BM25 folder and DIRTY marker), which the server's
+    per-request serialisation does not give.
+
+    A second writer (another process, or another thread of this one, e.g. a second job in the
+    chat UI) gets StoreLocked at once; it never waits. A caller that wants to wait queues its
+    writes, or retries.
     """
     if settings.uses_server:
-        yield
+        with _server_lease(settings, command):
+            yield
         return
     from filelock import FileLock, Timeout
 
@@ -520,15 +583,129 @@ def writer_lock(settings: Settings, command: str) -> Iterator[None]:
         lock.release()
 
 
-def _locked_message(settings: Settings, holder_path: Path) -> str:
+@contextmanager
+def _server_lease(settings: Settings, command: str) -> Iterator[None]:
+    """Hold the lease row `lease:<collection>` in the server's catalog while the body runs.
+
+    The row names the holder (pid, host, command, since) and an expiry; a daemon thread renews
+    it every LEASE_TTL_S / 3 and the row is deleted at exit. A lease that has expired (its
+    holder crashed, or hung for longer than the TTL) is taken over.
+
+    Chroma has no compare-and-set, so taking it is: read the row (refuse if another holder's
+    lease has not expired), write ours, wait LEASE_SETTLE_S, read it back (refuse if another
+    writer's row replaced ours: the last write wins, and each loser sees it). Remaining race:
+    a writer that read the row before our write but whose own write lands after our read-back
+    (its request delayed by more than LEASE_SETTLE_S) also believes it won; the renewal thread
+    of the one whose row was overwritten notices within LEASE_TTL_S / 3 and logs an error, but
+    cannot undo what it wrote meanwhile. Expiry compares wall clocks of different hosts: a
+    clock ahead by more than the TTL could take over a live lease. A holder that cannot renew
+    for LEASE_TTL_S (network loss, suspended process) may lose the lease to a new writer.
+    """
+    import threading
+
+    client = make_client(settings)
+    catalog = _catalog(client)
+    lease_id = f"lease:{settings.collection}"  # ':' is never in a collection name
+    ttl = float(LEASE_TTL_S)
+    token = secrets.token_hex(16)
+    mine: dict[str, Any] = {"token": token, "pid": os.getpid(), "host": socket.gethostname(),
+                            "command": command, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    held = _read_lease(catalog, lease_id)
+    if held is not None and float(held.get("expires", 0.0)) > time.time():
+        raise StoreLocked(_locked_message(settings, held))
+    if held is not None:
+        log.warning("Taking over the expired writer lease on collection %r of %s",
+                    settings.collection, _holder_text(held))
+    _write_lease(catalog, lease_id, mine, ttl)
+    _lease_pause(LEASE_SETTLE_S)
+    won = _read_lease(catalog, lease_id)
+    if won is None or won.get("token") != token:
+        raise StoreLocked(_locked_message(settings, won))
+
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(ttl / 3):
+            try:
+                current = _read_lease(catalog, lease_id)
+                if current is None or current.get("token") != token:
+                    log.error("The writer lease on collection %r was lost to %s while this "
+                              "process was writing", settings.collection, _holder_text(current))
+                    return
+                _write_lease(catalog, lease_id, mine, ttl)
+            except Exception:  # the server may come back before the lease expires
+                log.warning("could not renew the writer lease on collection %r",
+                            settings.collection, exc_info=True)
+
+    renewer = threading.Thread(target=renew, name=f"writer-lease:{settings.collection}",
+                               daemon=True)
+    renewer.start()
     try:
-        holder = json.loads(holder_path.read_text())
-        who = (f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, "
-               f"since {holder['since']})")
-    except (OSError, ValueError, KeyError):
-        who = "another process"
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=30)
+        try:
+            current = _read_lease(catalog, lease_id)
+            if current is not None and current.get("token") == token:
+                catalog.delete(ids=[lease_id])
+        except Exception:
+            log.warning("could not release the writer lease on collection %r; it expires in "
+                        "%.0f s", settings.collection, ttl, exc_info=True)
+
+
+def _lease_pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _read_lease(catalog: Collection, lease_id: str) -> dict[str, Any] | None:
+    got = catalog.get(ids=[lease_id], include=["metadatas"])
+    if not got["ids"]:
+        return None
+    return dict((got.get("metadatas") or [{}])[0] or {})
+
+
+def _write_lease(catalog: Collection, lease_id: str, holder: Mapping[str, Any],
+                 ttl: float) -> None:
+    catalog.upsert(ids=[lease_id], embeddings=_unit(1),
+                   metadatas=[{**holder, "expires": time.time() + ttl}])
+
+
+def _holder_text(holder: Mapping[str, Any] | None) -> str:
+    if holder is None:
+        return "another process"
+    try:
+        return (f"process {holder['pid']} on {holder['host']} (`{holder['command']}`, "
+                f"since {holder['since']})")
+    except KeyError:
+        return "another process"
+
+
+def _locked_message(settings: Settings, holder: Path | Mapping[str, Any] | None) -> str:
+    """Who holds the lock (`holder`: the embedded lock's JSON file, or the lease row)."""
+    info: Mapping[str, Any] | None
+    if isinstance(holder, Path):
+        try:
+            info = json.loads(holder.read_text())
+        except (OSError, ValueError):
+            info = None
+    else:
+        info = holder
+    who = _holder_text(info)
+    if settings.uses_server:
+        try:
+            left = f"in {max(0.0, float((info or {})['expires']) - time.time()):.0f} s"
+        except (KeyError, TypeError, ValueError):
+            left = f"within {LEASE_TTL_S:.0f} s"
+        return (
+            f"Collection {settings.collection!r} in the {settings.describe_store()} is being "
+            f"written by {who}. One writer per collection at a time: wait for it to finish and "
+            f"run again. If that process has died, its lease expires {left} and the next "
+            "writer takes over."
+        )
     return (
         f"The {settings.describe_store()} is being written by {who}. Only one writer may use "
         "an embedded store at a time: wait for it to finish and run again, or run a Chroma "
-        "server (`chroma run`) and set CHROMA_HOST/CHROMA_PORT for concurrent use."
+        "server (`chroma run`) and set CHROMA_HOST/CHROMA_PORT so that writers of different "
+        "collections, and readers, can work at once."
     )
