@@ -197,7 +197,11 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
             st.session_state["last_question"] = (stream.query, [h.chunk_id for h in stream.hits])
             sources_s = time.perf_counter() - t0
             written: list[str] = []
-            pieces = _escaped(stream, written)
+            waiting = st.empty()
+            if chat is not None and stream.hits:
+                waiting.caption("The model is reading the sources… (a model on a CPU takes "
+                                "15–30 s before its first word; other questions may be ahead)")
+            pieces = _escaped(stream, written, waiting)
             try:
                 st.write_stream(pieces)
             finally:
@@ -213,7 +217,7 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
         except Exception as exc:  # noqa: BLE001 - shown where it happens, saved with the chat
             message["error"] = explain(exc)
         finally:
-            if message.get("content") or message.get("error") or message.get("result"):
+            if any(message.get(k) for k in ("content", "error", "result", "stopped")):
                 conv.messages.append(message)
                 store.save(conv)
     st.rerun()
@@ -231,12 +235,15 @@ class _nothing:
         return None
 
 
-def _escaped(stream: Any, written: list[str]) -> Generator[str, None, None]:
-    """The answer's pieces, escaped so that nothing in them renders as Markdown or HTML."""
+def _escaped(stream: Any, written: list[str], waiting: Any) -> Generator[str, None, None]:
+    """The answer's pieces, escaped so that nothing in them renders as Markdown or HTML;
+    the waiting note goes when the first piece arrives."""
     pieces = iter(stream)
     try:
         for piece in pieces:
-            written.append(piece)
+            written.append(piece)  # first: a stop can end the run at the next Streamlit call
+            if len(written) == 1:
+                waiting.empty()
             yield md(piece)
     finally:
         close = getattr(pieces, "close", None)
