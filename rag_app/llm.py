@@ -45,6 +45,7 @@ class Endpoint:
 
 
 _DONE = object()
+RETRY_MARGIN_S = 0.25  # no retry is sent this close to the moment its caller gives up
 # The overall deadline, when RAG_LLM_TOTAL_TIMEOUT_S is not set, allows this slow a generation.
 MIN_TOKENS_PER_S = 2.0
 _RETRY_AFTER_MAX_S = 60.0  # a server asking for a longer wait is not retried
@@ -86,9 +87,13 @@ class ChatClient:
         stop = threading.Event()
         holder: list[Any] = []  # the HTTP response, once the server answered
         total = self._total_timeout(kwargs["max_tokens"])
-        deadline = time.monotonic() + total
+        started = time.monotonic()
+        deadline = started + total
+        # Retries happen before any token: the caller gives up at the first-token limit, so a
+        # retry is only worth sending well before that (never as the caller leaves).
+        retry_until = min(deadline, started + s.llm_first_token_timeout_s) - RETRY_MARGIN_S
         worker = threading.Thread(target=self._pump,
-                                  args=(kwargs, pieces, stop, holder, deadline),
+                                  args=(kwargs, pieces, stop, holder, retry_until),
                                   daemon=True, name="llm-stream")
         worker.start()
         first = True
@@ -144,7 +149,8 @@ class ChatClient:
             return float(configured)
         return float(s.llm_first_token_timeout_s) + max_tokens / MIN_TOKENS_PER_S
 
-    def _create(self, kwargs: dict[str, Any], stop: threading.Event, deadline: float) -> Any:
+    def _create(self, kwargs: dict[str, Any], stop: threading.Event, retry_until: float
+                ) -> Any:
         """The streaming response, retrying what is worth retrying; None if the caller gave up
         meanwhile. Never retries once `stop` is set: the caller is no longer waiting."""
         attempt = 0
@@ -156,16 +162,16 @@ class ChatClient:
             except Exception as exc:
                 delay = _retry_delay(exc, attempt)
                 if (delay is None or attempt >= self._settings.llm_max_retries
-                        or stop.is_set() or time.monotonic() + delay >= deadline):
+                        or stop.is_set() or time.monotonic() + delay >= retry_until):
                     raise
             attempt += 1
             if stop.wait(delay):
                 return None
 
     def _pump(self, kwargs: dict[str, Any], out: queue.Queue[Any], stop: threading.Event,
-              holder: list[Any], deadline: float) -> None:
+              holder: list[Any], retry_until: float) -> None:
         try:
-            response = self._create(kwargs, stop, deadline)
+            response = self._create(kwargs, stop, retry_until)
             if response is None:
                 return
             holder.append(response)
