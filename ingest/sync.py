@@ -796,9 +796,7 @@ class Ingestor:
         for record in gone:
             self._before_change(store)
             try:
-                store.put_file_records([_replace(record, state="pending")])  # 1. intent
-                removed = store.delete_chunks(store.chunk_ids_for(record.key))  # 2. chunks,
-                store.delete_file_records([record.key])  # 3. then the record that owned them
+                removed = store.remove_file(record.key, record)
             except _RUN_ENDING:
                 raise
             except Exception as exc:  # one file's trouble never ends the run

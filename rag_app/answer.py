@@ -166,11 +166,7 @@ class Answer:
             "draft": self.draft, "missing_names": self.missing_names,
             "citations": [c.__dict__ if not hasattr(c, "__slots__") else
                           {s: getattr(c, s) for s in c.__slots__} for c in self.citations],
-            "hits": [{"chunk_id": h.chunk_id, "location": h.location, "score": h.score,
-                      "similarity": h.similarity, "rerank_score": h.rerank_score,
-                      "source": h.source, "root": h.root, "page_start": h.page_start,
-                      "page_end": h.page_end, "headings": list(h.headings), "text": h.text}
-                     for h in self.hits],
+            "hits": [h.to_dict() for h in self.hits],
             "timings": self.timings.__dict__,
         }
 
@@ -434,8 +430,9 @@ def answer(question: str, history: Sequence[dict[str, str]] = (), *, settings: S
     retriever = retriever or Retriever(settings)
     notice = ""
     if chat is None and use_llm:
-        endpoint, notice = _resolve(settings)
-        chat = ChatClient(endpoint, settings) if endpoint is not None else None
+        from rag_app.service import make_chat_client
+
+        chat, notice = make_chat_client(settings)
     opts = options or RetrievalOptions(k=settings.retrieval_k)
     return AnswerStream(question, history, settings, retriever, chat, opts, notice)
 

@@ -50,6 +50,13 @@ class Hit:
     def location(self) -> str:
         return describe_location(self.source, self.page_start, self.page_end, self.headings)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: what `Answer.to_dict` stores and the chat draws its source cards from."""
+        return {"chunk_id": self.chunk_id, "location": self.location, "score": self.score,
+                "similarity": self.similarity, "rerank_score": self.rerank_score,
+                "source": self.source, "root": self.root, "page_start": self.page_start,
+                "page_end": self.page_end, "headings": list(self.headings), "text": self.text}
+
 
 def describe_location(source: str, page_start: int | None, page_end: int | None,
                       headings: Sequence[str] = ()) -> str:

@@ -343,17 +343,22 @@ class Store:
         """Delete these files' chunks, then their records, then rebuild the BM25 index, in the
         crash-safe order ingest uses. Returns the number of chunks removed. Hold the writer
         lock (`rag_app.service.remove_documents` does)."""
-        from dataclasses import replace
-
         self.mark_lexical_dirty()
         records = self.file_records()
-        removed = 0
-        for key in keys:
-            if key in records:  # a kill from here on is finished by the next sync
-                self.put_file_records([replace(records[key], state="pending")])
-            removed += self.delete_chunks(self.chunk_ids_for(key))
-            self.delete_file_records([key])
+        removed = sum(self.remove_file(key, records.get(key)) for key in keys)
         self.rebuild_lexical()
+        return removed
+
+    def remove_file(self, key: str, record: FileRecord | None) -> int:
+        """One file out of the index, in an order the next sync finishes after a kill: 1. its
+        record is marked `pending`, 2. its chunks are deleted, 3. the record. Returns the
+        number of chunks removed. The caller marks the BM25 index dirty first."""
+        from dataclasses import replace
+
+        if record is not None:
+            self.put_file_records([replace(record, state="pending")])
+        removed = self.delete_chunks(self.chunk_ids_for(key))
+        self.delete_file_records([key])
         return removed
 
     def version(self) -> tuple[str, int]:

@@ -46,6 +46,16 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def stub_client(base_url: str, model: str, key: str, **values: Any) -> Any:
+    """A ChatClient with short time limits, for the OpenAI-compatible stub (tests/openai_stub)."""
+    from rag_app.llm import ChatClient, Endpoint
+
+    limits: dict[str, Any] = {"llm_first_token_timeout_s": 2, "llm_idle_timeout_s": 1,
+                              "llm_connect_timeout_s": 2, "llm_max_retries": 2}
+    limits.update(values)
+    return ChatClient(Endpoint(base_url, model, key), make_settings(Path("/tmp/x"), **limits))
+
+
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The real bundled model, loaded once for the whole session."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rag_app.llm import ChatClient, Endpoint, LLMError
-from tests.conftest import make_settings
+from tests.conftest import stub_client
 from tests.openai_stub import openai_stub
 
 KEY = "sk-test-SECRET-1234567890"
@@ -25,10 +24,7 @@ def stub() -> Any:
 
 
 def client(base_url: str, model: str, **settings: Any) -> ChatClient:
-    values: dict[str, Any] = {"llm_first_token_timeout_s": 2, "llm_idle_timeout_s": 1,
-                              "llm_connect_timeout_s": 2, "llm_max_retries": 2}
-    values.update(settings)
-    return ChatClient(Endpoint(base_url, model, KEY), make_settings(Path("/tmp/x"), **values))
+    return stub_client(base_url, model, KEY, **settings)  # type: ignore[no-any-return]
 
 
 def test_streams_pieces(stub: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
+from contextlib import nullcontext
 from typing import Any
 
 import streamlit as st
@@ -187,13 +188,13 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
                                        source=opts["source"] or None, mmr=opts["mmr"])
             condense = chat is not None and needs_condensing(question, history)
             with st.status("Rewriting the question with the conversation…",
-                           expanded=False) if condense else _nothing():
+                           expanded=False) if condense else nullcontext():
                 stream = answer(question, history, settings=settings, retriever=retriever,
                                 chat=chat, options=options, use_llm=chat is not None)
             stream.notice = notice
             if stream.query != question:
                 st.caption(f"Searched for: {md(stream.query)}")
-            components.source_list(components.hits_as_dicts(stream.hits), stream.flagged)
+            components.source_list([h.to_dict() for h in stream.hits], stream.flagged)
             st.session_state["last_question"] = (stream.query, [h.chunk_id for h in stream.hits])
             sources_s = time.perf_counter() - t0
             written: list[str] = []
@@ -225,14 +226,6 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
 
 class _NoIndex(Exception):
     pass
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _escaped(stream: Any, written: list[str], waiting: Any) -> Generator[str, None, None]:

@@ -36,13 +36,6 @@ def source_list(hits: Sequence[dict[str, Any]], flagged: Sequence[int], *,
             st.caption(md(preview(hit.get("text", ""))))
 
 
-def hits_as_dicts(hits: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"chunk_id": h.chunk_id, "location": h.location, "similarity": h.similarity,
-             "source": h.source, "root": h.root, "page_start": h.page_start,
-             "page_end": h.page_end, "headings": list(h.headings), "text": h.text}
-            for h in hits]
-
-
 def answer_message(result: dict[str, Any], *, key: str,
                    on_feedback: Callable[[int], None] | None = None,
                    feedback: int | None = None, stopped: bool = False) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rag_app.llm import MIN_TOKENS_PER_S, ChatClient, Endpoint, LLMError
-from tests.conftest import make_settings
+from rag_app.llm import MIN_TOKENS_PER_S, ChatClient, LLMError
+from tests.conftest import stub_client
 from tests.openai_stub import openai_stub
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -31,11 +30,8 @@ def stub() -> Iterator[Any]:
 
 
 def client(base_url: str, model: str, **settings: Any) -> ChatClient:
-    values: dict[str, Any] = {"llm_first_token_timeout_s": 1, "llm_idle_timeout_s": 1,
-                              "llm_connect_timeout_s": 2, "llm_max_retries": 2}
-    values.update(settings)
-    return ChatClient(Endpoint(base_url, model, "sk-test"), make_settings(Path("/tmp/x"),
-                                                                          **values))
+    return stub_client(  # type: ignore[no-any-return]
+        base_url, model, "sk-test", **{"llm_first_token_timeout_s": 1, **settings})
 
 
 def test_a_stalled_request_is_not_retried_after_the_caller_gave_up(stub: Any) -> None:

@@ -26,7 +26,7 @@ import pytest
 from rag_app.answer import _parse_reply, _parse_verdict, answer
 from rag_app.llm import ChatClient, Endpoint, LLMError, redact_url
 from rag_app.settings import Settings
-from tests.conftest import REPO, make_settings
+from tests.conftest import REPO, make_settings, stub_client
 from tests.openai_stub import openai_stub
 
 OSC8 = "\x1b]8;;http://evil.example/x\x07click\x1b]8;;\x07"
@@ -206,10 +206,8 @@ def stub() -> Iterator[Any]:
 
 
 def _client(url: str, model: str, **values: Any) -> ChatClient:
-    settings: dict[str, Any] = {"llm_first_token_timeout_s": 1, "llm_idle_timeout_s": 1,
-                                "llm_connect_timeout_s": 2, "llm_max_retries": 0}
-    settings.update(values)
-    return ChatClient(Endpoint(url, model, API_KEY), make_settings(Path("/tmp/x"), **settings))
+    return stub_client(  # type: ignore[no-any-return]
+        url, model, API_KEY, **{"llm_first_token_timeout_s": 1, "llm_max_retries": 0, **values})
 
 
 def test_llm_errors_never_show_url_secrets_but_requests_use_the_real_url(stub: Any) -> None:
