@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-missing", action="store_true", help="let files under folders that "
                    "are gone or empty leave the index (by default they are kept, and a rebuild "
                    "that would lose them is refused)")
+    p.add_argument("--failed-files", choices=("keep", "remove"), default=None,
+                   help="an indexed file that now fails to load: keep its previous version "
+                   "searchable (default, RAG_FAILED_FILES) or remove it from the index")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     return p
@@ -79,7 +82,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     for option, field in (("collection", "collection"), ("store", "state_dir"),
                           ("model", "embedding_model"), ("chunk_tokens", "chunk_tokens"),
-                          ("chunk_overlap", "chunk_overlap")):
+                          ("chunk_overlap", "chunk_overlap"),
+                          ("failed_files", "failed_files")):
         value = getattr(args, option)
         if value is not None:
             overrides[field] = value

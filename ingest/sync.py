@@ -778,12 +778,20 @@ class Ingestor:
             done = (start + len(group)) / len(chunks)
             self.reporter.file_progress(PARSE_SHARE + (1 - PARSE_SHARE) * done)
 
-    @staticmethod
-    def _record_failure(store: Store, record: FileRecord | None, outcome: FileOutcome) -> None:
-        """A file that fails keeps its previous chunks; its record notes the error."""
-        if record is not None:
-            store.put_file_records([_replace(record, error=outcome.reason[:500])])
-            outcome.reason += " (previous version kept in the index)"
+    def _record_failure(self, store: Store, record: FileRecord | None,
+                        outcome: FileOutcome) -> None:
+        """A file that fails keeps its previous chunks and its record notes the error; with
+        `failed_files="remove"` its previous version leaves the index instead."""
+        if record is None:
+            return
+        if self.settings.failed_files == "remove":
+            self._before_change(store)
+            outcome.chunks_removed = store.remove_file(record.key, record)
+            outcome.reason += " (its previous version was removed from the index)"
+            return
+        store.put_file_records([_replace(record, error=outcome.reason[:500])])
+        outcome.reason += (" (previous version kept in the index; RAG_FAILED_FILES=remove or "
+                           "--failed-files remove takes it out)")
 
     def _remove_deleted(self, store: Store, records: dict[str, FileRecord],
                         candidates: list[Candidate], scopes: list[Scope],

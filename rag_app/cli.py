@@ -103,6 +103,8 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
         for c in shown:
             hit = result.hits[c.number - 1]
             print(f"  [{c.number}] {safe(c.location)}  (similarity {hit.similarity:.2f})")
+            for quote in c.quotes:
+                print(f"      “{' '.join(safe(quote).split())}”")
     elif result.hits:
         print("\nNearest passages:" if not result.found else "\nRetrieved:")
         for n, h in enumerate(result.hits, start=1):

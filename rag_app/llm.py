@@ -52,6 +52,22 @@ _RETRY_AFTER_MAX_S = 60.0  # a server asking for a longer wait is not retried
 _RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 
 
+
+def _read_stats(event: Any, stats: dict[str, float]) -> None:
+    """Prompt figures from a stream event: llama.cpp's `timings` (read and cached tokens, time)
+    or a standard `usage` block; whatever the server does not send stays absent."""
+    usage = getattr(event, "usage", None)
+    if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
+        stats["prompt_tokens"] = float(usage.prompt_tokens)
+    timings = (getattr(event, "model_extra", None) or {}).get("timings")
+    if isinstance(timings, dict):
+        read, cached = timings.get("prompt_n"), timings.get("cache_n")
+        if isinstance(read, int | float):
+            stats["prompt_tokens"] = float(read) + float(cached or 0)
+            stats["cached_tokens"] = float(cached or 0)
+        if isinstance(timings.get("prompt_ms"), int | float):
+            stats["prompt_ms"] = float(timings["prompt_ms"])
+
 class ChatClient:
     """Streams chat completions; `stream()` yields text pieces as they arrive."""
 
@@ -69,10 +85,14 @@ class ChatClient:
 
     def stream(self, messages: Sequence[dict[str, str]], *, max_tokens: int | None = None,
                response_format: dict[str, Any] | None = None,
-               temperature: float | None = None) -> Iterator[str]:
+               temperature: float | None = None,
+               stats: dict[str, float] | None = None) -> Iterator[str]:
         """Yield the answer's text as it streams. Raises LLMError on any endpoint failure,
         including no first token within `llm_first_token_timeout_s`, a gap longer than
-        `llm_idle_timeout_s` between pieces and no end within the overall deadline."""
+        `llm_idle_timeout_s` between pieces and no end within the overall deadline.
+
+        `stats`, when given, receives what the server reports of the request: prompt_tokens
+        (read), cached_tokens (reused from the server's cache, llama.cpp), prompt_ms."""
         s = self._settings
         kwargs: dict[str, Any] = {
             "model": self.endpoint.model,
@@ -93,7 +113,7 @@ class ChatClient:
         # retry is only worth sending well before that (never as the caller leaves).
         retry_until = min(deadline, started + s.llm_first_token_timeout_s) - RETRY_MARGIN_S
         worker = threading.Thread(target=self._pump,
-                                  args=(kwargs, pieces, stop, holder, retry_until),
+                                  args=(kwargs, pieces, stop, holder, retry_until, stats),
                                   daemon=True, name="llm-stream")
         worker.start()
         first = True
@@ -169,7 +189,8 @@ class ChatClient:
                 return None
 
     def _pump(self, kwargs: dict[str, Any], out: queue.Queue[Any], stop: threading.Event,
-              holder: list[Any], retry_until: float) -> None:
+              holder: list[Any], retry_until: float,
+              stats: dict[str, float] | None = None) -> None:
         try:
             response = self._create(kwargs, stop, retry_until)
             if response is None:
@@ -181,6 +202,8 @@ class ChatClient:
                 for event in response:
                     if stop.is_set():
                         break
+                    if stats is not None:
+                        _read_stats(event, stats)
                     if not event.choices:
                         continue
                     text = event.choices[0].delta.content

@@ -4,7 +4,9 @@ The model name picks the behaviour: "ok" streams three pieces; "stall" never ans
 sends one piece and goes quiet; "429" answers 429 (Retry-After: 1) twice, then streams; "500"
 always fails; "401" refuses the key; "no-schema" answers 400 to a request with a
 `response_format` (as servers without JSON-schema output do) and otherwise streams a prose
-answer citing [1]; "json" streams a JSON answer citing source 1; "drip" streams a piece every
+answer citing [1]; "json" streams a JSON answer citing source 1 (the older answer/sources
+shape); "quoted" streams a quoted answer: a claim quoting the sample warranty and one whose
+quote is in no source; "drip" streams a piece every
 0.2 s and never ends; "500-once" and "drop-once" fail the first request (HTTP 500, or a closed
 connection with no answer) and then stream; "503-retry-after" answers 503 (Retry-After: 1)
 once, then streams; "headers-stall" waits 1 s (queued), then sends the 200 status and headers
@@ -102,6 +104,10 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = ["It lasts ", "2 years [1]", " and see http://evil.example/x", "."]
         if model == "json":
             pieces = ['{"answer": "It lasts ', '2 years.", "sources"', ": [1]}"]
+        if model == "quoted":  # one claim quoting the sample warranty, one quoting nothing
+            pieces = ['{"claims": [{"source": 1, "quote": "comes with a 2-year warranty", ',
+                      '"statement": "It lasts ', '2 years."}, {"source": 2, "quote": ',
+                      '"Every kettle is made of gold", "statement": "It is gold."}]}']
         if model == "drip":
             while not self.server.release.wait(0.2):
                 try:

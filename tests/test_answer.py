@@ -15,9 +15,9 @@ from rag_app.answer import (
     CONDENSE_PROMPT,
     NO_LLM_LABEL,
     NOT_FOUND,
-    _AnswerField,
     _parse_reply,
     _parse_verdict,
+    _StringFields,
     answer,
     build_messages,
     distinctive_names,
@@ -38,7 +38,7 @@ def _hit(n: int, text: str = "text") -> Hit:
 def test_answer_field_streams_across_pieces_and_escapes() -> None:
     raw = json.dumps({"answer": 'Two "years"\nand café ☕', "sources": [1, 2]})
     for size in (1, 2, 3, 7):
-        extractor = _AnswerField()
+        extractor = _StringFields("statement", "answer")
         out = "".join(extractor.feed(raw[i : i + size]) for i in range(0, len(raw), size))
         assert out == 'Two "years"\nand café ☕', size
     assert _parse_reply(raw) == ('Two "years"\nand café ☕', [1, 2])

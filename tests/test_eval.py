@@ -34,8 +34,6 @@ from rag_app.eval.metrics import (
     faithfulness,
     mean,
     percentile,
-    split_sentences,
-    strip_citations,
     token_f1,
 )
 from rag_app.eval.qa import (
@@ -44,6 +42,7 @@ from rag_app.eval.qa import (
     normalise_heading,
     passage_overlap,
 )
+from rag_app.evidence import split_sentences, strip_citations
 from rag_app.llm import Endpoint, LLMError
 from tests.conftest import REPO, SAMPLES, make_settings
 from tests.shared_data import shared_path
@@ -66,6 +65,13 @@ def test_token_f1_and_contains_answer_by_hand() -> None:
     assert contains_answer("2200 W, and 4 minutes 10 seconds for a full kettle",
                            "2200 W; 4 minutes 10 seconds")  # every part of a two-fact answer
     assert not contains_answer("It is rated 2200 W.", "2200 W; 4 minutes 10 seconds")
+    # code matches however it is spaced; punctuation separates words, not digits
+    assert contains_answer("Use `df[, 1, drop=FALSE]`.", "drop = FALSE")
+    assert contains_answer("rm(list=ls(all.names=TRUE))", "rm(list = ls(all.names = TRUE))")
+    assert not contains_answer("rm(list = ls())", "rm(list = ls(all.names = TRUE))")
+    assert contains_answer("It draws 2,200 W.", "2200 W")
+    assert contains_answer("Since R 4.2.0, …", "4.2.0")
+    assert not contains_answer("Since R 4.2.1", "4.2.0")
 
 
 def test_sentences_percentiles_and_means() -> None:

@@ -130,6 +130,24 @@ def test_a_pdf_citation_opens_its_page_image_and_a_text_citation_its_marked_sect
     assert marked and "warranty" in marked[0].lower()
 
 
+def test_the_answer_shows_each_claims_quote_and_the_removed_claims(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_LLM_MODEL", "quoted")
+    at = ask(ok(app()), "How long is the standard warranty?")
+    assistant = at.chat_message[1]
+    shown = unescape(" ".join(str(m.value) for m in assistant.markdown))
+    assert shown.startswith("It lasts 2 years.") and "gold" not in shown.split("“")[0]
+    assert "“comes with a 2-year warranty” **[" in shown  # the quote, with its source
+    removed = [e for e in at.expander if "1 statement(s) removed" in e.label]
+    assert removed and "It is gold." in unescape(str(removed[0].markdown[0].value))
+    # the citation card marks the quoted words, not the whole passage
+    chip = next(b for b in at.button if b.label.startswith("["))
+    at = ok(chip.click().run())
+    marked = [h.value for h in at.html if "<mark>" in h.value]
+    assert marked and re.search(r"<mark>[^<]*2-year warranty[^<]*</mark>", marked[0])
+    assert "<mark>Every" not in marked[0]  # only the quote
+
+
 def test_history_survives_a_new_session_and_follow_ups_show_the_rewritten_query(
         env: dict[str, str]) -> None:
     at = ask(ok(app()), "How long is the standard warranty?")

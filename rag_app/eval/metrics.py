@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag_app.errors import RagError
+from rag_app.evidence import split_sentences
 
 if TYPE_CHECKING:
     from rag_app.embeddings import Embedder
@@ -46,19 +47,12 @@ Qrels = dict[str, dict[str, int]]  # query id -> doc id -> relevance grade (> 0)
 SUPPORT_THRESHOLD = 0.6
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation + "‘’“”–—…")
-_CITATION_MARK = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
-# Sentence ends: . ! ? (optionally closing quotes/brackets) then white space and an upper-case
-# letter, a digit or an opening quote/bracket; or a line break between non-empty lines.
-_SENTENCE_END = re.compile(
-    r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[\"'“‘(\[]?[A-Z0-9])"  # . ! ? + capital/digit
-    r"|\n\s*\n"  # a blank line
-    r"|\n(?=\s*[-*•]\s)"  # a list item
-)
-_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "approx.", "no.", "fig.", "p.", "pp.",
-                  "mr.", "mrs.", "ms.", "dr.", "st.")
-
-
+_PUNCT_CHARS = string.punctuation + "‘’“”–—…"
+# Punctuation becomes a space, so code matches however it is spaced: "drop=FALSE" and
+# "drop = FALSE" are both "drop false" (deleting it made "dropfalse" and "drop false").
+_PUNCT = str.maketrans(_PUNCT_CHARS, " " * len(_PUNCT_CHARS))
+# ...except a separator inside a number, which goes: "2,200" is "2200", "4.2.0" is "420".
+_NUMBER_SEPARATOR = re.compile(r"(?<=\d)[,.](?=\d)")
 class MissingDependency(RagError):
     """An optional package the evaluation needs is not installed."""
 
@@ -77,8 +71,9 @@ def require(module: str, purpose: str) -> Any:
 
 # -- answers against a gold answer ------------------------------------------------------------
 def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower().translate(_PUNCT)
+    """SQuAD's normalisation (lower case, no punctuation, no articles, single spaces), except
+    that punctuation becomes a space, not nothing, unless it separates digits."""
+    text = _NUMBER_SEPARATOR.sub("", text.lower()).translate(_PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
@@ -109,32 +104,6 @@ def contains_answer(prediction: str, gold: str) -> bool:
 
 
 # -- sentences and support --------------------------------------------------------------------
-def strip_citations(text: str) -> str:
-    """'It lasts 2 years [1][3].' -> 'It lasts 2 years.'"""
-    return _CITATION_MARK.sub("", text)
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a short answer: split after . ! ? before a capital or digit, and at blank
-    lines and list items; common abbreviations (e.g., i.e., etc.) do not end a sentence.
-    Citation marks are removed; empty pieces are dropped."""
-    pieces: list[str] = []
-    pending = ""
-    for part in _SENTENCE_END.split(strip_citations(text)):
-        part = part.strip()
-        if not part:
-            continue
-        joined = f"{pending} {part}".strip() if pending else part
-        if joined.lower().endswith(_ABBREVIATIONS):
-            pending = joined
-            continue
-        pieces.append(joined)
-        pending = ""
-    if pending:
-        pieces.append(pending)
-    return [" ".join(p.lstrip("-*• ").split()) for p in pieces if any(c.isalnum() for c in p)]
-
-
 def support_units(passages: Sequence[str]) -> list[str]:
     """What an answer sentence is compared with: each passage whole, each of its sentences,
     and each pair of neighbouring sentences (an answer sentence often merges two)."""

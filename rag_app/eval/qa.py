@@ -107,17 +107,21 @@ JUDGE_SCHEMA: dict[str, Any] = {
 
 METRIC_NAMES = [
     "questions", "source_hit@1", "source_hit@k", "source_mrr@k", "passage_hit@k",
-    "page_hit@1", "page_hit@k", "page_mrr@k", "token_f1", "contains_answer",
-    "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
+    "page_hit@1", "page_hit@k", "page_mrr@k", "token_f1", "contains_answer", "correct",
+    "correct_multi_fact", "correct_unchecked", "cited_gold_page", "quote_validity",
+    "claims_removed", "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
     "false_refusal_rate_unchecked", "check_rejected", "citation_validity", "cited_answers",
     "faithfulness", "judge_faithfulness", "judge_failures", "llm_errors",
     "retrieval_p50_s", "retrieval_p95_s", "first_token_p50_s", "first_token_p95_s",
-    "check_p50_s", "total_p50_s", "total_p95_s",
+    "check_p50_s", "total_p50_s", "total_p95_s", "prompt_tokens_p50", "cached_tokens_p50",
 ]
-LLM_METRICS = ("token_f1", "contains_answer", "refusal_accuracy", "false_refusal_rate",
+LLM_METRICS = ("token_f1", "contains_answer", "correct", "correct_multi_fact",
+               "correct_unchecked", "cited_gold_page", "quote_validity", "claims_removed",
+               "refusal_accuracy", "false_refusal_rate",
                "refusal_accuracy_unchecked", "false_refusal_rate_unchecked", "check_rejected",
                "check_p50_s", "citation_validity", "cited_answers", "faithfulness",
-               "judge_faithfulness", "judge_failures", "first_token_p50_s", "first_token_p95_s")
+               "judge_faithfulness", "judge_failures", "first_token_p50_s", "first_token_p95_s",
+               "prompt_tokens_p50", "cached_tokens_p50")
 
 
 # -- the question set ---------------------------------------------------------------------------
@@ -637,6 +641,15 @@ def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever:
     if item.gold_answer and item.answerable:
         row["f1"] = token_f1(result.text, item.gold_answer)
         row["contains"] = contains_answer(result.text, item.gold_answer)
+        # as if no check had refused it: the draft a check (quotes, answer check) turned down
+        row["contains_unchecked"] = contains_answer(result.text if result.found
+                                                    else result.draft, item.gold_answer)
+        row["multi_fact"] = "; " in item.gold_answer
+    if result.found and gold and item.gold_pages:
+        row["cites_gold_page"] = any(
+            source_matches(c.source, gold) and c.page_start is not None
+            and any((c.page_start or 0) <= p <= (c.page_end or c.page_start or 0)
+                    for p in item.gold_pages) for c in result.citations)
     if result.found:
         passages = [c.passage for c in result.citations]
         faith = faithfulness(embedder, result.text, passages)
@@ -661,6 +674,10 @@ def _answer_fields(result: Answer, text: str) -> dict[str, Any]:
         # when the check turned it into "not found" (so one run also shows the unchecked rates)
         "checked": result.checked, "check_s": result.timings.check_s or None,
         "draft": result.draft or None,
+        "quotes_checked": result.quotes_checked,
+        "prompt_tokens": result.timings.prompt_tokens,
+        "cached_tokens": result.timings.cached_tokens,
+        "claims": [c.to_dict() for c in result.claims],
     }
 
 
@@ -716,6 +733,17 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     m["llm_errors"] = float(len(rows) - len(ok))
     m["token_f1"] = mean(r["f1"] for r in llm_rows if "f1" in r)
     m["contains_answer"] = mean(r["contains"] for r in llm_rows if "contains" in r)
+    m["correct"] = m["contains_answer"]  # every key fact of the gold answer is in the answer
+    m["correct_multi_fact"] = mean(r["contains"] for r in llm_rows
+                                   if "contains" in r and r.get("multi_fact"))
+    m["correct_unchecked"] = mean(r["contains_unchecked"] for r in llm_rows
+                                  if "contains_unchecked" in r)
+    m["cited_gold_page"] = _share([r for r in answered if "cites_gold_page" in r],
+                                  lambda r: bool(r["cites_gold_page"]))
+    claims = [c for r in llm_rows for c in r.get("claims") or [] if c.get("text")]
+    m["quote_validity"] = _share(claims, lambda c: bool(c["supported"]))
+    m["claims_removed"] = float(sum(1 for r in answered for c in r.get("claims") or []
+                                    if c.get("text") and not c["supported"]))
     m["refusal_accuracy"] = _share([r for r in llm_rows if not r["answerable"]],
                                    lambda r: not r["found"])
     m["false_refusal_rate"] = _share([r for r in llm_rows if r["answerable"]],
@@ -737,6 +765,8 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     m["faithfulness"] = mean(r.get("faithfulness") for r in answered)
     m["first_token_p50_s"] = percentile((r.get("first_token_s") for r in llm_rows), 50)
     m["first_token_p95_s"] = percentile((r.get("first_token_s") for r in llm_rows), 95)
+    m["prompt_tokens_p50"] = percentile((r.get("prompt_tokens") for r in llm_rows), 50)
+    m["cached_tokens_p50"] = percentile((r.get("cached_tokens") for r in llm_rows), 50)
     if judge:
         m["judge_faithfulness"] = mean(r.get("judge_faithfulness") for r in answered)
         m["judge_failures"] = float(sum(1 for r in answered if r.get("judge_error")))

@@ -40,11 +40,17 @@ METRIC_LABELS = {
     "page_mrr@k": "page MRR@k",
     "token_f1": "answer token F1",
     "contains_answer": "contains gold answer",
+    "correct": "correct (every key fact)",
+    "correct_multi_fact": "correct, multi-fact questions",
+    "correct_unchecked": "correct, before the checks",
+    "cited_gold_page": "answers citing a gold page",
+    "quote_validity": "claims whose quote is in the source",
+    "claims_removed": "unsupported claims removed",
     "refusal_accuracy": "refusal accuracy (unanswerable)",
     "false_refusal_rate": "false refusals (answerable)",
-    "refusal_accuracy_unchecked": "refusal accuracy, answer check off",
-    "false_refusal_rate_unchecked": "false refusals, answer check off",
-    "check_rejected": "answers the check turned into not-found",
+    "refusal_accuracy_unchecked": "refusal accuracy, before the checks",
+    "false_refusal_rate_unchecked": "false refusals, before the checks",
+    "check_rejected": "answers the checks turned into not-found",
     "check_p50_s": "answer check p50 (s)",
     "citation_validity": "valid citations",
     "cited_answers": "answers with a citation",
@@ -57,10 +63,14 @@ METRIC_LABELS = {
     "first_token_p50_s": "first token p50 (s)",
     "first_token_p95_s": "first token p95 (s)",
     "total_p50_s": "total p50 (s)",
+    "prompt_tokens_p50": "prompt tokens p50",
+    "cached_tokens_p50": "of which cached, p50",
     "total_p95_s": "total p95 (s)",
 }
-COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected"})
+COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected",
+                    "claims_removed", "prompt_tokens_p50", "cached_tokens_p50"})
 LOWER_IS_BETTER = frozenset({"false_refusal_rate", "false_refusal_rate_unchecked",
+                             "claims_removed",
                              "judge_failures", "llm_errors"})
 KIND_TITLES = {"beir": "Retrieval (BEIR)", "qa": "Question answering, end to end"}
 

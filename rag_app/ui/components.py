@@ -55,7 +55,9 @@ def answer_message(result: dict[str, Any], *, key: str,
             st.caption("The documents found do not mention "
                        f"{md(', '.join(result['missing_names']))}.")
         if result.get("draft"):
-            with st.expander("The model's draft, rejected by the answer check"):
+            why = ("rejected by the answer check" if result.get("checked") is False
+                   else "rejected: its quotes are not in the sources it cites")
+            with st.expander(f"The model's draft, {why}"):
                 st.markdown(md(result["draft"]))
         if hits:
             source_list(hits, flagged, title="Nearest passages", expanded=True)
@@ -63,6 +65,7 @@ def answer_message(result: dict[str, Any], *, key: str,
     st.markdown(md(result.get("text", "")))
     if stopped:
         st.caption("Stopped before the answer was complete.")
+    evidence(result)
     citations = result.get("citations", [])
     if citations:
         cols = st.columns(min(len(citations), 4))
@@ -93,6 +96,25 @@ def answer_message(result: dict[str, Any], *, key: str,
                     on_change=lambda: on_feedback(st.session_state[f"{key}-feedback"]))
 
 
+def evidence(result: dict[str, Any]) -> None:
+    """Each supported claim's quote, as the source words it ("> “…” [n]"); the unsupported
+    ones in a collapsed list: removed (the model's quote is not in its source) or, for quotes
+    found in the sources after the answer, the sentences nothing in the sources states."""
+    claims = result.get("claims") or []
+    for c in claims:
+        if c.get("supported"):
+            st.markdown(f"> “{md(c['quote'])}” **[{int(c['source'])}]**")
+    dropped = [c for c in claims if not c.get("supported") and c.get("text")]
+    if not dropped:
+        return
+    title = (f"{len(dropped)} statement(s) removed: not stated in the cited source"
+             if result.get("quotes_checked") else
+             f"{len(dropped)} sentence(s) no cited source states: check them")
+    with st.expander(title):
+        for c in dropped:
+            st.markdown(f"- {md(c['text'])} — *{md(c.get('reason') or 'unsupported')}*")
+
+
 def _open(key: str, citation: dict[str, Any]) -> None:
     current = st.session_state.get("open_citation")
     same = current and current[0] == key and current[1]["number"] == citation["number"]
@@ -108,12 +130,14 @@ def _pdf_pages(path: str, mtime_ns: int, start: int, end: int | None,
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _section(path: str, mtime_ns: int, passage: str, headings: tuple[str, ...]
-             ) -> tuple[str, str]:
-    from rag_app.sources import passage_html, section_view
+def _section(path: str, mtime_ns: int, passage: str, headings: tuple[str, ...],
+             quotes: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The section holding the passage, with the quotes marked (else the whole passage)."""
+    from rag_app.sources import find_passage_spans, passage_html, section_view
 
     view = section_view(Path(path), passage, headings)
-    return view.title, passage_html(view.text, view.spans)
+    spans = [span for q in quotes for span in find_passage_spans(view.text, q, min_words=1)]
+    return view.title, passage_html(view.text, sorted(spans) or view.spans)
 
 
 def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> None:
@@ -133,15 +157,19 @@ def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> N
 
         mtime = path.stat().st_mtime_ns
         try:
+            quotes = tuple(citation.get("quotes") or ())
             if path.suffix.lower() == ".pdf" and citation.get("page_start"):
-                pages = _pdf_pages(str(path), mtime, int(citation["page_start"]),
-                                   citation.get("page_end"), citation["passage"])
+                args = (str(path), mtime, int(citation["page_start"]), citation.get("page_end"))
+                # the quoted words marked; the whole passage when they cannot be located
+                pages = _pdf_pages(*args, " ".join(quotes)) if quotes else []
+                if not any(marks for _, _, marks in pages):
+                    pages = _pdf_pages(*args, citation["passage"])
                 for page, png, marks in pages:
                     note = "" if marks else " (the passage could not be located on this page)"
                     st.image(png, caption=f"{citation['source']} — page {page}{note}")
             else:
                 title, html = _section(str(path), mtime, citation["passage"],
-                                       tuple(hit.get("headings", ())))
+                                       tuple(hit.get("headings", ())), quotes)
                 st.caption(md(title))
                 st.html(html)
         except RagError as exc:

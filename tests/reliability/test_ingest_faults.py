@@ -266,6 +266,36 @@ def test_failed_update_keeps_the_previous_version_whole(
     assert len(stored(settings)["b.md"]) > len(before)
 
 
+# -- item 18: a failed file's old chunks are kept (and said so) or removed, by policy -----------
+@pytest.mark.parametrize("policy", ["keep", "remove"])
+def test_a_file_that_now_fails_keeps_or_loses_its_old_version_by_policy(
+        settings: Settings, embedder: Any, tmp_path: Path, policy: str) -> None:
+    root = tmp_path / "docs"
+    text_file(root / "c.md", "Descale the kettle every month")
+    good = REPO / "data" / "samples" / "customer-policies-2024.pdf"
+    (root / "policies.pdf").write_bytes(good.read_bytes())
+    run(settings, embedder, root)
+    assert "policies.pdf" in stored(settings)
+    # replaced by a broken version (a truncated download)
+    (root / "policies.pdf").write_bytes(good.read_bytes()[:300])
+    chosen = settings.model_copy(update={"failed_files": policy})
+    failed = by_source(run(chosen, embedder, root))["policies.pdf"]
+    assert failed.status == "failed"
+    store = Store.open(settings)
+    assert store is not None
+    records = {r.source: r for r in store.file_records().values()}
+    if policy == "keep":
+        assert "previous version kept" in failed.reason and "--failed-files" in failed.reason
+        assert "policies.pdf" in stored(settings) and records["policies.pdf"].error
+    else:
+        assert "previous version was removed" in failed.reason and failed.chunks_removed > 0
+        assert "policies.pdf" not in stored(settings) and "policies.pdf" not in records
+        # still broken on the next run: reported again, nothing else changes
+        again = by_source(run(chosen, embedder, root))
+        assert again["policies.pdf"].status == "failed" and again["c.md"].status == "unchanged"
+    assert_consistent(settings)
+
+
 # -- item 19: a deletion killed between its steps is finished or undone by the next run --------
 class Killed(BaseException):
     """Stands in for kill -9: nothing catches it."""
