@@ -651,8 +651,11 @@ def unmatched_names(question: str, hits: Sequence[Hit]) -> list[str]:
 
 # A sentence of the answer is supported by a source sentence when their cosine similarity and
 # the share of the answer sentence's words found in it average at least this (and the source
-# states every number of the answer sentence).
-SUPPORT_MIN = 0.4
+# states every number of the answer sentence). Measured on the R-manuals dev set (bundled 1.5B,
+# 87 answer sentences): below 0.3 are 17% of the sentences of correct answers, 18% of wrong
+# ones and 64% of those answering unanswerable questions (at 0.4: 24%, 32%, 82%). A flag, not
+# a refusal: the score does not tell right from wrong answers well enough for that.
+SUPPORT_MIN = 0.3
 _NUMBER_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3})")
 _WORD = re.compile(r"[^\W_][\w.$@()-]*[\w)]|\d")
 
