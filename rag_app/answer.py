@@ -443,7 +443,7 @@ class AnswerStream:
                 yield f"\n\n{NOT_FOUND} {CHECK_FAILED_NOTE}"
                 self._finish(NOT_FOUND, [], found=False)
                 return
-        if found and json_reply:
+        if found:
             self._claims = self._attribute(text, numbers, sources)
         self._finish(text.strip(), numbers if found else [], found=found)
 
