@@ -670,12 +670,17 @@ def _units(passage: str) -> list[str]:
     return out
 
 
-def _overlap(sentence: str, unit: str) -> float:
+def _plain_words(text: str) -> str:
+    """Text as `_overlap` compares it: `normalise`d, thousands separators dropped."""
+    return _NUMBER_SEPARATOR.sub("", normalise(text))
+
+
+def _overlap(sentence: str, plain_unit: str) -> float:
+    """Share of the sentence's words found in a unit already made `_plain_words`."""
     words = {w.lower() for w in _WORD.findall(sentence) if len(w) > 2 or w.isdigit()}
     if not words:
         return 0.0
-    have = _NUMBER_SEPARATOR.sub("", normalise(unit))
-    return sum(1 for w in words if _NUMBER_SEPARATOR.sub("", normalise(w)) in have) / len(words)
+    return sum(1 for w in words if _plain_words(w) in plain_unit) / len(words)
 
 
 def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequence[int],
@@ -691,11 +696,12 @@ def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequenc
         return []
     vectors = embedder.embed_documents([*sentences, *(u for _, u in units)])
     said, heard = vectors[: len(sentences)], vectors[len(sentences):]
+    plain = [_plain_words(u) for _, u in units]  # once per unit, not once per answer sentence
     claims = []
     for i, sentence in enumerate(sentences):
         cosines = heard @ said[i]
-        scores = [(float(c) + _overlap(sentence, u)) / 2 for c, (_, u) in zip(cosines, units,
-                                                                                  strict=True)]
+        scores = [(float(c) + _overlap(sentence, p)) / 2 for c, p in zip(cosines, plain,
+                                                                         strict=True)]
         best = max(range(len(units)), key=scores.__getitem__)
         n, unit = units[best]
         score = round(scores[best], 3)

@@ -66,7 +66,7 @@ from rag_app.eval.metrics import (
 
 if TYPE_CHECKING:
     from ingest.sync import SyncReport
-    from rag_app.answer import Answer
+    from rag_app.answer import Answer, Citation
     from rag_app.embeddings import Embedder
     from rag_app.llm import ChatClient
     from rag_app.retrieve import Hit, Retriever
@@ -391,7 +391,8 @@ def source_matches(source: str, gold: str) -> bool:
     return source == gold or source.endswith("/" + gold)
 
 
-def pages_match(hit: Hit, pages: Sequence[int]) -> bool:
+def pages_match(hit: Hit | Citation, pages: Sequence[int]) -> bool:
+    """Does the hit's (or citation's) page range hold one of the pages?"""
     if hit.page_start is None:
         return False
     last = hit.page_end or hit.page_start
@@ -646,10 +647,9 @@ def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever:
                                                     else result.draft, item.gold_answer)
         row["multi_fact"] = "; " in item.gold_answer
     if result.found and gold and item.gold_pages:
-        row["cites_gold_page"] = any(
-            source_matches(c.source, gold) and c.page_start is not None
-            and any((c.page_start or 0) <= p <= (c.page_end or c.page_start or 0)
-                    for p in item.gold_pages) for c in result.citations)
+        row["cites_gold_page"] = any(source_matches(c.source, gold)
+                                     and pages_match(c, item.gold_pages)
+                                     for c in result.citations)
     if result.found:
         passages = [c.passage for c in result.citations]
         faith = faithfulness(embedder, result.text, passages)
