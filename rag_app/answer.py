@@ -22,9 +22,10 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from rag_app.compress import select_evidence
 from rag_app.errors import ConfigError, RagError
 from rag_app.evidence import find_quote, normalise, split_sentences, unstated_numbers
 from rag_app.guard import (
@@ -200,6 +201,7 @@ class Citation:
 class Timings:
     condense_s: float = 0.0
     retrieve_s: float = 0.0
+    select_s: float = 0.0  # cutting the passages to the evidence sentences
     first_token_s: float | None = None
     check_s: float = 0.0
     total_s: float = 0.0
@@ -368,6 +370,7 @@ class AnswerStream:
         self._claims: list[Claim] = []
         self._quotes_checked = False
         self._result: Answer | None = None
+        self._prompt_hits: list[Hit] = list(self.hits)
 
     @property
     def finished(self) -> bool:
@@ -402,7 +405,8 @@ class AnswerStream:
             return
         raw: list[str] = []
         extractor = _StringFields("statement", "answer")
-        sources = [neutralise(h.text).text for h in self.hits]  # the text the model saw
+        self._prompt_hits = self._evidence()
+        sources = [neutralise(h.text).text for h in self._prompt_hits]  # what the model saw
         links = LinkFilter(sources)
         json_reply = True
         try:
@@ -446,6 +450,23 @@ class AnswerStream:
         if found:
             self._claims = self._attribute(text, numbers, sources)
         self._finish(text.strip(), numbers if found else [], found=found)
+
+    def _evidence(self) -> list[Hit]:
+        """The hits as the model reads them: cut to the sentences that bear on the question
+        (RAG_ANSWER_CONTEXT_TOKENS, rag_app.compress); the whole hits if that fails."""
+        budget = self._settings.answer_context_tokens
+        if budget <= 0:
+            return list(self.hits)
+        t = time.perf_counter()
+        try:
+            texts = select_evidence(self.query, [h.text for h in self.hits],
+                                    self._retriever.embedder, budget)
+        except Exception:  # a shorter prompt is an aid: the whole passages still answer
+            log.warning("could not select the evidence sentences", exc_info=True)
+            return list(self.hits)
+        finally:
+            self.timings.select_s = time.perf_counter() - t
+        return [replace(h, text=text) for h, text in zip(self.hits, texts, strict=True)]
 
     def _attribute(self, text: str, numbers: list[int], sources: list[str]) -> list[Claim]:
         """Each sentence of the answer with the sentence of the cited sources (of all sources
@@ -529,7 +550,7 @@ class AnswerStream:
         if self._chat is None:
             return
         quoted = self._settings.answer_quotes == "model"
-        messages = build_messages(self.query, self.hits, json_reply=json_reply,
+        messages = build_messages(self.query, self._prompt_hits, json_reply=json_reply,
                                   max_chars=self._settings.llm_context_size * 3, quoted=quoted)
         schema = (QUOTED_SCHEMA if quoted else ANSWER_SCHEMA) if json_reply else None
         stats: dict[str, float] = {}

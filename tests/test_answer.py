@@ -243,6 +243,33 @@ def test_instructions_in_sources_are_cut_and_unsourced_links_removed(
     assert "PWNED" in result.hits[notice[0] - 1].text  # the user still sees the original
 
 
+def test_the_model_reads_the_evidence_sentences_and_the_user_sees_whole_passages(
+        sample_settings: Any, embedder: Any) -> None:
+    from rag_app.compress import GAP
+    from rag_app.evidence import find_quote
+
+    tight = sample_settings.model_copy(update={"answer_context_tokens": 60, "retrieval_k": 5})
+    retriever = Retriever(tight, embedder=embedder)
+    whole = sample_settings.model_copy(update={"answer_context_tokens": 0, "retrieval_k": 5})
+    reply = json.dumps({"answer": "The warranty lasts 2 years.", "sources": [1]})
+    chats = []
+    for settings in (tight, whole):
+        chat = ScriptedChat(reply)
+        stream = answer("How long is the warranty?", settings=settings, retriever=retriever,
+                        chat=chat)  # type: ignore[arg-type]
+        "".join(stream)
+        chats.append((chat, stream.result))
+    (cut_chat, cut), (whole_chat, full) = chats
+    cut_prompt, whole_prompt = cut_chat.messages[1]["content"], whole_chat.messages[1]["content"]
+    assert len(cut_prompt) < len(whole_prompt) * 0.8
+    assert GAP.strip() in cut_prompt and cut_prompt.count("<source id=") == len(cut.hits)
+    assert [h.text for h in cut.hits] == [h.text for h in full.hits]  # shown whole
+    assert cut.timings.select_s > 0
+    assert cut.claims
+    for claim in cut.claims:  # quotes come from what the model read, verbatim in the passage
+        assert find_quote(claim.quote, cut.hits[claim.source - 1].text) is not None
+
+
 @pytest.mark.slow
 def test_a_server_without_json_schema_output_gets_the_prose_prompt(
         sample_settings: Any, embedder: Any) -> None:
