@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     )
 
     # --- answering: retrieval and checks ---------------------------------------------------
-    retrieval_k: int = Field(default=5, ge=1, le=50, description="Chunks given to the model.")
+    retrieval_k: int = Field(default=3, ge=1, le=50, description="Chunks given to the model.")
     reranker_model: str = Field(
         default="",
         description="Cross-encoder that reorders the best candidates (hub name or local folder); "
@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     reranker_depth: int = Field(default=20, ge=1, le=200,
                                 description="How many fused candidates the reranker reads.")
     answer_context_tokens: int = Field(
-        default=0, ge=0, le=32768,
+        default=450, ge=0, le=32768,
         description="The retrieved passages the model reads are cut to the sentences (and "
         "their neighbours) that best match the question, about this many tokens in all; every "
         "source keeps its best sentence. 0: whole chunks. Fewer tokens, first word sooner "

@@ -104,7 +104,7 @@ def test_the_page_says_which_llm_and_index_and_answers_with_citations(env: dict[
     assert len(chips) == 1  # the stub cites source 1: the chip comes from result.citations
     # the retrieved passages are listed with file, place and similarity
     listed = unescape(texts(at))
-    assert "similarity 0." in listed and "[5]" in listed
+    assert "similarity 0." in listed and "[3]" in listed  # RAG_RETRIEVAL_K passages
     # the conversation is saved, with its id in the URL
     chat_id = at.query_params["chat"][0] if isinstance(at.query_params["chat"], list) \
         else at.query_params["chat"]
@@ -330,4 +330,4 @@ def test_the_embedding_map_marks_the_last_question_and_its_passages(env: dict[st
     kinds = {getattr(e, "type", "") for e in at.main}
     assert {"arrow_vega_lite_chart", "vega_lite_chart"} & kinds, f"no chart drawn: {kinds}"
     shown = unescape(texts(at))
-    assert "Last question:" in shown and "5 of its passages ringed" in shown
+    assert "Last question:" in shown and "3 of its passages ringed" in shown

@@ -249,4 +249,4 @@ def test_the_stop_button_ends_the_answer_and_keeps_what_was_written(page: Any,
     answered(page, before)
     page.screenshot(path=str(SHOTS / "chat-after-stop.png"), full_page=True)
     answer = last_answer_text(page)
-    assert "2 years" in answer or "two years" in answer.lower(), answer
+    assert any(w in answer.lower() for w in ("2 years", "two years", "2-year")), answer
