@@ -5,8 +5,9 @@
 For each question set with gold answers (data/eval/r-manuals-qa.jsonl over ../shared/docs/pdf,
 data/eval/samples-qa.jsonl over data/samples), each k and each passage budget
 (rag_app.compress.select_evidence; 0 = whole chunks): the share of answerable questions whose
-every gold fact is in the text the model would read, and the passage tokens (p50, in the LLM's
-own tokenizer when the bundled model is installed, else the embedder's). No LLM call: this is the
+every gold fact is in the text the model would read, and the passage tokens (p50, in the
+embedder's tokens: the bundled LLM counts ~1.2-1.5 of its own per one on code-heavy text).
+No LLM call: this is the
 ceiling each setting leaves for the answer step, and the prompt it costs (the model reads ~70
 tokens/s on 2 cores, so 100 tokens ≈ 1.4 s before the first word). Indexes are kept in
 --index-dir (default: a temporary folder).

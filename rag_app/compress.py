@@ -86,8 +86,8 @@ def select_evidence(question: str, passages: Sequence[str], embedder: Any, budge
                     count_tokens: Any = None, neighbours: int = 1) -> list[str]:
     """Each passage cut to its sentences that best match `question`, all passages together
     within about `budget` tokens (counted with `count_tokens`, a list-of-texts → list-of-counts
-    function; default: the embedder's). A passage that fits whole in what is left of its share
-    is not cut. budget <= 0: the passages unchanged."""
+    function; default: the embedder's). Passages that fit the budget together, and a passage
+    whose every sentence was kept, are returned whole. budget <= 0: the passages unchanged."""
     if budget <= 0 or not passages:
         return list(passages)
     count = count_tokens or embedder.count_tokens
@@ -133,10 +133,7 @@ def select_evidence(question: str, passages: Sequence[str], embedder: Any, budge
     out = []
     for p, text in enumerate(passages):
         kept = sorted(i for i in chosen if units[i].passage == p)
-        if not kept:
-            out.append(text)
-            continue
-        if len(kept) == sum(1 for u in units if u.passage == p):
+        if not kept or len(kept) == sum(1 for u in units if u.passage == p):
             out.append(text)
             continue
         pieces: list[str] = []
