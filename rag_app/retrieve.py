@@ -17,6 +17,7 @@ import numpy as np
 
 from rag_app.errors import ConfigError, StoreError
 from rag_app.fusion import FusionConfig, Mode, fuse
+from rag_app.names import distinctive_names, mentions, unmatched
 
 if TYPE_CHECKING:
     from rag_app.embeddings import Embedder
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from rag_app.settings import Settings
     from rag_app.store import Store
 
+# At most this many hits are added after the k best for names of the question they lack.
+MAX_NAMED_HITS = 2
 # What must match between the collection and the query side (chunking may differ).
 QUERY_FINGERPRINT_KEYS = ("model", "dimension", "normalized", "query_prompt", "document_prompt")
 
@@ -49,6 +52,11 @@ class Hit:
     @property
     def location(self) -> str:
         return describe_location(self.source, self.page_start, self.page_end, self.headings)
+
+    @property
+    def named_text(self) -> str:
+        """Where a name of the question may appear: text, headings, title, file."""
+        return f"{self.text} {' '.join(self.headings)} {self.title or ''} {self.source}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: what `Answer.to_dict` stores and the chat draws its source cards from."""
@@ -79,6 +87,9 @@ class RetrievalOptions:
     mmr_lambda: float = 0.7  # 1.0: pure relevance
     source: str | None = None  # only files whose path starts with this (a folder or a file)
     rerank: bool = True  # use the configured reranker (RAG_RERANKER_MODEL), if any
+    # Hybrid and BM25: for each name of the question (rag_app.names: a code, an identifier, a
+    # version) that none of the k hits mentions, add the best candidate that does, after them.
+    names: bool = True
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -169,11 +180,38 @@ class Retriever:
             found = self._rerank(query, found)
         if opts.min_similarity is not None:
             found = [(h, v) for h, v in found if h.similarity >= opts.min_similarity]
-        if opts.mmr:
-            return _mmr(found, opts)
-        return [h for h, _ in found[: opts.k]]
+        top = _mmr(found, opts) if opts.mmr else [h for h, _ in found[: opts.k]]
+        if opts.names and opts.mode != "dense":
+            top = self._add_named(query, top, found, qvec, allowed)
+        return top
 
     # -- internals ----------------------------------------------------------------------------
+    def _add_named(self, query: str, top: list[Hit], found: list[tuple[Hit, np.ndarray]],
+                   qvec: np.ndarray, allowed: set[str] | None) -> list[Hit]:
+        """`top`, then for each name of the query that no hit of it mentions, the first fused
+        candidate that does, else the first of BM25's top 20 for the name itself that does
+        (at most MAX_NAMED_HITS). A name the documents never mention adds nothing: the answer
+        path then says "not found" (rag_app.answer)."""
+        missing = unmatched(distinctive_names(query), (h.named_text for h in top))
+        chosen = {h.chunk_id for h in top}
+        added: list[Hit] = []
+        for name in missing:
+            if len(added) >= MAX_NAMED_HITS:
+                break
+            if any(mentions(h.named_text, name) for h in added):
+                continue
+            hit = next((h for h, _ in found if h.chunk_id not in chosen
+                        and mentions(h.named_text, name)), None)
+            if hit is None:
+                pool = self.lexical.search(name, 20, allowed=(allowed.__contains__
+                                                              if allowed is not None else None))
+                hit = next((h for h, _ in self._hits(pool, qvec, (), ())
+                            if h.chunk_id not in chosen and mentions(h.named_text, name)), None)
+            if hit is not None:
+                added.append(hit)
+                chosen.add(hit.chunk_id)
+        return top + added
+
     def _rerank(self, query: str, found: list[tuple[Hit, np.ndarray]]
                 ) -> list[tuple[Hit, np.ndarray]]:
         """The first `rerank_depth` candidates ordered by the cross-encoder; the rest after."""

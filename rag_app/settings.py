@@ -143,7 +143,9 @@ class Settings(BaseSettings):
     answer_require_names: bool = Field(
         default=True,
         description="'Not found' without asking the model when the question names something "
-        "(a model number, a code, a product) that no retrieved passage mentions.",
+        "(a model number, a code, a product, a function or other code identifier, a version) "
+        "that no retrieved passage mentions. Retrieval first adds, after the k best, a passage "
+        "that mentions each such name when the documents have one.",
     )
     answer_quotes: Literal["extract", "model"] = Field(
         default="extract",

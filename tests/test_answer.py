@@ -106,10 +106,12 @@ def test_invalid_citations_are_removed_and_counted(sample_settings: Any, embedde
     result = stream.result
     assert [c.number for c in result.citations] == [1] and result.invalid_citations == 1
     assert result.grounded and result.found and result.support is not None
+    assert result.refused_by == ""
 
     unrelated = answer("quantum chromodynamics of neutron star mergers",
                        settings=sample_settings, retriever=retriever, chat=ScriptedChat(reply))
     assert "".join(unrelated) == NOT_FOUND and not unrelated.result.found
+    assert unrelated.result.refused_by == "similarity"
     assert unrelated._chat.calls == 0  # type: ignore[union-attr]  # the model is not asked
 
 
@@ -137,6 +139,13 @@ def test_a_question_naming_what_no_passage_mentions_is_not_sent_to_the_model(
     text = "".join(stream)
     assert text.startswith(NOT_FOUND) and "AK-300, Pro" in text and chat.calls == 0
     assert stream.result.missing_names == ["AK-300", "Pro"] and stream.result.hits
+    assert stream.result.refused_by == "names"
+    # a function the documents never mention is a name too; one they mention elsewhere is
+    # brought into the sources instead of refusing
+    stream = answer("How does the kettle's descale_now() routine work?",
+                    settings=sample_settings, retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    assert "descale_now" in "".join(stream) and stream.result.refused_by == "names"
+    assert chat.calls == 0
     off = sample_settings.model_copy(update={"answer_require_names": False,
                                              "answer_check": False})
     stream = answer("What is the capacity of the AK-300 Pro kettle?", settings=off,

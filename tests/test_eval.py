@@ -173,7 +173,10 @@ def test_parse_config_presets_values_and_names() -> None:
     assert parse_config("dense:k=10") == EvalConfig("dense", "dense", 10)  # preset, changed
     assert wide.describe() == "hybrid k=10 mmr chunks 128/16"
     options = wide.retrieval_options()
-    assert (options.k, options.mode, options.mmr) == (10, "hybrid", True)
+    assert (options.k, options.mode, options.mmr, options.names) == (10, "hybrid", True, True)
+    plain = parse_config("k=3,names=false")
+    assert plain.name == "hybrid-k3-nonames" and not plain.retrieval_options().names
+    assert plain.describe() == "hybrid k=3 no names"
 
 
 @pytest.mark.parametrize(("text", "message"), [

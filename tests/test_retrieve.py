@@ -91,3 +91,17 @@ def test_empty_collection_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as err:
         Retriever(settings)
     assert "python -m ingest" in str(err.value)
+
+
+def test_a_name_the_hits_lack_is_added_after_them(retriever: Retriever) -> None:
+    question = "When was firmware 2.2.0 released, and what feature did it add?"
+    plain = retriever.search(question, RetrievalOptions(k=2, names=False))
+    named = retriever.search(question, RetrievalOptions(k=2))
+    assert [h.chunk_id for h in named[:2]] == [h.chunk_id for h in plain]  # the k best stay
+    assert any("2.2.0" in h.named_text for h in named), [h.location for h in named]
+    if not any("2.2.0" in h.named_text for h in plain):
+        assert len(named) == 3
+    # a name that no document mentions adds nothing; dense-only retrieval adds nothing
+    assert len(retriever.search("What does tidyr's pivot_wider() do to a kettle?",
+                                RetrievalOptions(k=2))) == 2
+    assert len(retriever.search(question, RetrievalOptions(k=2, mode="dense"))) == 2

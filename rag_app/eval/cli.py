@@ -26,7 +26,8 @@ DEV_DOCS = SHARED / "docs" / "html" / "python-faq"
 CONFIG_HELP = (
     "a configuration to evaluate; repeat to compare several. NAME (a preset: dense, bm25, "
     "hybrid), NAME:key=value,… or key=value,… with keys mode (dense|bm25|hybrid), k, "
-    "mmr (true|false), chunk_tokens, chunk_overlap. Default: dense, bm25 and hybrid, k=5"
+    "mmr (true|false), names (true|false), chunk_tokens, chunk_overlap. Default: dense, bm25 "
+    "and hybrid, k=5"
 )
 EPILOG = """\
 examples:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 MODES = ("dense", "lexical", "hybrid")
 MODE_ALIASES = {"bm25": "lexical", "sparse": "lexical", "fused": "hybrid"}
-KEYS = ("mode", "k", "mmr", "chunk_tokens", "chunk_overlap")
+KEYS = ("mode", "k", "mmr", "names", "chunk_tokens", "chunk_overlap")
 MAX_K = 1000
 _NAME = re.compile(r"^[A-Za-z0-9][\w.+-]{0,39}$")
 _TRUE = {"1", "true", "yes", "on", "y"}
@@ -47,6 +47,7 @@ class EvalConfig:
     mmr: bool = False
     chunk_tokens: int | None = None  # None: the settings' value; others need their own index
     chunk_overlap: int | None = None
+    names: bool = True  # add a passage for each name of the question the k best lack
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -93,13 +94,16 @@ class EvalConfig:
     def retrieval_options(self) -> RetrievalOptions:
         from rag_app.retrieve import RetrievalOptions
 
-        return RetrievalOptions(k=self.k, mode=cast("Mode", self.mode), mmr=self.mmr)
+        return RetrievalOptions(k=self.k, mode=cast("Mode", self.mode), mmr=self.mmr,
+                                names=self.names)
 
     def describe(self) -> str:
         """'hybrid k=5' / 'dense k=10 mmr chunks 128/16', for tables."""
         parts = [{"lexical": "bm25"}.get(self.mode, self.mode), f"k={self.k}"]
         if self.mmr:
             parts.append("mmr")
+        if not self.names:
+            parts.append("no names")
         if self.chunk_tokens is not None or self.chunk_overlap is not None:
             parts.append(f"chunks {self.chunk_tokens or 'default'}/"
                          f"{self.chunk_overlap if self.chunk_overlap is not None else 'default'}")
@@ -119,7 +123,7 @@ _PRESETS = {c.name: c for c in DEFAULT_CONFIGS} | {"lexical": EvalConfig("lexica
 
 def parse_config(text: str) -> EvalConfig:
     """`NAME`, `NAME:key=value,…` or `key=value,…` (see the module text). Keys: mode, k, mmr,
-    chunk_tokens, chunk_overlap. Raises ConfigError saying what is wrong."""
+    names, chunk_tokens, chunk_overlap. Raises ConfigError saying what is wrong."""
     raw = text.strip()
     if not raw:
         raise ConfigError("empty configuration: write NAME or NAME:key=value,… "
@@ -162,12 +166,13 @@ def parse_config(text: str) -> EvalConfig:
 def _value(raw: str, key: str, value: str) -> Any:
     if key == "mode":
         return value.lower()
-    if key == "mmr":
+    if key in ("mmr", "names"):
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ConfigError(f"configuration {raw!r}: mmr must be true or false, not {value!r}")
+        raise ConfigError(f"configuration {raw!r}: {key} must be true or false, "
+                          f"not {value!r}")
     try:
         return int(value)
     except ValueError:
@@ -182,6 +187,8 @@ def _auto_name(values: Mapping[str, Any]) -> str:
         parts.append(f"k{values['k']}")
     if values.get("mmr"):
         parts.append("mmr")
+    if values.get("names") is False:
+        parts.append("nonames")
     if "chunk_tokens" in values:
         parts.append(f"c{values['chunk_tokens']}")
     if "chunk_overlap" in values:

@@ -110,7 +110,9 @@ METRIC_NAMES = [
     "page_hit@1", "page_hit@k", "page_mrr@k", "token_f1", "contains_answer", "correct",
     "correct_multi_fact", "correct_unchecked", "cited_gold_page", "quote_validity",
     "claims_removed", "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
-    "false_refusal_rate_unchecked", "check_rejected", "citation_validity", "cited_answers",
+    "false_refusal_rate_unchecked", "refused_by_names", "false_refused_by_names",
+    "refused_by_model", "false_refused_by_model", "check_rejected", "citation_validity",
+    "cited_answers",
     "faithfulness", "judge_faithfulness", "judge_failures", "llm_errors",
     "retrieval_p50_s", "retrieval_p95_s", "first_token_p50_s", "first_token_p95_s",
     "check_p50_s", "total_p50_s", "total_p95_s", "prompt_tokens_p50", "cached_tokens_p50",
@@ -118,7 +120,9 @@ METRIC_NAMES = [
 LLM_METRICS = ("token_f1", "contains_answer", "correct", "correct_multi_fact",
                "correct_unchecked", "cited_gold_page", "quote_validity", "claims_removed",
                "refusal_accuracy", "false_refusal_rate",
-               "refusal_accuracy_unchecked", "false_refusal_rate_unchecked", "check_rejected",
+               "refusal_accuracy_unchecked", "false_refusal_rate_unchecked",
+               "refused_by_names", "false_refused_by_names", "refused_by_model",
+               "false_refused_by_model", "check_rejected",
                "check_p50_s", "citation_validity", "cited_answers", "faithfulness",
                "judge_faithfulness", "judge_failures", "first_token_p50_s", "first_token_p95_s",
                "prompt_tokens_p50", "cached_tokens_p50")
@@ -674,6 +678,7 @@ def _answer_fields(result: Answer, text: str) -> dict[str, Any]:
         # when the check turned it into "not found" (so one run also shows the unchecked rates)
         "checked": result.checked, "check_s": result.timings.check_s or None,
         "draft": result.draft or None,
+        "refused_by": result.refused_by or None,
         "quotes_checked": result.quotes_checked,
         "prompt_tokens": result.timings.prompt_tokens,
         "cached_tokens": result.timings.cached_tokens,
@@ -756,6 +761,13 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
                                              refused_unchecked)
     m["false_refusal_rate_unchecked"] = _share([r for r in llm_rows if r["answerable"]],
                                                refused_unchecked)
+    # each part's share of the refusals: unanswerable questions it refused, answerable ones
+    unanswerable = [r for r in llm_rows if not r["answerable"]]
+    answerable = [r for r in llm_rows if r["answerable"]]
+    for part in ("names", "model"):
+        refused = [r for r in llm_rows if r.get("refused_by") == part]
+        m[f"refused_by_{part}"] = _share(unanswerable, refused.__contains__)
+        m[f"false_refused_by_{part}"] = _share(answerable, refused.__contains__)
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
     m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
     cited = sum(len(r["citations"]) for r in answered)

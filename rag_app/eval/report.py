@@ -50,6 +50,10 @@ METRIC_LABELS = {
     "false_refusal_rate": "false refusals (answerable)",
     "refusal_accuracy_unchecked": "refusal accuracy, before the checks",
     "false_refusal_rate_unchecked": "false refusals, before the checks",
+    "refused_by_names": "unanswerable refused by the names check",
+    "false_refused_by_names": "answerable refused by the names check",
+    "refused_by_model": "unanswerable refused by the model",
+    "false_refused_by_model": "answerable refused by the model",
     "check_rejected": "answers the checks turned into not-found",
     "check_p50_s": "answer check p50 (s)",
     "citation_validity": "valid citations",
@@ -70,6 +74,7 @@ METRIC_LABELS = {
 COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected",
                     "claims_removed", "prompt_tokens_p50", "cached_tokens_p50"})
 LOWER_IS_BETTER = frozenset({"false_refusal_rate", "false_refusal_rate_unchecked",
+                             "false_refused_by_names", "false_refused_by_model",
                              "claims_removed",
                              "judge_failures", "llm_errors"})
 KIND_TITLES = {"beir": "Retrieval (BEIR)", "qa": "Question answering, end to end"}

@@ -1,0 +1,85 @@
+"""The things a question names, and whether a passage mentions them.
+
+A question that names something — a model code (AK-300, E5), an acronym (USB), a capitalised
+name (Alexa), a function or other code identifier (`pivot_wider()`, `read.csv`, `Py_Print`), a
+version (4.3.0) — is about that thing. Retrieval uses this to make sure a passage that
+mentions each name is among the sources when the documents have one (`Retriever.search`);
+the answer path uses it to say "not found" without asking the model when the documents
+mention a name nowhere (small models answer such questions from a passage about something
+else: "1.7 litres" for the AK-300 Pro, a model no document mentions).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+# Question words that are capitalised without being names.
+_QUESTION_WORDS = frozenset(
+    "i what how why when where which who whom whose can could does do did is are was were "
+    "should would will shall may might must has have had".split())
+_WORD = re.compile(r"_*[^\W_](?:[\w.+#'-]*[\w+#])?")  # leading "_": __init__, _private
+_VERSION = re.compile(r"\d+(?:\.\d+){2,}")  # 4.3.0, 2.2.0.1 (not 1.5: that is a number)
+# Right after a word: "(" that opens a call, not the "(s)" of a plural.
+_CALL_AFTER = re.compile(r"\((?!s\))")
+
+
+def distinctive_names(question: str) -> list[str]:
+    """The words of a question that name something, in order, once each: codes with letters
+    and digits (AK-300, E5), acronyms (USB), capitalised words after the first (Alexa,
+    Tkinter), code identifiers (words with "_", dotted names such as read.csv or
+    data.table, a word written as a call: mutate()) and versions with three or more parts."""
+    names: list[str] = []
+    for i, m in enumerate(_WORD.finditer(question)):
+        word = re.sub(r"'s$", "", m.group(0))
+        has_digit = any(c.isdigit() for c in word)
+        has_alpha = any(c.isalpha() for c in word)
+        if has_digit and has_alpha:
+            names.append(word)
+        elif not has_alpha:
+            version = _VERSION.fullmatch(word)
+            if version:
+                names.append(word)
+        elif _is_identifier(word) or _CALL_AFTER.match(question, m.end()):
+            names.append(word)
+        elif i > 0 and not has_digit and word[0].isupper() \
+                and word.lower() not in _QUESTION_WORDS and len(word) > 1:
+            names.append(word)
+    return list(dict.fromkeys(names))
+
+
+def _is_identifier(word: str) -> bool:
+    """snake_case or a dotted name whose parts are not all single letters (e.g., i.e. and
+    x.y.z are not)."""
+    if "_" in word.strip("_"):
+        return True
+    parts = [p for p in word.split(".") if p]
+    return len(parts) > 1 and any(len(p) > 1 for p in parts) \
+        and all(p[0].isalpha() for p in parts)
+
+
+def mentions(text: str, name: str) -> bool:
+    """Does `text` mention `name` as a whole word (case ignored)? "Intel" is in
+    "Intel-based", "AK-200" is not in "AK-2000". A hyphenated name made of a code and plain
+    words ("bzip2-compressed", "OS-specific") is also mentioned when its other parts are."""
+    low = text.lower()
+    if _whole(low, name.lower()):
+        return True
+    parts = name.split("-")
+    if len(parts) < 2:
+        return False
+    kept = [p for p in parts if not (p.isalpha() and p.islower())]
+    return bool(kept) and len(kept) < len(parts) and all(_whole(low, p.lower()) for p in kept)
+
+
+def _whole(low_text: str, low_name: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(low_name)}(?![\w]|-\d)", low_text) is not None
+
+
+def unmatched(names: Iterable[str], texts: Iterable[str]) -> list[str]:
+    """The names that none of the texts mentions."""
+    joined = "\n".join(texts)
+    return [n for n in names if not mentions(joined, n)]
+
+
+__all__ = ["distinctive_names", "mentions", "unmatched"]

@@ -1,0 +1,46 @@
+"""What a question names and whether a passage mentions it (rag_app.names): plain logic."""
+
+from __future__ import annotations
+
+from rag_app.names import distinctive_names, mentions, unmatched
+
+
+def test_codes_acronyms_and_capitalised_names() -> None:
+    assert distinctive_names("What is the capacity of the AK-300 Pro kettle?") == ["AK-300", "Pro"]
+    assert distinctive_names("Can it use Amazon Alexa or a USB stick?") == ["Amazon", "Alexa",
+                                                                           "USB"]
+    assert distinctive_names("What does a single mug's worth of water cost?") == []
+
+
+def test_code_identifiers_and_versions_are_names() -> None:
+    assert distinctive_names("How do I turn long data wide with tidyr's pivot_wider()?") == [
+        "pivot_wider"]
+    assert distinctive_names("How does dplyr's mutate() behave on grouped data?") == ["mutate"]
+    assert distinctive_names("Is data.table's fread faster than read.csv?") == ["data.table",
+                                                                               "read.csv"]
+    assert distinctive_names("When was R 4.3.0 released?") == ["4.3.0"]
+    assert distinctive_names("What does glm(family = poisson) fit?") == ["glm"]
+    assert distinctive_names("Why are __builtin_new and __pure_virtual undefined?") == [
+        "__builtin_new", "__pure_virtual"]
+    assert distinctive_names("__import__('x.y.z') returns <module 'x'>; how do I get z?") == [
+        "__import__"]
+    assert mentions("the __import__ function", "__import__")
+
+
+def test_ordinary_words_are_not_names() -> None:
+    # abbreviations, plurals written "(s)", decimals and sentence-initial words
+    assert distinctive_names("How do I list the file(s), e.g. logs, i.e. text?") == []
+    assert distinctive_names("Does 1.5 litres fit?") == []
+    assert distinctive_names("Where is www.python.org?") == ["www.python.org"]
+
+
+def test_mentions_whole_words_and_hyphenated_compounds() -> None:
+    assert mentions("The AK-200 holds 1.7 litres.", "ak-200")
+    assert not mentions("The AK-2000 holds 1.7 litres.", "AK-200")
+    assert not mentions("The AK-200-2 holds 1.7 litres.", "AK-200")
+    assert mentions("Supported on Intel-based Macs.", "Intel")
+    assert mentions("files compressed by bzip2 can be used via bzfile", "bzip2-compressed")
+    assert mentions("This is OS dependent.", "OS-specific")
+    assert not mentions("nothing here", "bzip2-compressed")
+    assert not mentions("read.csv2 writes semicolons", "read.csv")
+    assert unmatched(["E5", "AK-200"], ["Error codes E1 to E4.", "The AK-200."]) == ["E5"]
