@@ -454,7 +454,8 @@ class AnswerStream:
                 self._finish(NOT_FOUND, [], found=False)
                 return
         if found:
-            self._claims = self._attribute(text, numbers, sources)
+            self._claims = self._attribute(text, sources)
+            numbers = self._cited(text, numbers)
         self._finish(text.strip(), numbers if found else [], found=found)
 
     def _evidence(self) -> list[Hit]:
@@ -474,17 +475,29 @@ class AnswerStream:
             self.timings.select_s = time.perf_counter() - t
         return [replace(h, text=text) for h, text in zip(self.hits, texts, strict=True)]
 
-    def _attribute(self, text: str, numbers: list[int], sources: list[str]) -> list[Claim]:
-        """Each sentence of the answer with the sentence of the cited sources (of all sources
-        when none is cited) that best supports it, as its quote (see `attribute`)."""
-        cited = sorted({n for n in numbers if 1 <= n <= len(sources)})
+    def _attribute(self, text: str, sources: list[str]) -> list[Claim]:
+        """Each sentence of the answer with the sentence of the sources that best supports it,
+        as its quote (see `attribute`)."""
         try:
-            return attribute(split_sentences(text), sources, cited or
-                             list(range(1, len(sources) + 1)), self._retriever.embedder,
-                             self.query)
+            return attribute(split_sentences(text), sources, list(range(1, len(sources) + 1)),
+                             self._retriever.embedder, self.query)
         except Exception:  # quotes are an aid: the answer stands without them
             log.warning("could not find the quotes of an answer", exc_info=True)
             return []
+
+    def _cited(self, text: str, numbers: list[int]) -> list[int]:
+        """The sources to cite: those whose sentences support the answer (its quotes), plus
+        any [n] the text itself shows; the model's own list only when no quote is supported.
+        The small local model often numbers its sources wrongly (cites [2] for what [1]
+        says); the quotes are checked. The model's out-of-range numbers stay, to be counted
+        as invalid."""
+        supported = {c.source for c in self._claims if c.supported}
+        if not supported:
+            return numbers
+        shown = {n for n in map(int, re.findall(r"\[(\d{1,3})\]", text))
+                 if 1 <= n <= len(self.hits)}
+        invalid = [n for n in numbers if not 1 <= n <= len(self.hits)]
+        return sorted(supported | shown) + invalid
 
     def _finish_claims(self, raw_claims: list[dict[str, Any]], sources: list[str]
                        ) -> Iterator[str]:

@@ -37,13 +37,12 @@ def distinctive_names(question: str) -> list[str]:
         if has_digit and has_alpha:
             names.append(word)
         elif not has_alpha:
-            version = _VERSION.fullmatch(word)
-            if version:
+            if _VERSION.fullmatch(word):
                 names.append(word)
         elif _is_identifier(word) or _CALL_AFTER.match(question, m.end()):
             names.append(word)
-        elif i > 0 and not has_digit and word[0].isupper() \
-                and word.lower() not in _QUESTION_WORDS and len(word) > 1:
+        elif i > 0 and word[0].isupper() and word.lower() not in _QUESTION_WORDS \
+                and len(word) > 1:
             names.append(word)
     return list(dict.fromkeys(names))
 
@@ -66,10 +65,10 @@ def mentions(text: str, name: str) -> bool:
     if _whole(low, name.lower()):
         return True
     parts = name.split("-")
-    if len(parts) < 2:
-        return False
-    kept = [p for p in parts if not (p.isalpha() and p.islower())]
-    return bool(kept) and len(kept) < len(parts) and all(_whole(low, p.lower()) for p in kept)
+    kept = [p for p in parts if not (p.isalpha() and p.islower() and len(p) >= 4)]
+    if len(kept) == len(parts) or not kept or any(p.isdigit() for p in kept):
+        return False  # not a code joined to plain words ("ak-300" must match whole)
+    return all(_whole(low, p.lower()) for p in kept)
 
 
 def _whole(low_text: str, low_name: str) -> bool:

@@ -150,8 +150,9 @@ class Settings(BaseSettings):
     answer_quotes: Literal["extract", "model"] = Field(
         default="extract",
         description="Where each answer sentence's quote comes from. extract: the model answers "
-        "first, then the sentence of the cited sources that best supports each answer sentence "
-        "is found (a sentence nothing supports is flagged). model: the model copies a quote "
+        "first, then the sentence of the sources that best supports each answer sentence is "
+        "found (a sentence nothing supports is flagged), and the sources of those quotes are "
+        "the ones cited. model: the model copies a quote "
         "for each claim before stating it; claims whose quote is not in the source are "
         "removed. Measured with the bundled 1.5B model, model quotes cost correct answers "
         "(README).",

@@ -130,6 +130,35 @@ def test_names_in_the_question_must_appear_in_the_passages() -> None:
 
 
 @pytest.mark.slow
+def test_citations_follow_the_quotes_not_the_models_numbering(sample_settings: Any,
+                                                              embedder: Any) -> None:
+    """The small model often cites [2] for what [1] says: the sources cited are those whose
+    sentences support the answer; the model's list only when no quote is supported."""
+    retriever = Retriever(sample_settings, embedder=embedder)
+    question = "How long is the standard warranty on an Aurora kettle?"
+    hits = retriever.search(question, RetrievalOptions(k=3))
+    right = next(n for n, h in enumerate(hits, start=1) if "2 years" in h.text
+                 or "2-year" in h.text)
+    wrong = next(n for n in range(1, len(hits) + 1) if n != right)
+    said = next(line for line in hits[right - 1].text.splitlines()
+                if "2 years" in line or "2-year" in line).strip(" -*#")
+    chat = ScriptedChat(json.dumps({"answer": said, "sources": [wrong, 42]}))
+    stream = answer(question, settings=sample_settings, retriever=retriever,
+                    chat=chat, options=RetrievalOptions(k=3))  # type: ignore[arg-type]
+    "".join(stream)
+    result = stream.result
+    assert [c.number for c in result.citations] == [right], said
+    assert result.citations[0].quotes and result.invalid_citations == 1
+    # nothing supported (an answer no source states): the model's own numbers stay
+    chat = ScriptedChat(json.dumps({"answer": "Kettles are lovely objects.",
+                                    "sources": [wrong]}))
+    stream = answer(question, settings=sample_settings, retriever=retriever,
+                    chat=chat, options=RetrievalOptions(k=3))  # type: ignore[arg-type]
+    "".join(stream)
+    assert [c.number for c in stream.result.citations] == [wrong]
+
+
+@pytest.mark.slow
 def test_a_question_naming_what_no_passage_mentions_is_not_sent_to_the_model(
         sample_settings: Any, embedder: Any) -> None:
     retriever = Retriever(sample_settings, embedder=embedder)

@@ -42,5 +42,7 @@ def test_mentions_whole_words_and_hyphenated_compounds() -> None:
     assert mentions("files compressed by bzip2 can be used via bzfile", "bzip2-compressed")
     assert mentions("This is OS dependent.", "OS-specific")
     assert not mentions("nothing here", "bzip2-compressed")
+    assert not mentions("It holds 300 ml.", "ak-300")  # a code's parts are not plain words
+    assert not mentions("Model 300 ships later.", "model-300")
     assert not mentions("read.csv2 writes semicolons", "read.csv")
     assert unmatched(["E5", "AK-200"], ["Error codes E1 to E4.", "The AK-200."]) == ["E5"]
