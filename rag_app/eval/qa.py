@@ -623,14 +623,17 @@ def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever:
                     "similarity": round(h.similarity, 4), "chunk_id": h.chunk_id}
                    for n, h in enumerate(hits, start=1)]
     gold = item.gold_source
-    row["source_rank"] = _first_rank(hits, lambda h: source_matches(h.source, gold)) \
+    # hit@k counts the k best only: the passages retrieval adds after them for the question's
+    # names (rag_app.names) reach the model, but are not the ranking's top k
+    ranked = hits[: config.k]
+    row["source_rank"] = _first_rank(ranked, lambda h: source_matches(h.source, gold)) \
         if gold else None
-    row["page_rank"] = _first_rank(hits, lambda h: source_matches(h.source, gold)
+    row["page_rank"] = _first_rank(ranked, lambda h: source_matches(h.source, gold)
                                    and pages_match(h, item.gold_pages)) \
         if gold and item.gold_pages else None
     passage = item.gold_passage
     row["passage_rank"] = _first_rank(
-        hits, lambda h: source_matches(h.source, gold)
+        ranked, lambda h: source_matches(h.source, gold)
         and passage_overlap(h.text, passage) >= PASSAGE_OVERLAP) if gold and passage else None
     row["retrieve_s"] = stream.timings.retrieve_s
     try:
