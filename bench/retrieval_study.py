@@ -115,14 +115,8 @@ class Candidates:
 
 def _gold_test(item: QAItem) -> Callable[[Chunk], bool]:
     gold = item.gold_source or ""
-
-    class _Hit:  # pages_match reads page_start / page_end
-        def __init__(self, c: Chunk) -> None:
-            self.page_start, self.page_end = c.page_start, c.page_end
-
     if item.gold_pages:
-        return lambda c: source_matches(c.source, gold) and pages_match(
-            _Hit(c), item.gold_pages)  # type: ignore[arg-type]
+        return lambda c: source_matches(c.source, gold) and pages_match(c, item.gold_pages)
     if item.gold_passage:
         passage = item.gold_passage
         return lambda c: source_matches(c.source, gold) and \

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOT_FOUND = "Not found in the documents."
+_MARK = re.compile(r"\[(\d{1,3})\]")  # a source number the answer text shows: [2]
 # The longest prompt `build_messages` makes, in characters: RAG_LLM_CONTEXT_SIZE's default
 # (4096 tokens) at 3 characters a token. A chunk is capped in characters too (ingest/split.py),
 # but passages stored before that cap, or many of them, must not overflow the model's context
@@ -494,8 +495,7 @@ class AnswerStream:
         supported = {c.source for c in self._claims if c.supported}
         if not supported:
             return numbers
-        shown = {n for n in map(int, re.findall(r"\[(\d{1,3})\]", text))
-                 if 1 <= n <= len(self.hits)}
+        shown = {n for n in map(int, _MARK.findall(text)) if 1 <= n <= len(self.hits)}
         invalid = [n for n in numbers if not 1 <= n <= len(self.hits)]
         return sorted(supported | shown) + invalid
 
@@ -669,10 +669,7 @@ def _condense(chat: ChatClient, question: str, history: Sequence[dict[str, str]]
 def unmatched_names(question: str, hits: Sequence[Hit]) -> list[str]:
     """The question's names (`rag_app.names`) that none of the hits mentions (text, headings,
     title, file)."""
-    names = distinctive_names(question)
-    if not names:
-        return []
-    return unmatched(names, (h.named_text for h in hits))
+    return unmatched(distinctive_names(question), (h.named_text for h in hits))
 
 
 # A sentence of the answer is supported by a source sentence when their cosine similarity and
@@ -825,7 +822,7 @@ def _parse_reply(raw: str) -> tuple[str, list[int]]:
     except Exception:  # noqa: BLE001 - any failure (RecursionError on [[[[… too): prose
         text = raw
         numbers = []
-    numbers += [int(n) for n in re.findall(r"\[(\d{1,3})\]", text)]
+    numbers += [int(n) for n in _MARK.findall(text)]
     return text, numbers
 
 

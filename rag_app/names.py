@@ -61,7 +61,11 @@ def mentions(text: str, name: str) -> bool:
     """Does `text` mention `name` as a whole word (case ignored)? "Intel" is in
     "Intel-based", "AK-200" is not in "AK-2000". A hyphenated name made of a code and plain
     words ("bzip2-compressed", "OS-specific") is also mentioned when its other parts are."""
-    low = text.lower()
+    return _mentioned(text.lower(), name)
+
+
+def _mentioned(low: str, name: str) -> bool:
+    """`mentions` on text already lower-cased."""
     if _whole(low, name.lower()):
         return True
     parts = name.split("-")
@@ -77,8 +81,8 @@ def _whole(low_text: str, low_name: str) -> bool:
 
 def unmatched(names: Iterable[str], texts: Iterable[str]) -> list[str]:
     """The names that none of the texts mentions."""
-    joined = "\n".join(texts)
-    return [n for n in names if not mentions(joined, n)]
+    low = "\n".join(texts).lower()
+    return [n for n in names if not _mentioned(low, n)]
 
 
 __all__ = ["distinctive_names", "mentions", "unmatched"]

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from rag_app.errors import ConfigError
 from rag_app.eval.configs import (
@@ -66,7 +66,7 @@ from rag_app.eval.metrics import (
 
 if TYPE_CHECKING:
     from ingest.sync import SyncReport
-    from rag_app.answer import Answer, Citation
+    from rag_app.answer import Answer
     from rag_app.embeddings import Embedder
     from rag_app.llm import ChatClient
     from rag_app.retrieve import Hit, Retriever
@@ -395,7 +395,17 @@ def source_matches(source: str, gold: str) -> bool:
     return source == gold or source.endswith("/" + gold)
 
 
-def pages_match(hit: Hit | Citation, pages: Sequence[int]) -> bool:
+class PageRange(Protocol):
+    """A hit, a citation or anything else with a page range."""
+
+    @property
+    def page_start(self) -> int | None: ...
+
+    @property
+    def page_end(self) -> int | None: ...
+
+
+def pages_match(hit: PageRange, pages: Sequence[int]) -> bool:
     """Does the hit's (or citation's) page range hold one of the pages?"""
     if hit.page_start is None:
         return False
@@ -768,9 +778,8 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     unanswerable = [r for r in llm_rows if not r["answerable"]]
     answerable = [r for r in llm_rows if r["answerable"]]
     for part in ("names", "model"):
-        refused = [r for r in llm_rows if r.get("refused_by") == part]
-        m[f"refused_by_{part}"] = _share(unanswerable, refused.__contains__)
-        m[f"false_refused_by_{part}"] = _share(answerable, refused.__contains__)
+        m[f"refused_by_{part}"] = _share(unanswerable, _refused_by(part))
+        m[f"false_refused_by_{part}"] = _share(answerable, _refused_by(part))
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
     m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
     cited = sum(len(r["citations"]) for r in answered)
@@ -786,6 +795,11 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
         m["judge_faithfulness"] = mean(r.get("judge_faithfulness") for r in answered)
         m["judge_failures"] = float(sum(1 for r in answered if r.get("judge_error")))
     return m
+
+
+def _refused_by(part: str) -> Callable[[dict[str, Any]], bool]:
+    """Is a row's "not found" this part's (names, model, …)?"""
+    return lambda r: r.get("refused_by") == part
 
 
 def _share(rows: Sequence[dict[str, Any]], test: Callable[[dict[str, Any]], bool]
