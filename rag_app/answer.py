@@ -35,6 +35,7 @@ from rag_app.guard import (
     neutralise,
     strip_unsourced_links,
 )
+from rag_app.kinds import missing_kinds
 from rag_app.llm import ChatClient, Endpoint, LLMError, RequestRejected
 from rag_app.names import distinctive_names, unmatched
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
@@ -166,6 +167,7 @@ QUOTED_SCHEMA: dict[str, Any] = {
     },
 }
 QUOTES_FAILED_NOTE = "The model's answer quotes nothing that the cited sources say."
+KIND_FAILED_NOTE = "The question asks for {kinds}; the answer the model gave has none."
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +227,10 @@ class Answer:
     mode: str = "llm"  # "llm" or "no-llm"
     notice: str = ""  # why there is no LLM answer, when no model could be found
     checked: bool | None = None  # the check's verdict; None: not run (off, no answer, failed)
-    draft: str = ""  # the model's answer when the check turned it into "not found"
+    draft: str = ""  # the model's answer when a check turned it into "not found"
     missing_names: list[str] = field(default_factory=list)  # named in the question, not found
-    # Which part said "not found": similarity, names, model, quotes or check ("" if found).
+    # Which part said "not found": similarity, names, model, quotes, kind or check ("" if
+    # found).
     refused_by: str = ""
     claims: list[Claim] = field(default_factory=list)  # every claim, supported or not
     quotes_checked: bool = False  # the reply carried quotes and they were checked
@@ -375,6 +378,7 @@ class AnswerStream:
         self._quotes_checked = False
         self._result: Answer | None = None
         self._prompt_hits: list[Hit] = list(self.hits)
+        self._kind_note = ""
 
     @property
     def finished(self) -> bool:
@@ -444,6 +448,9 @@ class AnswerStream:
         if json_reply and not extractor.seen:  # the server ignored the JSON request: prose
             yield text
         found = bool(text.strip()) and NOT_FOUND.lower().rstrip(".") not in text.lower()
+        if found and self._wrong_kind(text):
+            yield f"\n\n{NOT_FOUND} {self._kind_note}"
+            return
         if found and self._settings.answer_check:
             t = time.perf_counter()
             self._checked = self._check(text, numbers)
@@ -525,6 +532,9 @@ class AnswerStream:
             return
         text = " ".join(c.text.strip() for c in kept)
         text, self._removed_links = strip_unsourced_links(text, sources)
+        if self._wrong_kind(text, draft):
+            yield f"\n\n{NOT_FOUND} {self._kind_note}"
+            return
         if self._settings.answer_check:
             t = time.perf_counter()
             self._checked = self._check(text, [c.source for c in kept])
@@ -540,6 +550,20 @@ class AnswerStream:
             yield (f"\n\n({dropped} statement{'s' if dropped > 1 else ''} removed: "
                    "not stated in the cited source.)")
         self._finish(text, [c.source for c in kept], found=True)
+
+    def _wrong_kind(self, text: str, draft: str = "") -> bool:
+        """True, and the answer finished as "not found", when the question asks for a value
+        of a kind (a price, watts…) that the answer does not give (rag_app.kinds)."""
+        if not self._settings.answer_require_kind:
+            return False
+        missing = missing_kinds(self.query, text)
+        if not missing:
+            return False
+        self._kind_note = KIND_FAILED_NOTE.format(kinds=" or ".join(missing))
+        self._draft = (draft or text).strip()
+        self._refused_by = "kind"
+        self._finish(NOT_FOUND, [], found=False)
+        return True
 
     def _check(self, text: str, numbers: list[int]) -> bool | None:
         """Do the cited passages (else the top two) state this answer? None: no verdict."""

@@ -147,6 +147,13 @@ class Settings(BaseSettings):
         "that no retrieved passage mentions. Retrieval first adds, after the k best, a passage "
         "that mentions each such name when the documents have one.",
     )
+    answer_require_kind: bool = Field(
+        default=True,
+        description="'Not found' when the question asks for a value of a kind (a price, a power "
+        "in watts, a voltage, a weight, a temperature) and the model's answer gives none: no "
+        "value in that kind's units and no bare number (\"it costs 1.7 litres\" is not a "
+        "price). The model's text stays visible as a draft.",
+    )
     answer_quotes: Literal["extract", "model"] = Field(
         default="extract",
         description="Where each answer sentence's quote comes from. extract: the model answers "

@@ -465,6 +465,8 @@ def _scripted_reply(messages: list[dict[str, str]]) -> str:
         return json.dumps({"answer": NOT_FOUND, "sources": []})
     if "warranty" in question:
         return json.dumps({"answer": "The standard warranty is 2 years.", "sources": [1, 42]})
+    if "cost" in question:  # a wrong price: still a price (rag_app.kinds)
+        return json.dumps({"answer": "It costs £9.99.", "sources": [2]})
     return json.dumps({"answer": "Something else entirely.", "sources": [2]})
 
 

@@ -173,6 +173,15 @@ def test_not_found_shows_the_nearest_passages(env: dict[str, str]) -> None:
     assert any("Nearest passages" in e.label for e in at.expander)
 
 
+def test_an_answer_without_the_kind_of_value_asked_is_a_draft(env: dict[str, str]) -> None:
+    # the stub answers every question "It lasts 2 years.": no price
+    at = ask(ok(app()), "How much does the AK-200 kettle itself cost?")
+    assert "Not found in the documents." in unescape(texts(at))
+    draft = next(e for e in at.expander if e.label.startswith("The model's draft"))
+    assert "no value of the kind the question asks for" in draft.label
+    assert "It lasts 2 years." in unescape("\n".join(m.value for m in draft.markdown))
+
+
 def test_no_llm_mode_is_labelled_with_what_to_install(env: dict[str, str],
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       tmp_path: Path) -> None:

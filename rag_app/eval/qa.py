@@ -111,7 +111,8 @@ METRIC_NAMES = [
     "correct_multi_fact", "correct_unchecked", "cited_gold_page", "quote_validity",
     "claims_removed", "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
     "false_refusal_rate_unchecked", "refused_by_names", "false_refused_by_names",
-    "refused_by_model", "false_refused_by_model", "check_rejected", "citation_validity",
+    "refused_by_model", "false_refused_by_model", "refused_by_kind", "false_refused_by_kind",
+    "check_rejected", "citation_validity",
     "cited_answers",
     "faithfulness", "judge_faithfulness", "judge_failures", "llm_errors",
     "retrieval_p50_s", "retrieval_p95_s", "first_token_p50_s", "first_token_p95_s",
@@ -122,7 +123,8 @@ LLM_METRICS = ("token_f1", "contains_answer", "correct", "correct_multi_fact",
                "refusal_accuracy", "false_refusal_rate",
                "refusal_accuracy_unchecked", "false_refusal_rate_unchecked",
                "refused_by_names", "false_refused_by_names", "refused_by_model",
-               "false_refused_by_model", "check_rejected",
+               "false_refused_by_model", "refused_by_kind", "false_refused_by_kind",
+               "check_rejected",
                "check_p50_s", "citation_validity", "cited_answers", "faithfulness",
                "judge_faithfulness", "judge_failures", "first_token_p50_s", "first_token_p95_s",
                "prompt_tokens_p50", "cached_tokens_p50")
@@ -777,7 +779,7 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     # each part's share of the refusals: unanswerable questions it refused, answerable ones
     unanswerable = [r for r in llm_rows if not r["answerable"]]
     answerable = [r for r in llm_rows if r["answerable"]]
-    for part in ("names", "model"):
+    for part in ("names", "model", "kind"):
         m[f"refused_by_{part}"] = _share(unanswerable, _refused_by(part))
         m[f"false_refused_by_{part}"] = _share(answerable, _refused_by(part))
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))

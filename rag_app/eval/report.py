@@ -54,6 +54,8 @@ METRIC_LABELS = {
     "false_refused_by_names": "answerable refused by the names check",
     "refused_by_model": "unanswerable refused by the model",
     "false_refused_by_model": "answerable refused by the model",
+    "refused_by_kind": "unanswerable refused: no value of the kind asked",
+    "false_refused_by_kind": "answerable refused: no value of the kind asked",
     "check_rejected": "answers the checks turned into not-found",
     "check_p50_s": "answer check p50 (s)",
     "citation_validity": "valid citations",
@@ -75,6 +77,7 @@ COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected
                     "claims_removed", "prompt_tokens_p50", "cached_tokens_p50"})
 LOWER_IS_BETTER = frozenset({"false_refusal_rate", "false_refusal_rate_unchecked",
                              "false_refused_by_names", "false_refused_by_model",
+                             "false_refused_by_kind",
                              "claims_removed",
                              "judge_failures", "llm_errors"})
 KIND_TITLES = {"beir": "Retrieval (BEIR)", "qa": "Question answering, end to end"}

@@ -56,6 +56,8 @@ def answer_message(result: dict[str, Any], *, key: str,
                        f"{md(', '.join(result['missing_names']))}.")
         if result.get("draft"):
             why = ("rejected by the answer check" if result.get("checked") is False
+                   else "rejected: it gives no value of the kind the question asks for"
+                   if result.get("refused_by") == "kind"
                    else "rejected: its quotes are not in the sources it cites")
             with st.expander(f"The model's draft, {why}"):
                 st.markdown(md(result["draft"]))
