@@ -38,7 +38,7 @@ from rag_app.guard import (
 from rag_app.kinds import missing_kinds
 from rag_app.llm import ChatClient, Endpoint, LLMError, RequestRejected
 from rag_app.names import distinctive_names, unmatched
-from rag_app.retrieve import Hit, RetrievalOptions, Retriever
+from rag_app.retrieve import Hit, RetrievalOptions, Retriever, describe_location
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -378,6 +378,8 @@ class AnswerStream:
         self._quotes_checked = False
         self._result: Answer | None = None
         self._prompt_hits: list[Hit] = list(self.hits)
+        # the hits as the model reads them, whole: widened with neighbouring chunks, if asked
+        self._context: list[Hit] = list(self.hits)
         self._kind_note = ""
 
     @property
@@ -415,6 +417,7 @@ class AnswerStream:
             return
         raw: list[str] = []
         extractor = _StringFields("statement", "answer")
+        self._context = self._widened()
         self._prompt_hits = self._evidence()
         sources = [neutralise(h.text).text for h in self._prompt_hits]  # what the model saw
         links = LinkFilter(sources)
@@ -466,22 +469,37 @@ class AnswerStream:
             numbers = self._cited(text, numbers)
         self._finish(text.strip(), numbers if found else [], found=found)
 
+    def _widened(self) -> list[Hit]:
+        """The hits with their neighbouring chunks (RAG_ANSWER_NEIGHBOURS); the hits alone if
+        that fails. A widened text is checked for instructions like any source."""
+        n = self._settings.answer_neighbours
+        if n <= 0:
+            return list(self.hits)
+        try:
+            context = self._retriever.with_context(self.hits, n)
+        except Exception:  # more context is an aid: the chunks themselves still answer
+            log.warning("could not read the neighbouring chunks", exc_info=True)
+            return list(self.hits)
+        self.flagged = sorted(set(self.flagged) | {
+            n for n, h in enumerate(context, start=1) if looks_like_instructions(h.text)})
+        return context
+
     def _evidence(self) -> list[Hit]:
         """The hits as the model reads them: cut to the sentences that bear on the question
         (RAG_ANSWER_CONTEXT_TOKENS, rag_app.compress); the whole hits if that fails."""
         budget = self._settings.answer_context_tokens
         if budget <= 0:
-            return list(self.hits)
+            return list(self._context)
         t = time.perf_counter()
         try:
-            texts = select_evidence(self.query, [h.text for h in self.hits],
+            texts = select_evidence(self.query, [h.text for h in self._context],
                                     self._retriever.embedder, budget)
         except Exception:  # a shorter prompt is an aid: the whole passages still answer
             log.warning("could not select the evidence sentences", exc_info=True)
-            return list(self.hits)
+            return list(self._context)
         finally:
             self.timings.select_s = time.perf_counter() - t
-        return [replace(h, text=text) for h, text in zip(self.hits, texts, strict=True)]
+        return [replace(h, text=text) for h, text in zip(self._context, texts, strict=True)]
 
     def _attribute(self, text: str, sources: list[str]) -> list[Claim]:
         """Each sentence of the answer with the sentence of the sources that best supports it,
@@ -569,9 +587,10 @@ class AnswerStream:
         """Do the cited passages (else the top two) state this answer? None: no verdict."""
         if self._chat is None:
             return None
-        cited = [self.hits[n - 1] for n in sorted(set(numbers)) if 1 <= n <= len(self.hits)]
+        cited = [self._context[n - 1] for n in sorted(set(numbers))
+                 if 1 <= n <= len(self._context)]
         passages = "\n".join(f"<source>\n{_source_body(h.text)}\n</source>"
-                             for h in (cited or self.hits[:2])[:3])
+                             for h in (cited or self._context[:2])[:3])
         messages = [{"role": "system", "content": CHECK_PROMPT},
                     {"role": "user", "content": f"{passages}\n\nQuestion: {self.query.strip()}"
                                                 f"\nProposed answer: {text.strip()}"}]
@@ -609,6 +628,15 @@ class AnswerStream:
                 self.timings.prompt_tokens = int(stats["prompt_tokens"])
                 self.timings.cached_tokens = int(stats.get("cached_tokens", 0))
 
+    def _citation(self, n: int, quotes: tuple[str, ...]) -> Citation:
+        """Source n as cited: the passage the model read, whole; its pages those of the chunks
+        the quotes are in (a widened passage spans several)."""
+        hit = self._context[n - 1]
+        spans = [span for q in quotes if (span := find_quote(q, hit.text)) is not None]
+        first, last = hit.pages_of(spans)
+        location = describe_location(hit.source, first, last, hit.headings)
+        return Citation(n, hit.chunk_id, hit.source, first, last, hit.text, location, quotes)
+
     def _finish(self, text: str, numbers: list[int], *, found: bool, mode: str = "llm") -> None:
         valid = sorted({n for n in numbers if 1 <= n <= len(self.hits)})
         invalid = len([n for n in numbers if not 1 <= n <= len(self.hits)])
@@ -616,11 +644,7 @@ class AnswerStream:
         for claim in self._claims:
             if claim.supported:
                 quotes.setdefault(claim.source, []).append(claim.quote)
-        citations = [
-            Citation(n, h.chunk_id, h.source, h.page_start, h.page_end, h.text, h.location,
-                     tuple(dict.fromkeys(quotes.get(n, []))))
-            for n in valid for h in [self.hits[n - 1]]
-        ]
+        citations = [self._citation(n, tuple(dict.fromkeys(quotes.get(n, [])))) for n in valid]
         support = None
         if citations and mode == "llm":
             emb = self._retriever.embedder

@@ -23,12 +23,22 @@ if TYPE_CHECKING:
     from rag_app.embeddings import Embedder
     from rag_app.rerank import Reranker
     from rag_app.settings import Settings
-    from rag_app.store import Store
+    from rag_app.store import Store, StoredChunk
 
 # At most this many hits are added after the k best for names of the question they lack.
 MAX_NAMED_HITS = 2
 # What must match between the collection and the query side (chunking may differ).
 QUERY_FINGERPRINT_KEYS = ("model", "dimension", "normalized", "query_prompt", "document_prompt")
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Where one chunk's text lies in a hit widened with its neighbours (`with_context`)."""
+
+    start: int
+    end: int
+    page_start: int | None
+    page_end: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,11 @@ class Hit:
     dense_rank: int | None  # 1-based rank in the dense candidates, None if not there
     lexical_rank: int | None  # 1-based rank in the BM25 candidates, None if not there
     rerank_score: float | None = None  # the cross-encoder's score, when a reranker ran
+    file_key: str = ""
+    chunk_index: int | None = None  # its place in its file; None from stores before it
+    # Widened with the chunks before and after it (`Retriever.with_context`): each chunk's
+    # stretch of `text` and pages. Empty: `text` is the retrieved chunk alone.
+    parts: tuple[Part, ...] = ()
 
     @property
     def location(self) -> str:
@@ -57,6 +72,16 @@ class Hit:
     def named_text(self) -> str:
         """Where a name of the question may appear: text, headings, title, file."""
         return f"{self.text} {' '.join(self.headings)} {self.title or ''} {self.source}"
+
+    def pages_of(self, spans: Sequence[tuple[int, int]]) -> tuple[int | None, int | None]:
+        """The pages of these stretches of `text` (where the quotes are): in a widened hit,
+        those of the chunks they fall in; else, or when none is given, the hit's own."""
+        touched = [p for p in self.parts if p.page_start is not None
+                   and any(a < p.end and p.start < b for a, b in spans)]
+        if not touched:
+            return self.page_start, self.page_end
+        return (min(p.page_start for p in touched if p.page_start is not None),
+                max(p.page_end or p.page_start for p in touched if p.page_start is not None))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: what `Answer.to_dict` stores and the chat draws its source cards from."""
@@ -185,6 +210,43 @@ class Retriever:
             top = self._add_named(query, top, found, qvec, allowed)
         return top
 
+    def with_context(self, hits: Sequence[Hit], neighbours: int) -> list[Hit]:
+        """Each hit widened with up to `neighbours` chunks of its file before and after it
+        (their overlap with it counted once), for the model to read a passage that a chunk
+        boundary cut (a command after "the following command:"). A chunk that is itself a
+        hit, or already taken by a better hit, is not repeated; the widening stops there.
+        The hits' order, ids and own pages stay; `Hit.parts` says where each chunk's text is."""
+        if neighbours <= 0 or not hits:
+            return list(hits)
+        taken = {(h.file_key, h.chunk_index) for h in hits if h.chunk_index is not None}
+        wanted = {(h.file_key, h.chunk_index + d) for h in hits if h.chunk_index is not None
+                  for d in range(-neighbours, neighbours + 1) if d} - taken
+        found = self.store.chunks_at(wanted)
+        out: list[Hit] = []
+        for hit in hits:
+            if hit.chunk_index is None:
+                out.append(hit)
+                continue
+            sides: list[list[StoredChunk]] = []
+            for step in (-1, 1):
+                side: list[StoredChunk] = []
+                for d in range(1, neighbours + 1):
+                    place = (hit.file_key, hit.chunk_index + step * d)
+                    if place in taken or place not in found:
+                        break
+                    side.append(found[place])
+                    taken.add(place)
+                sides.append(side)
+            if not sides[0] and not sides[1]:
+                out.append(hit)
+                continue
+            pieces = [(c.text, c.page_start, c.page_end) for c in reversed(sides[0])]
+            pieces += [(hit.text, hit.page_start, hit.page_end)]
+            pieces += [(c.text, c.page_start, c.page_end) for c in sides[1]]
+            text, parts = _joined(pieces)
+            out.append(replace(hit, text=text, parts=parts))
+        return out
+
     # -- internals ----------------------------------------------------------------------------
     def _add_named(self, query: str, top: list[Hit], found: list[tuple[Hit, np.ndarray]],
                    qvec: np.ndarray, allowed: set[str] | None) -> list[Hit]:
@@ -254,8 +316,40 @@ class Retriever:
                 page_start=row.page_start, page_end=row.page_end, headings=row.headings,
                 title=row.title, score=float(score), similarity=float(row.vector @ qvec),
                 dense_rank=dense_rank.get(cid), lexical_rank=lexical_rank.get(cid),
+                file_key=row.file_key, chunk_index=row.chunk_index,
             ), row.vector))
         return hits
+
+def _overlap(before: str, after: str, least: int = 12) -> int:
+    """How many characters `after` starts with that `before` ends with (consecutive chunks
+    share their overlap tokens); 0 below `least`, where a shared word may be chance."""
+    probe = after[:least]
+    if len(probe) < least:
+        return 0
+    tail = before[-8000:]
+    pos = tail.find(probe)
+    while pos >= 0:
+        if after.startswith(tail[pos:]):
+            return len(tail) - pos
+        pos = tail.find(probe, pos + 1)
+    return 0
+
+
+def _joined(pieces: Sequence[tuple[str, int | None, int | None]]
+            ) -> tuple[str, tuple[Part, ...]]:
+    """Consecutive chunks' texts as one, their overlaps once, and where each one lies."""
+    text = ""
+    parts: list[Part] = []
+    for piece, page_start, page_end in pieces:
+        shared = _overlap(text, piece) if text else 0
+        start = len(text) - shared
+        if text and not shared:
+            text += "\n"
+            start = len(text)
+        text += piece[shared:]
+        parts.append(Part(start, len(text), page_start, page_end))
+    return text, tuple(parts)
+
 
 def _mmr(found: list[tuple[Hit, np.ndarray]], opts: RetrievalOptions) -> list[Hit]:
     """Maximal marginal relevance over the candidates' own vectors."""

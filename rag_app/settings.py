@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         "source keeps its best sentence. 0: whole chunks. Fewer tokens, first word sooner "
         "(the model reads ~70 tokens/s on 2 CPU cores); measured in the README.",
     )
+    answer_neighbours: int = Field(
+        default=0, ge=0, le=3,
+        description="The model reads each retrieved chunk with this many chunks of its file "
+        "before and after it (before the evidence is cut to RAG_ANSWER_CONTEXT_TOKENS), so a "
+        "passage a chunk boundary cut is whole; citations give the pages the quotes are on.",
+    )
     answer_min_similarity: float = Field(
         default=0.25, ge=-1.0, le=1.0,
         description="If no retrieved chunk is at least this similar (cosine) to the question, "

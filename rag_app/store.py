@@ -122,6 +122,7 @@ class StoredChunk:
     headings: tuple[str, ...]
     title: str | None
     vector: np.ndarray | None = None
+    chunk_index: int | None = None  # its place in its file (0 first); None in old stores
 
     @classmethod
     def from_row(cls, chunk_id: str, text: str | None, meta: Mapping[str, Any] | None,
@@ -135,6 +136,7 @@ class StoredChunk:
             headings=tuple(json.loads(m["headings"])) if m.get("headings") else (),
             title=m.get("title"),
             vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+            chunk_index=m["chunk_index"] if isinstance(m.get("chunk_index"), int) else None,
         )
 
     @property
@@ -338,6 +340,26 @@ class Store:
         embs = got["embeddings"] if vectors else [None] * len(got["ids"])
         return {cid: StoredChunk.from_row(cid, doc, meta, emb) for cid, doc, meta, emb in zip(
             got["ids"], got["documents"], got["metadatas"], embs, strict=True)}
+
+    def chunks_at(self, places: Iterable[tuple[str, int]]) -> dict[tuple[str, int], StoredChunk]:
+        """The chunks at these (file key, chunk index) places; places with none are left out."""
+        by_file: dict[str, set[int]] = {}
+        for key, index in places:
+            if index >= 0:
+                by_file.setdefault(key, set()).add(index)
+        if not by_file:
+            return {}
+        tests: list[dict[str, Any]] = [
+            {"$and": [{"file_key": key}, {"chunk_index": {"$in": sorted(indexes)}}]}
+            for key, indexes in sorted(by_file.items())]
+        where = tests[0] if len(tests) == 1 else {"$or": tests}
+        out: dict[tuple[str, int], StoredChunk] = {}
+        for ids, rows in _paged_get(self.chunks, where=where, include=["documents", "metadatas"]):
+            for cid, (doc, meta) in zip(ids, rows, strict=True):
+                chunk = StoredChunk.from_row(cid, doc, meta)
+                if chunk.chunk_index is not None:
+                    out[(chunk.file_key, chunk.chunk_index)] = chunk
+        return out
 
     def remove_files(self, keys: Sequence[str]) -> int:
         """Delete these files' chunks, then their records, then rebuild the BM25 index, in the

@@ -24,6 +24,7 @@ from rag_app.answer import (
     distinctive_names,
     unmatched_names,
 )
+from rag_app.evidence import find_quote, split_sentences
 from rag_app.guard import REMOVED
 from rag_app.llm import Endpoint
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
@@ -252,6 +253,38 @@ def test_an_answer_without_a_value_of_the_kind_asked_becomes_not_found(sample_se
     stream = answer(question, settings=off, retriever=retriever,
                     chat=chat)  # type: ignore[arg-type]
     assert "".join(stream) == "It costs 1.7 litres." and stream.result.found
+
+
+@pytest.mark.slow
+def test_the_model_reads_the_chunks_around_each_hit_when_asked(sample_settings: Any,
+                                                               embedder: Any) -> None:
+    """RAG_ANSWER_NEIGHBOURS=1: the prompt carries each hit's neighbouring chunks; an answer
+    taken from one is quoted and cited with that chunk's pages, in the widened passage."""
+    retriever = Retriever(sample_settings, embedder=embedder)
+    wide = sample_settings.model_copy(update={"answer_neighbours": 1,
+                                              "answer_context_tokens": 0})
+    question = "How do I descale the kettle?"
+    stream = answer(question, settings=wide, retriever=retriever,
+                    chat=ScriptedChat("{}"))  # type: ignore[arg-type]
+    "".join(stream)
+    context = retriever.with_context(stream.hits, 1)
+    n, hit = next((n, h) for n, h in enumerate(context, start=1) if h.parts)
+    own = stream.hits[n - 1]
+    extra = next(hit.text[p.start:p.end] for p in hit.parts
+                 if hit.text[p.start:p.end] not in own.text)
+    sentence = next(s for s in split_sentences(extra) if len(s) > 30)
+    chat = ScriptedChat(json.dumps({"answer": sentence, "sources": [n]}))
+    stream = answer(question, settings=wide, retriever=retriever,
+                    chat=chat)  # type: ignore[arg-type]
+    assert "".join(stream) == sentence
+    assert extra.strip()[:60] in chat.messages[-1]["content"]  # the model read it
+    cited = stream.result.citations[0]
+    assert cited.number == n and cited.passage == hit.text and cited.quotes
+    span = find_quote(sentence, hit.text)
+    assert span is not None
+    part = next(p for p in hit.parts if p.start <= span[0] < p.end)
+    assert (cited.page_start, cited.page_end) == (part.page_start, part.page_end)
+    assert stream.hits[n - 1].text == own.text  # the sources shown first are the chunks
 
 
 def test_check_verdicts_are_parsed_strictly() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,11 @@ import pytest
 
 from ingest.sync import Ingestor
 from rag_app.errors import FingerprintMismatch, StoreError
-from rag_app.retrieve import RetrievalOptions, Retriever
+from rag_app.retrieve import RetrievalOptions, Retriever, _joined
 from rag_app.settings import Settings
 from rag_app.store import Store
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, make_settings
+from tests.pdfgen import make_pdf
 
 pytestmark = pytest.mark.slow
 
@@ -105,3 +107,50 @@ def test_a_name_the_hits_lack_is_added_after_them(retriever: Retriever) -> None:
     assert len(retriever.search("What does tidyr's pivot_wider() do to a kettle?",
                                 RetrievalOptions(k=2))) == 2
     assert len(retriever.search(question, RetrievalOptions(k=2, mode="dense"))) == 2
+
+
+def test_joined_neighbours_count_their_overlap_once() -> None:
+    text, parts = _joined([("one two three four five six seven eight nine ten", 1, 1),
+                           ("seven eight nine ten eleven twelve thirteen fourteen", 2, 2),
+                           ("A fresh start with no shared words at all.", 2, 3)])
+    assert text == ("one two three four five six seven eight nine ten eleven twelve thirteen "
+                    "fourteen\nA fresh start with no shared words at all.")
+    assert [(p.page_start, p.page_end) for p in parts] == [(1, 1), (2, 2), (2, 3)]
+    assert text[parts[1].start:parts[1].end].startswith("seven eight nine ten eleven")
+    assert text[parts[2].start:parts[2].end] == "A fresh start with no shared words at all."
+
+
+def test_a_hit_widened_with_its_neighbouring_chunks(tmp_path: Path, embedder: Any) -> None:
+    """The model may read the chunks around a hit (RAG_ANSWER_NEIGHBOURS): in file order, each
+    chunk once, and a quote's pages are those of the chunk it is in."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    colours = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "harbour"]
+    make_pdf(docs / "manual.pdf", [" ".join(
+        f"Sentence {p * 6 + i} says the {colours[(p * 6 + i) % 8]} valve number {100 * p + i} "
+        "must be checked weekly." for i in range(6)) for p in range(3)])
+    settings = make_settings(tmp_path / "state", chunk_tokens=48, chunk_overlap=8)
+    assert not Ingestor(settings, embedder).run([docs]).failed
+    retriever = Retriever(settings, embedder=embedder)
+    hit = retriever.search("Which valve is number 100?", RetrievalOptions(k=1))[0]
+    assert "number 100 " in hit.text and hit.page_start == 2 and hit.chunk_index is not None
+    assert retriever.with_context([hit], 0) == [hit]
+
+    wide = retriever.with_context([hit], 1)[0]
+    assert wide.chunk_id == hit.chunk_id and (wide.page_start, wide.page_end) == (2, 2)
+    assert hit.text in wide.text and len(wide.parts) == 3
+    assert wide.text.index("number 5 ") < wide.text.index("number 100 ")  # file order
+    sentences = re.findall(r"Sentence \d+", wide.text)
+    assert len(sentences) == len(set(sentences))  # nothing twice
+    before = (wide.text.index("number 5 "), wide.text.index("number 5 ") + 9)
+    assert wide.pages_of([before]) == (1, 1)  # a quote from the chunk before: its page
+    assert wide.pages_of([before, (wide.text.index("number 100 "), len(wide.text))]) == (1, 2)
+    assert wide.pages_of([]) == (2, 2)
+
+    # a neighbour that is a hit itself is not repeated in another hit's text
+    index = hit.chunk_index
+    nxt = next(h for h in retriever.search("number 101 number 102", RetrievalOptions(k=3))
+               if h.chunk_index == index + 1)
+    first, second = retriever.with_context([hit, nxt], 1)
+    assert nxt.text not in first.text and hit.text not in second.text
+    assert hit.text in first.text and nxt.text in second.text
