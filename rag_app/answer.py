@@ -447,6 +447,7 @@ class AnswerStream:
             yield from self._finish_claims(claims, sources)
             return
         text, numbers = _parse_reply(reply)
+        text = without_dangling_colon(text)
         text, self._removed_links = strip_unsourced_links(text, sources)
         if json_reply and not extractor.seen:  # the server ignored the JSON request: prose
             yield text
@@ -786,6 +787,21 @@ def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequenc
         else:
             claims.append(Claim(sentence, n, unit, True, score=score))
     return claims
+
+
+# Where a sentence may start: after . ! ? and space, before a capital, digit or opening mark.
+_SENTENCE_START = re.compile(r"(?<=[.!?])\s+(?=[\"'`(\[]?[A-Z0-9])")
+
+
+def without_dangling_colon(text: str) -> str:
+    """The answer without a last sentence that announces what never came ("…with the
+    following content:"): the JSON string ends where the model wanted a line break. An answer
+    that is that sentence alone stays."""
+    stripped = text.rstrip()
+    if not stripped.endswith(":"):
+        return text
+    starts = list(_SENTENCE_START.finditer(stripped))
+    return stripped[: starts[-1].start()] if starts else text
 
 
 def _is_refusal(text: str) -> bool:

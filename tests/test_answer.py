@@ -23,6 +23,7 @@ from rag_app.answer import (
     build_messages,
     distinctive_names,
     unmatched_names,
+    without_dangling_colon,
 )
 from rag_app.evidence import find_quote, split_sentences
 from rag_app.guard import REMOVED
@@ -285,6 +286,17 @@ def test_the_model_reads_the_chunks_around_each_hit_when_asked(sample_settings: 
     part = next(p for p in hit.parts if p.start <= span[0] < p.end)
     assert (cited.page_start, cited.page_end) == (part.page_start, part.page_end)
     assert stream.hits[n - 1].text == own.text  # the sources shown first are the chunks
+
+
+def test_a_last_sentence_that_announces_what_never_came_is_dropped() -> None:
+    assert without_dangling_colon(
+        "Use `cat()` to print each result. For example, if `myscript.R` has the following "
+        "content:") == "Use `cat()` to print each result."
+    assert without_dangling_colon("Run `R CMD check`. Then:\n") == "Run `R CMD check`."
+    assert without_dangling_colon("Use the following command:") == "Use the following command:"
+    assert without_dangling_colon("It lasts 2 years.") == "It lasts 2 years."
+    assert without_dangling_colon("Set `fill = TRUE`: ragged rows are padded.") == \
+        "Set `fill = TRUE`: ragged rows are padded."
 
 
 def test_check_verdicts_are_parsed_strictly() -> None:
