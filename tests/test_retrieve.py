@@ -13,7 +13,7 @@ from rag_app.errors import FingerprintMismatch, StoreError
 from rag_app.retrieve import RetrievalOptions, Retriever, _joined
 from rag_app.settings import Settings
 from rag_app.store import Store
-from tests.conftest import SAMPLES, make_settings
+from tests.conftest import SAMPLES
 from tests.pdfgen import make_pdf
 
 pytestmark = pytest.mark.slow
@@ -120,7 +120,8 @@ def test_joined_neighbours_count_their_overlap_once() -> None:
     assert text[parts[2].start:parts[2].end] == "A fresh start with no shared words at all."
 
 
-def test_a_hit_widened_with_its_neighbouring_chunks(tmp_path: Path, embedder: Any) -> None:
+def test_a_hit_widened_with_its_neighbouring_chunks(settings: Settings, tmp_path: Path,
+                                                    embedder: Any) -> None:
     """The model may read the chunks around a hit (RAG_ANSWER_NEIGHBOURS): in file order, each
     chunk once, and a quote's pages are those of the chunk it is in."""
     docs = tmp_path / "docs"
@@ -129,9 +130,9 @@ def test_a_hit_widened_with_its_neighbouring_chunks(tmp_path: Path, embedder: An
     make_pdf(docs / "manual.pdf", [" ".join(
         f"Sentence {p * 6 + i} says the {colours[(p * 6 + i) % 8]} valve number {100 * p + i} "
         "must be checked weekly." for i in range(6)) for p in range(3)])
-    settings = make_settings(tmp_path / "state", chunk_tokens=48, chunk_overlap=8)
-    assert not Ingestor(settings, embedder).run([docs]).failed
-    retriever = Retriever(settings, embedder=embedder)
+    small = settings.model_copy(update={"chunk_tokens": 48, "chunk_overlap": 8})
+    assert not Ingestor(small, embedder).run([docs]).failed
+    retriever = Retriever(small, embedder=embedder)
     hit = retriever.search("Which valve is number 100?", RetrievalOptions(k=1))[0]
     assert "number 100 " in hit.text and hit.page_start == 2 and hit.chunk_index is not None
     assert retriever.with_context([hit], 0) == [hit]
