@@ -774,7 +774,12 @@ def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequenc
         cosines = heard @ said[i]
         scores = [(float(c) + _overlap(sentence, p)) / 2 for c, p in zip(cosines, plain,
                                                                          strict=True)]
-        best = max(range(len(units)), key=scores.__getitem__)
+        # A sentence with figures is quoted from a source that states them, when one does
+        # (the best-matching sentence may sit in a passage that gives another figure).
+        stating = {n for n in set(numbers)
+                   if not unstated_numbers(sentence, [sources[n - 1]], question)}
+        candidates = [j for j, (n, _) in enumerate(units) if n in stating] or range(len(units))
+        best = max(candidates, key=scores.__getitem__)
         n, unit = units[best]
         score = round(scores[best], 3)
         unstated = unstated_numbers(sentence, [sources[n - 1]], question)

@@ -210,6 +210,12 @@ def test_each_answer_sentence_gets_the_source_sentence_that_supports_it(embedder
     assert not claims[2].supported and "3000" in claims[2].reason  # a figure from nowhere
     assert not claims[3].supported and "no sentence" in claims[3].reason
     assert attribute([NOT_FOUND], sources, [1], embedder) == []
+    # a figure is quoted from the source that states it, not from a closer-worded one
+    figures = ["The AK-200 is a smart kettle rated for daily use in busy offices.",
+               "Rated power of the AK-200: 2,200 W."]
+    claim = attribute(["The AK-200 smart kettle is rated 2200 W."], figures, [1, 2],
+                      embedder)[0]
+    assert claim.supported and claim.source == 2 and "2,200 W" in claim.quote
 
 
 @pytest.mark.slow
