@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from rag_app.compress import select_evidence
 from rag_app.errors import ConfigError, RagError
-from rag_app.evidence import find_quote, normalise, split_sentences, unstated_numbers
+from rag_app.evidence import (
+    find_quote,
+    normalise,
+    numbers_in,
+    split_sentences,
+    unstated_numbers,
+)
 from rag_app.guard import (
     REMOVED,
     LinkFilter,
@@ -774,12 +780,17 @@ def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequenc
         cosines = heard @ said[i]
         scores = [(float(c) + _overlap(sentence, p)) / 2 for c, p in zip(cosines, plain,
                                                                          strict=True)]
-        # A sentence with figures is quoted from a source that states them, when one does
-        # (the best-matching sentence may sit in a passage that gives another figure).
-        stating = {n for n in set(numbers)
-                   if not unstated_numbers(sentence, [sources[n - 1]], question)}
-        candidates = [j for j, (n, _) in enumerate(units) if n in stating] or range(len(units))
-        best = max(candidates, key=scores.__getitem__)
+        best = max(range(len(units)), key=scores.__getitem__)
+        # A sentence with figures is quoted from a sentence that gives one of them, in a source
+        # that states them all, when such a sentence supports it well enough (the best-worded
+        # match may sit in a passage that gives another figure).
+        figures = numbers_in(sentence) - numbers_in(question)
+        if figures:
+            stating = [j for j, (n, unit) in enumerate(units) if numbers_in(unit) & figures
+                       and not unstated_numbers(sentence, [sources[n - 1]], question)]
+            closest = max(stating, key=scores.__getitem__, default=None)
+            if closest is not None and scores[closest] >= SUPPORT_MIN:
+                best = closest
         n, unit = units[best]
         score = round(scores[best], 3)
         unstated = unstated_numbers(sentence, [sources[n - 1]], question)
