@@ -40,7 +40,8 @@ KINDS: tuple[Kind, ...] = (
                r"(?:failure|error|mistake))"),
          re.compile(rf"(?:{_CURRENCY})\s*{_NUM}|{_NUM}\s*(?:{_CURRENCY}|(?:dollars?|euros?|"
                     rf"pounds?|pence|cents?|p|eur|usd|gbp)\b)"
-                    r"|\b(?:free|no (?:extra |additional )?(?:charge|cost|fee))\b",
+                    rf"|{_NUM}\s*(?:%|per ?cent\b)"  # a fee as a share: "10% of the price"
+                    r"|\b(?:free|included|no (?:extra |additional )?(?:charge|cost|fee))\b",
                     re.IGNORECASE)),
     Kind("a power in watts",
          _asks(r"\bhow many (?:kilo)?watts\b|\bwattage\b|\bwhat (?:\S+\s+){0,3}?power "

@@ -40,6 +40,8 @@ def test_the_kinds_a_question_asks_for(question: str, kinds: list[str]) -> None:
     ("How much does the AK-200 cost?", "It costs 59.99.", []),  # a bare number: the passage's unit
     ("How much does the AK-200 cost?", "6.95", []),
     ("How much does the AK-200 cost?", "Delivery is free.", []),
+    ("What fee applies to late returns?", "A late fee of 10% of the price.", []),
+    ("What is the cost of the app?", "It is included with every AK-200 Smart.", []),
     ("How much does the AK-200 cost?", "The AK-200 is the smart model.", ["a price"]),
     ("How many watts does the AK-90 use?", "110-120 V", ["a power in watts"]),
     ("How many watts does the AK-90 use?", "It holds 0.5 litres of water.", ["a power in watts"]),
