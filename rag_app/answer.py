@@ -31,6 +31,7 @@ from rag_app.evidence import (
     find_quote,
     normalise,
     numbers_in,
+    sentence_breaks,
     split_sentences,
     unstated_numbers,
 )
@@ -479,11 +480,11 @@ class AnswerStream:
     def _widened(self) -> list[Hit]:
         """The hits with their neighbouring chunks (RAG_ANSWER_NEIGHBOURS); the hits alone if
         that fails. A widened text is checked for instructions like any source."""
-        n = self._settings.answer_neighbours
-        if n <= 0:
+        wanted = self._settings.answer_neighbours
+        if wanted <= 0:
             return list(self.hits)
         try:
-            context = self._retriever.with_context(self.hits, n)
+            context = self._retriever.with_context(self.hits, wanted)
         except Exception:  # more context is an aid: the chunks themselves still answer
             log.warning("could not read the neighbouring chunks", exc_info=True)
             return list(self.hits)
@@ -805,10 +806,6 @@ def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequenc
     return claims
 
 
-# Where a sentence may start: after . ! ? and space, before a capital, digit or opening mark.
-_SENTENCE_START = re.compile(r"(?<=[.!?])\s+(?=[\"'`(\[]?[A-Z0-9])")
-
-
 def without_dangling_colon(text: str) -> str:
     """The answer without a last sentence that announces what never came ("…with the
     following content:"): the JSON string ends where the model wanted a line break. An answer
@@ -816,8 +813,8 @@ def without_dangling_colon(text: str) -> str:
     stripped = text.rstrip()
     if not stripped.endswith(":"):
         return text
-    starts = list(_SENTENCE_START.finditer(stripped))
-    return stripped[: starts[-1].start()] if starts else text
+    breaks = sentence_breaks(stripped)
+    return stripped[: breaks[-1]] if breaks else text
 
 
 def _is_refusal(text: str) -> bool:

@@ -69,6 +69,12 @@ def split_sentences(text: str) -> list[str]:
     return [" ".join(p.lstrip("-*• ").split()) for p in pieces if any(c.isalnum() for c in p)]
 
 
+def sentence_breaks(text: str) -> list[int]:
+    """Where each sentence after the first ends the one before it (indexes into `text`), by
+    the rules of `split_sentences` (abbreviations aside)."""
+    return [m.start() for m in _SENTENCE_END.finditer(text)]
+
+
 def normalise(text: str) -> str:
     """Case-folded NFKC text without whitespace or Markdown marks, quotes and dashes plain."""
     return _normalise_with_map(text)[0]
@@ -147,4 +153,4 @@ def unstated_numbers(statement: str, passages: list[str], question: str = "") ->
 
 
 __all__ = ["MIN_QUOTE_CHARS", "find_quote", "normalise", "numbers_in", "quote_pieces",
-           "split_sentences", "strip_citations", "unstated_numbers"]
+           "sentence_breaks", "split_sentences", "strip_citations", "unstated_numbers"]
