@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ from rag_app.guard import (
 )
 from rag_app.kinds import missing_kinds
 from rag_app.llm import ChatClient, Endpoint, LLMError, RequestRejected
-from rag_app.names import distinctive_names, unmatched
+from rag_app.names import answer_names, distinctive_names, unmatched, unsourced
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever, describe_location
 
 if TYPE_CHECKING:
@@ -174,6 +174,15 @@ QUOTED_SCHEMA: dict[str, Any] = {
     },
 }
 QUOTES_FAILED_NOTE = "The model's answer quotes nothing that the cited sources say."
+# The second pass when an answer names what no source mentions (RAG_ANSWER_RETRY_UNSOURCED):
+# the bundled model answers from what it knows of a library instead of from the passage
+# ("use as.matrix()" where the passage says "drop = FALSE").
+RETRY_PROMPT = (
+    "Your answer names {names}, which none of the sources mentions. Answer the question again "
+    "using only what the sources say, in the same JSON form. If the sources do not contain "
+    f"the answer, reply with answer \"{NOT_FOUND}\" and an empty sources list."
+)
+RETRY_NOTE = "(The answer above names {names}, which no source mentions: asked again.)"
 KIND_FAILED_NOTE = "The question asks for {kinds}; the answer the model gave has none."
 
 
@@ -213,6 +222,7 @@ class Timings:
     select_s: float = 0.0  # cutting the passages to the evidence sentences
     first_token_s: float | None = None
     check_s: float = 0.0
+    retry_s: float = 0.0  # the second answer, when the first named what no source mentions
     total_s: float = 0.0
     prompt_tokens: int | None = None  # the answer prompt, as the server counted it
     cached_tokens: int | None = None  # of which reused from the server's prompt cache
@@ -236,11 +246,15 @@ class Answer:
     checked: bool | None = None  # the check's verdict; None: not run (off, no answer, failed)
     draft: str = ""  # the model's answer when a check turned it into "not found"
     missing_names: list[str] = field(default_factory=list)  # named in the question, not found
-    # Which part said "not found": similarity, names, model, quotes, kind or check ("" if
-    # found).
+    # Which part said "not found": similarity, names, model, quotes, kind, unsourced (asked
+    # again about names no source mentions, the model found nothing) or check ("" if found).
     refused_by: str = ""
     claims: list[Claim] = field(default_factory=list)  # every claim, supported or not
     quotes_checked: bool = False  # the reply carried quotes and they were checked
+    # The model's first answer and the names in it no source mentions, when it was asked again
+    # because of them (RAG_ANSWER_RETRY_UNSOURCED); empty when it was not.
+    first_answer: str = ""
+    unsourced_names: list[str] = field(default_factory=list)
     endpoint: str = ""
     timings: Timings = field(default_factory=Timings)
 
@@ -254,6 +268,7 @@ class Answer:
             "draft": self.draft, "missing_names": self.missing_names,
             "refused_by": self.refused_by,
             "claims": [c.to_dict() for c in self.claims], "quotes_checked": self.quotes_checked,
+            "first_answer": self.first_answer, "unsourced_names": self.unsourced_names,
             "citations": [{s: _plain(getattr(c, s)) for s in c.__slots__}
                           for c in self.citations],
             "hits": [h.to_dict() for h in self.hits],
@@ -388,6 +403,8 @@ class AnswerStream:
         # the hits as the model reads them, whole: widened with neighbouring chunks, if asked
         self._context: list[Hit] = list(self.hits)
         self._kind_note = ""
+        self._first_answer = ""
+        self._unsourced: list[str] = []
 
     @property
     def finished(self) -> bool:
@@ -459,6 +476,16 @@ class AnswerStream:
         if json_reply and not extractor.seen:  # the server ignored the JSON request: prose
             yield text
         found = bool(text.strip()) and NOT_FOUND.lower().rstrip(".") not in text.lower()
+        if found and json_reply and self._settings.answer_retry_unsourced:
+            names = self._unsourced_names(text)
+            if names:
+                again = yield from self._answer_again(reply, names, sources)
+                if again is not None:
+                    self._first_answer, self._unsourced = text.strip(), names
+                    text, numbers = again
+                    found = bool(text.strip()) and not _is_refusal(text)
+                    if not found:  # asked again, the model finds nothing in the sources
+                        self._draft, self._refused_by = self._first_answer, "unsourced"
         if found and self._wrong_kind(text):
             yield f"\n\n{NOT_FOUND} {self._kind_note}"
             return
@@ -476,6 +503,46 @@ class AnswerStream:
             self._claims = self._attribute(text, sources)
             numbers = self._cited(text, numbers)
         self._finish(text.strip(), numbers if found else [], found=found)
+
+    def _unsourced_names(self, text: str) -> list[str]:
+        """The names the answer gives (code identifiers, codes, versions, constants) that no
+        retrieved passage mentions, whole (rag_app.names.answer_names)."""
+        return unsourced(answer_names(text, self.query),
+                         (h.named_text for h in [*self.hits, *self._context]))
+
+    def _answer_again(self, reply: str, names: list[str], sources: list[str]
+                      ) -> Generator[str, None, tuple[str, list[int]] | None]:
+        """Ask once more, after the first reply, telling the model which names no source
+        mentions; streams a note and the new answer. The new (text, numbers), or None when the
+        second reply fails or is empty (the first answer stands)."""
+        shown = ", ".join(f"`{n}`" for n in names)
+        messages = [*self._messages(json_reply=True),
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": RETRY_PROMPT.format(names=shown)}]
+        yield "\n\n" + RETRY_NOTE.format(names=shown) + "\n\n"
+        extractor, links, raw = _StringFields("answer"), LinkFilter(sources), []
+        t = time.perf_counter()
+        try:
+            for piece in self._chat.stream(messages, response_format=ANSWER_SCHEMA) \
+                    if self._chat is not None else ():
+                raw.append(piece)
+                out = links.feed(extractor.feed(piece))
+                if out:
+                    yield out
+        except LLMError as exc:
+            log.warning("the second answer failed: %s", exc)
+            return None
+        finally:
+            self.timings.retry_s = time.perf_counter() - t
+        rest = links.flush()
+        if rest:
+            yield rest
+        text, numbers = _parse_reply("".join(raw))
+        if not text.strip():
+            return None
+        text = without_dangling_colon(text)
+        text, self._removed_links = strip_unsourced_links(text, sources)
+        return text, numbers
 
     def _widened(self) -> list[Hit]:
         """The hits with their neighbouring chunks (RAG_ANSWER_NEIGHBOURS); the hits alone if
@@ -513,11 +580,20 @@ class AnswerStream:
         """Each sentence of the answer with the sentence of the sources that best supports it,
         as its quote (see `attribute`)."""
         try:
-            return attribute(split_sentences(text), sources, list(range(1, len(sources) + 1)),
-                             self._retriever.embedder, self.query)
+            claims = attribute(split_sentences(text), sources, list(range(1, len(sources) + 1)),
+                               self._retriever.embedder, self.query)
         except Exception:  # quotes are an aid: the answer stands without them
             log.warning("could not find the quotes of an answer", exc_info=True)
             return []
+        # A sentence naming a function, code or version that no retrieved passage mentions
+        # says something the sources do not, however close its wording is to a quote.
+        out = []
+        for claim in claims:
+            names = self._unsourced_names(claim.text) if claim.supported else []
+            out.append(replace(claim, supported=False,
+                               reason=f"no source mentions {', '.join(names)}")
+                       if names else claim)
+        return out
 
     def _cited(self, text: str, numbers: list[int]) -> list[int]:
         """The sources to cite: those whose sentences support the answer (its quotes), plus
@@ -622,8 +698,7 @@ class AnswerStream:
         if self._chat is None:
             return
         quoted = self._settings.answer_quotes == "model"
-        messages = build_messages(self.query, self._prompt_hits, json_reply=json_reply,
-                                  max_chars=self._settings.llm_context_size * 3, quoted=quoted)
+        messages = self._messages(json_reply=json_reply)
         schema = (QUOTED_SCHEMA if quoted else ANSWER_SCHEMA) if json_reply else None
         stats: dict[str, float] = {}
         try:
@@ -635,6 +710,11 @@ class AnswerStream:
             if "prompt_tokens" in stats:
                 self.timings.prompt_tokens = int(stats["prompt_tokens"])
                 self.timings.cached_tokens = int(stats.get("cached_tokens", 0))
+
+    def _messages(self, *, json_reply: bool) -> list[dict[str, str]]:
+        return build_messages(self.query, self._prompt_hits, json_reply=json_reply,
+                              max_chars=self._settings.llm_context_size * 3,
+                              quoted=self._settings.answer_quotes == "model")
 
     def _citation(self, n: int, quotes: tuple[str, ...]) -> Citation:
         """Source n as cited: the passage the model read, whole; its pages those of the chunks
@@ -670,8 +750,9 @@ class AnswerStream:
             flagged_sources=self.flagged, removed_links=self._removed_links,
             notice=self.notice, checked=self._checked, draft=self._draft,
             missing_names=self.missing_names, refused_by="" if found else self._refused_by,
-            claims=list(self._claims),
-            quotes_checked=self._quotes_checked, timings=self.timings,
+            claims=list(self._claims), first_answer=self._first_answer,
+            unsourced_names=self._unsourced, quotes_checked=self._quotes_checked,
+            timings=self.timings,
         )
 
 

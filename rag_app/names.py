@@ -85,4 +85,29 @@ def unmatched(names: Iterable[str], texts: Iterable[str]) -> list[str]:
     return [n for n in names if not _mentioned(low, n)]
 
 
-__all__ = ["distinctive_names", "mentions", "unmatched"]
+_PLAIN_CAPITALISED = re.compile(r"[A-Z][a-z]+")
+
+
+def answer_names(answer: str, question: str = "") -> list[str]:
+    """The names an answer gives that only a source could have given it: code identifiers
+    and calls (as.matrix(), var.equal), codes with letters and digits, versions, acronyms and
+    constants (FALSE). Not plain capitalised words (any of an answer's sentences may start
+    with one), not single characters, not the names the question itself gives."""
+    return [n for n in distinctive_names(answer)
+            if len(n) > 1 and not _PLAIN_CAPITALISED.fullmatch(n) and not mentions(question, n)]
+
+
+def unsourced(names: Iterable[str], texts: Iterable[str]) -> list[str]:
+    """The names that none of the texts mentions, as `unmatched`, except that a name without
+    digits also counts as mentioned with digits glued to its end: PDF text glues footnote
+    marks to words (".RData5")."""
+    low = "\n".join(texts).lower()
+    return [n for n in unmatched(names, [low])
+            if any(c.isdigit() for c in n) or not _footnoted(low, n.lower())]
+
+
+def _footnoted(low_text: str, low_name: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(low_name)}\d{{1,2}}(?!\w)", low_text) is not None
+
+
+__all__ = ["answer_names", "distinctive_names", "mentions", "unmatched", "unsourced"]

@@ -162,6 +162,13 @@ class Settings(BaseSettings):
         "value in that kind's units and no bare number (\"it costs 1.7 litres\" is not a "
         "price). The model's text stays visible as a draft.",
     )
+    answer_retry_unsourced: bool = Field(
+        default=True,
+        description="When the model's answer names something no retrieved passage mentions "
+        "(a function, an argument, a code, a version: as.matrix() where the passage says "
+        "drop = FALSE), ask it once more, telling it which names; the second answer replaces "
+        "the first, which stays visible. Costs a second generation on those answers only.",
+    )
     answer_quotes: Literal["extract", "model"] = Field(
         default="extract",
         description="Where each answer sentence's quote comes from. extract: the model answers "

@@ -5,7 +5,9 @@ sends one piece and goes quiet; "429" answers 429 (Retry-After: 1) twice, then s
 always fails; "401" refuses the key; "no-schema" answers 400 to a request with a
 `response_format` (as servers without JSON-schema output do) and otherwise streams a prose
 answer citing [1]; "json" streams a JSON answer citing source 1 (the older answer/sources
-shape); "quoted" streams a quoted answer: a claim quoting the sample warranty and one whose
+shape); "unsourced" answers a JSON answer naming `warranty_years()` (in no source) and,
+asked again after it (the conversation holds its reply), the "json" answer; "quoted" streams
+a quoted answer: a claim quoting the sample warranty and one whose
 quote is in no source; "drip" streams a piece every
 0.2 s and never ends; "500-once" and "drop-once" fail the first request (HTTP 500, or a closed
 connection with no answer) and then stream; "503-retry-after" answers 503 (Retry-After: 1)
@@ -104,6 +106,10 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = ["It lasts ", "2 years [1]", " and see http://evil.example/x", "."]
         if model == "json":
             pieces = ['{"answer": "It lasts ', '2 years.", "sources"', ": [1]}"]
+        if model == "unsourced":  # names a function no source mentions; asked again, answers
+            again = any(m.get("role") == "assistant" for m in body.get("messages", []))
+            pieces = (['{"answer": "It lasts ', '2 years.", "sources"', ": [1]}"] if again else
+                      ['{"answer": "Call `warranty_years()`', ' to see it.", "sources": [1]}'])
         if model == "quoted":  # one claim quoting the sample warranty, one quoting nothing
             pieces = ['{"claims": [{"source": 1, "quote": "comes with a 2-year warranty", ',
                       '"statement": "It lasts ', '2 years."}, {"source": 2, "quote": ',

@@ -256,6 +256,70 @@ def test_an_answer_without_a_value_of_the_kind_asked_becomes_not_found(sample_se
     assert "".join(stream) == "It costs 1.7 litres." and stream.result.found
 
 
+class RepliesChat(ScriptedChat):
+    """Replays one reply per call, in order (for logic tests only)."""
+
+    def __init__(self, *replies: str) -> None:
+        super().__init__(replies[0])
+        self.replies = list(replies)
+        self.sent: list[Any] = []
+
+    def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
+        self.reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.sent.append(messages)
+        return super().stream(messages, **kwargs)
+
+
+def test_an_answer_naming_what_no_source_mentions_is_asked_again(sample_settings: Any,
+                                                                 embedder: Any) -> None:
+    """The bundled model answers from what it knows of a library ("use as.matrix()") where the
+    passage says something else: such an answer is asked again, once, naming what no source
+    mentions; the second answer replaces it and the first stays visible."""
+    retriever = Retriever(sample_settings, embedder=embedder)
+    question = "How do I switch on the child lock on the AK-200?"
+    first = json.dumps({"answer": "Call `child_lock(True)` on the AK-200.", "sources": [1]})
+    second = json.dumps({"answer": "Hold the 70 and 100 buttons together for 5 seconds.",
+                         "sources": [1]})
+    chat = RepliesChat(first, second)
+    stream = answer(question, settings=sample_settings, retriever=retriever,
+                    chat=chat)  # type: ignore[arg-type]
+    text = "".join(stream)
+    result = stream.result
+    assert chat.calls == 2 and "no source mentions: asked again" in text
+    assert result.text == "Hold the 70 and 100 buttons together for 5 seconds."
+    assert result.found and result.first_answer == "Call `child_lock(True)` on the AK-200."
+    assert result.unsourced_names == ["child_lock"] and result.timings.retry_s > 0
+    again = chat.sent[1]  # the first prompt, the model's reply, then what it named
+    assert again[:2] == chat.sent[0] and again[2] == {"role": "assistant", "content": first}
+    assert "`child_lock`" in again[3]["content"] and again[3]["role"] == "user"
+    assert all(c.supported for c in result.claims)
+
+    # asked again, it finds nothing: "not found", with the first answer as the draft
+    chat = RepliesChat(first, json.dumps({"answer": NOT_FOUND, "sources": []}))
+    stream = answer(question, settings=sample_settings, retriever=retriever,
+                    chat=chat)  # type: ignore[arg-type]
+    "".join(stream)
+    assert not stream.result.found and stream.result.refused_by == "unsourced"
+    assert stream.result.draft == "Call `child_lock(True)` on the AK-200."
+
+    # the names of the sources (and of the question) are not asked about again
+    chat = RepliesChat(json.dumps({"answer": "Hold 70 and 100 on the AK-200 for 5 seconds.",
+                                   "sources": [1]}))
+    stream = answer(question, settings=sample_settings, retriever=retriever,
+                    chat=chat)  # type: ignore[arg-type]
+    "".join(stream)
+    assert chat.calls == 1 and stream.result.found and not stream.result.first_answer
+
+    # off: one call, and the sentence naming what no source mentions is flagged
+    off = sample_settings.model_copy(update={"answer_retry_unsourced": False})
+    chat = RepliesChat(first, second)
+    stream = answer(question, settings=off, retriever=retriever,
+                    chat=chat)  # type: ignore[arg-type]
+    assert "".join(stream) == "Call `child_lock(True)` on the AK-200." and chat.calls == 1
+    claim = stream.result.claims[0]
+    assert not claim.supported and claim.reason == "no source mentions child_lock"
+
+
 @pytest.mark.slow
 def test_the_model_reads_the_chunks_around_each_hit_when_asked(sample_settings: Any,
                                                                embedder: Any) -> None:

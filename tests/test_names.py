@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rag_app.names import distinctive_names, mentions, unmatched
+from rag_app.names import answer_names, distinctive_names, mentions, unmatched, unsourced
 
 
 def test_codes_acronyms_and_capitalised_names() -> None:
@@ -46,3 +46,18 @@ def test_mentions_whole_words_and_hyphenated_compounds() -> None:
     assert not mentions("Model 300 ships later.", "model-300")
     assert not mentions("read.csv2 writes semicolons", "read.csv")
     assert unmatched(["E5", "AK-200"], ["Error codes E1 to E4.", "The AK-200."]) == ["E5"]
+
+
+def test_the_names_an_answer_gives_that_no_source_mentions() -> None:
+    """What the bundled model answered from its own knowledge of R (measured on the R
+    manuals: these were wrong answers), against what the sources say."""
+    said = ("To keep it a matrix, use the `as.matrix()` function with var.equal = FALSE. "
+            "The files are .RData and .Rhistory; use c(1) or R CMD BATCH on Linux 4.3.0.")
+    names = answer_names(said, "How do I keep a row as a matrix on Linux?")
+    # not plain capitalised words, single letters, or what the question itself names
+    assert names == ["as.matrix", "var.equal", "FALSE", "RData", "CMD", "BATCH", "4.3.0"]
+    sources = ["written to a file called .RData5 in the current directory",  # a footnote mark
+               "Use R CMD BATCH to run it. R 4.3.01 is out.", "x[1, , drop = FALSE]"]
+    assert unsourced(names, sources) == ["as.matrix", "var.equal", "4.3.0"]
+    assert unsourced(["AK-200"], ["The AK-2001 is new."]) == ["AK-200"]  # a code is whole
+    assert answer_names("It lasts 2 years. Hold both buttons.") == []

@@ -182,6 +182,20 @@ def test_an_answer_without_the_kind_of_value_asked_is_a_draft(env: dict[str, str
     assert "It lasts 2 years." in unescape("\n".join(m.value for m in draft.markdown))
 
 
+def test_an_answer_asked_again_shows_the_first_answer_and_why(env: dict[str, str],
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    # the stub first names `warranty_years()`, which no sample mentions; asked again, it
+    # answers "It lasts 2 years."
+    monkeypatch.setenv("RAG_LLM_MODEL", "unsourced")
+    at = ask(ok(app()), "How long is the standard warranty?")
+    assert unescape(at.chat_message[1].markdown[0].value) == "It lasts 2 years."
+    first = next(e for e in at.expander if e.label.startswith("The model's first answer"))
+    assert "warranty_years" in unescape(first.label)
+    assert "Call `warranty_years()` to see it." in unescape(
+        "\n".join(m.value for m in first.markdown))
+
+
 def test_no_llm_mode_is_labelled_with_what_to_install(env: dict[str, str],
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       tmp_path: Path) -> None:

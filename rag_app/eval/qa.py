@@ -112,6 +112,7 @@ METRIC_NAMES = [
     "claims_removed", "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
     "false_refusal_rate_unchecked", "refused_by_names", "false_refused_by_names",
     "refused_by_model", "false_refused_by_model", "refused_by_kind", "false_refused_by_kind",
+    "refused_by_unsourced", "false_refused_by_unsourced", "asked_again",
     "check_rejected", "citation_validity",
     "cited_answers",
     "faithfulness", "judge_faithfulness", "judge_failures", "llm_errors",
@@ -124,6 +125,7 @@ LLM_METRICS = ("token_f1", "contains_answer", "correct", "correct_multi_fact",
                "refusal_accuracy_unchecked", "false_refusal_rate_unchecked",
                "refused_by_names", "false_refused_by_names", "refused_by_model",
                "false_refused_by_model", "refused_by_kind", "false_refused_by_kind",
+               "refused_by_unsourced", "false_refused_by_unsourced", "asked_again",
                "check_rejected",
                "check_p50_s", "citation_validity", "cited_answers", "faithfulness",
                "judge_faithfulness", "judge_failures", "first_token_p50_s", "first_token_p95_s",
@@ -694,6 +696,10 @@ def _answer_fields(result: Answer, text: str) -> dict[str, Any]:
         "checked": result.checked, "check_s": result.timings.check_s or None,
         "draft": result.draft or None,
         "refused_by": result.refused_by or None,
+        # asked again because the first answer named what no source mentions
+        "first_answer": result.first_answer or None,
+        "unsourced_names": result.unsourced_names or None,
+        "retry_s": result.timings.retry_s or None,
         "quotes_checked": result.quotes_checked,
         "prompt_tokens": result.timings.prompt_tokens,
         "cached_tokens": result.timings.cached_tokens,
@@ -779,9 +785,10 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     # each part's share of the refusals: unanswerable questions it refused, answerable ones
     unanswerable = [r for r in llm_rows if not r["answerable"]]
     answerable = [r for r in llm_rows if r["answerable"]]
-    for part in ("names", "model", "kind"):
+    for part in ("names", "model", "kind", "unsourced"):
         m[f"refused_by_{part}"] = _share(unanswerable, _refused_by(part))
         m[f"false_refused_by_{part}"] = _share(answerable, _refused_by(part))
+    m["asked_again"] = float(sum(1 for r in llm_rows if r.get("first_answer")))
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
     m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
     cited = sum(len(r["citations"]) for r in answered)

@@ -56,6 +56,9 @@ METRIC_LABELS = {
     "false_refused_by_model": "answerable refused by the model",
     "refused_by_kind": "unanswerable refused: no value of the kind asked",
     "false_refused_by_kind": "answerable refused: no value of the kind asked",
+    "refused_by_unsourced": "unanswerable refused when asked again about unsourced names",
+    "false_refused_by_unsourced": "answerable refused when asked again about unsourced names",
+    "asked_again": "answers asked again: they named what no source mentions",
     "check_rejected": "answers the checks turned into not-found",
     "check_p50_s": "answer check p50 (s)",
     "citation_validity": "valid citations",
@@ -73,11 +76,11 @@ METRIC_LABELS = {
     "cached_tokens_p50": "of which cached, p50",
     "total_p95_s": "total p95 (s)",
 }
-COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected",
+COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected", "asked_again",
                     "claims_removed", "prompt_tokens_p50", "cached_tokens_p50"})
 LOWER_IS_BETTER = frozenset({"false_refusal_rate", "false_refusal_rate_unchecked",
                              "false_refused_by_names", "false_refused_by_model",
-                             "false_refused_by_kind",
+                             "false_refused_by_kind", "false_refused_by_unsourced",
                              "claims_removed",
                              "judge_failures", "llm_errors"})
 KIND_TITLES = {"beir": "Retrieval (BEIR)", "qa": "Question answering, end to end"}

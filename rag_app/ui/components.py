@@ -58,6 +58,10 @@ def answer_message(result: dict[str, Any], *, key: str,
             why = ("rejected by the answer check" if result.get("checked") is False
                    else "rejected: it gives no value of the kind the question asks for"
                    if result.get("refused_by") == "kind"
+                   else "which names what no source mentions "
+                        f"({md(', '.join(result.get('unsourced_names') or []))}); asked "
+                        "again, the model found no answer"
+                   if result.get("refused_by") == "unsourced"
                    else "rejected: its quotes are not in the sources it cites")
             with st.expander(f"The model's draft, {why}"):
                 st.markdown(md(result["draft"]))
@@ -68,6 +72,11 @@ def answer_message(result: dict[str, Any], *, key: str,
     if stopped:
         st.caption("Stopped before the answer was complete.")
     evidence(result)
+    if result.get("first_answer"):
+        names = ", ".join(result.get("unsourced_names") or [])
+        with st.expander(f"The model's first answer, asked again: no source mentions "
+                         f"{md(names)}"):
+            st.markdown(md(result["first_answer"]))
     citations = result.get("citations", [])
     if citations:
         cols = st.columns(min(len(citations), 4))
