@@ -980,6 +980,13 @@ def _parse_reply(raw: str) -> tuple[str, list[int]]:
     except Exception:  # noqa: BLE001 - any failure (RecursionError on [[[[… too): prose
         text = raw
         numbers = []
+        if raw.lstrip().startswith("{"):
+            # a JSON reply cut off (the token limit, a dropped stream): its answer as far as
+            # it came, decoded as it was streamed, not the raw JSON with its escapes
+            fields = _StringFields("answer")
+            partial = fields.feed(raw)
+            if fields.seen:
+                text = partial
     numbers += [int(n) for n in _MARK.findall(text)]
     return text, numbers
 

@@ -93,6 +93,8 @@ def answer_names(answer: str, question: str = "") -> list[str]:
     and calls (as.matrix(), var.equal), codes with letters and digits, versions, acronyms and
     constants (FALSE). Not plain capitalised words (any of an answer's sentences may start
     with one), not single characters, not the names the question itself gives."""
+    # an escape written out ("…:\\nlibrary(x)") separates words, as the character it stands for
+    answer = re.sub(r"\\[nrt]", " ", answer)
     return [n for n in distinctive_names(answer)
             if len(n) > 1 and not _PLAIN_CAPITALISED.fullmatch(n) and not mentions(question, n)]
 

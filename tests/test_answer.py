@@ -47,6 +47,9 @@ def test_answer_field_streams_across_pieces_and_escapes() -> None:
     assert _parse_reply(raw) == ('Two "years"\nand café ☕', [1, 2])
     assert _parse_reply("Plain text citing [2] and [7].") == ("Plain text citing [2] and [7].",
                                                               [2, 7])
+    # a JSON reply cut off at the token limit: its answer as far as it came, decoded
+    assert _parse_reply('{\n  "answer": "Run:\\n`R CMD REMOVE pkg` to remove') == (
+        "Run:\n`R CMD REMOVE pkg` to remove", [])
 
 
 def test_sources_are_fenced_and_cannot_close_the_fence() -> None:

@@ -72,6 +72,14 @@ def test_token_f1_and_contains_answer_by_hand() -> None:
     assert contains_answer("It draws 2,200 W.", "2200 W")
     assert contains_answer("Since R 4.2.0, …", "4.2.0")
     assert not contains_answer("Since R 4.2.1", "4.2.0")
+    # the same fact in another form: a date in words, a unit after a number in the singular
+    assert contains_answer("It was released on September 12, 2023.", "2023-09-12")
+    assert contains_answer("released on the 12th of September 2023", "2023-09-12")
+    assert not contains_answer("It was released on September 13, 2023.", "2023-09-12")
+    assert contains_answer("It comes with a 2-year warranty.", "2 years")
+    assert contains_answer("It lasts 2 years.", "2-year")
+    assert not contains_answer("It comes with a 3-year warranty.", "2 years")
+    assert not contains_answer("2 minutes", "2 minutes 10 seconds")
 
 
 def test_sentences_percentiles_and_means() -> None:

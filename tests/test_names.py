@@ -61,3 +61,5 @@ def test_the_names_an_answer_gives_that_no_source_mentions() -> None:
     assert unsourced(names, sources) == ["as.matrix", "var.equal", "4.3.0"]
     assert unsourced(["AK-200"], ["The AK-2001 is new."]) == ["AK-200"]  # a code is whole
     assert answer_names("It lasts 2 years. Hold both buttons.") == []
+    # escapes a small model writes out are not part of a word ("\\nlibrary" is not a name)
+    assert answer_names("Run this:\\nlibrary(x)\\n7.32 seconds") == ["library"]

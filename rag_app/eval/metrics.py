@@ -92,14 +92,40 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+_MONTHS = ("january february march april may june july august september october november "
+           "december").split()
+_MONTH = "|".join(_MONTHS)
+# "September 12, 2023", "12 September 2023", "12th of September 2023": the same day as
+# 2023-09-12.
+_DATE_IN_WORDS = re.compile(
+    rf"\b(?:(?P<d1>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<m1>{_MONTH})|(?P<m2>{_MONTH})\s+"
+    rf"(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?),?\s+(?P<y>\d{{4}})\b", re.I)
+
+
+def _iso_dates(text: str) -> str:
+    def iso(m: re.Match[str]) -> str:
+        month = _MONTHS.index((m["m1"] or m["m2"]).lower()) + 1
+        return f"{m['y']}-{month:02d}-{int(m['d1'] or m['d2']):02d}"
+    return _DATE_IN_WORDS.sub(iso, text)
+
+
+def _fact_form(text: str) -> str:
+    """`normalize_answer`, with a date written in words as its ISO date and a unit right after
+    a number in the singular ("2-year warranty" states "2 years")."""
+    words = normalize_answer(_iso_dates(text)).split()
+    return " ".join(w[:-1] if i and words[i - 1].isdigit() and len(w) > 3 and w.endswith("s")
+                    and not w.endswith("ss") else w for i, w in enumerate(words))
+
+
 def contains_answer(prediction: str, gold: str) -> bool:
-    """Does the normalised prediction contain the normalised gold answer as whole tokens?
-    A gold answer of several facts joined by "; " ("2200 W; 4 minutes 10 seconds") needs
-    every part."""
-    parts = [normalize_answer(p) for p in gold.split("; ")]
+    """Does the prediction contain the gold answer as whole tokens, both normalised
+    (`_fact_form`: SQuAD's normalisation, dates in words as ISO dates, a unit after a number
+    in the singular)? A gold answer of several facts joined by "; " ("2200 W; 4 minutes 10
+    seconds") needs every part."""
+    parts = [_fact_form(p) for p in gold.split("; ")]
     if not any(parts):
         return False
-    said = f" {normalize_answer(prediction)} "
+    said = f" {_fact_form(prediction)} "
     return all(f" {ref} " in said for ref in parts if ref)
 
 
