@@ -506,9 +506,10 @@ class AnswerStream:
 
     def _unsourced_names(self, text: str) -> list[str]:
         """The names the answer gives (code identifiers, codes, versions, constants) that no
-        retrieved passage mentions, whole (rag_app.names.answer_names)."""
+        retrieved passage mentions, whole (rag_app.names.answer_names). The context holds
+        every hit (widened or not), so the hits are not read twice."""
         return unsourced(answer_names(text, self.query),
-                         (h.named_text for h in [*self.hits, *self._context]))
+                         (h.named_text for h in self._context))
 
     def _answer_again(self, reply: str, names: list[str], sources: list[str]
                       ) -> Generator[str, None, tuple[str, list[int]] | None]:
