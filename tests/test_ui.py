@@ -45,8 +45,11 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, index_dir: Path, stub: Any, tmp_path: Path
-        ) -> dict[str, str]:
-    """The app's settings, from the environment as in production (no .env file in the way)."""
+        ) -> Iterator[dict[str, str]]:
+    """The app's settings, from the environment as in production (no .env file in the way);
+    the server address of the shipped config (AppTest reads no config file)."""
+    from streamlit import config
+
     for name in ("OPENAI_API_KEY", "CHROMA_HOST", "RAG_LLM_MODEL_PATH"):
         monkeypatch.delenv(name, raising=False)
     values = {
@@ -58,7 +61,12 @@ def env(monkeypatch: pytest.MonkeyPatch, index_dir: Path, stub: Any, tmp_path: P
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)  # no developer .env is read
-    return values
+    before = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    try:
+        yield values
+    finally:
+        config.set_option("server.address", before)
 
 
 def app(**query: str) -> Any:
@@ -222,7 +230,7 @@ def test_an_unreachable_endpoint_is_an_error_that_names_it(env: dict[str, str],
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-key-never-shown")
     at = ask(ok(app()), "How long is the standard warranty?")
-    errors = " ".join(e.value for e in at.error)
+    errors = unescape(" ".join(e.value for e in at.error))  # escaped: shown as text
     assert f"127.0.0.1:{port}" in errors
     assert "sk-secret" not in texts(at) and "Traceback" not in texts(at)
 
@@ -329,6 +337,9 @@ def test_hostile_document_text_never_renders_as_markup(env: dict[str, str]) -> N
     chat = ask(ok(app()), "How long does the Quartz lamp bulb last?")
     for element in (*chat.markdown, *chat.caption):
         assert not LIVE_MARKUP.search(str(element.value)), element.value
+    from tests.test_ui_hostile import live_markup
+
+    assert not live_markup(chat)  # every element: labels, captions, errors too
     assert "instruction-like text withheld" in texts(chat)
 
 

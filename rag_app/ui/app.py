@@ -1,4 +1,11 @@
-"""The chat UI: `streamlit run rag_app/ui/app.py` (or `make run`).
+"""The chat UI. Start it with `python -m rag_app serve` (or `make run`): 127.0.0.1 only, a Host
+allow-list, XSRF protection, no error details in the page, the upload limit of
+RAG_UPLOAD_MAX_MB, security headers (rag_app/ui/server.py).
+
+`streamlit run rag_app/ui/app.py` keeps the same protections: the options come from
+rag_app/ui/.streamlit/config.toml (read wherever it is started from) and this file is also the
+ASGI app that adds the headers and refuses foreign Host names. Only `--server.address` with a
+non-loopback address exposes it, and then the page says so in a banner: the chat has no login.
 
 Thin on purpose: the pages call the library (`rag_app.answer`, `rag_app.service`,
 `rag_app.sources`, `rag_app.conversations`); process-wide objects come from one
@@ -12,16 +19,18 @@ from pathlib import Path
 import streamlit as st
 
 from rag_app.ui.state import load_settings
+from rag_app.ui.text import md, short_paths
 
 
 def main() -> None:
     st.set_page_config(page_title="Ask your documents", page_icon="📚",
                        layout="wide")
+    exposure_banner()
     try:
         load_settings()
     except Exception as exc:  # noqa: BLE001 - shown to the user; no traceback in the page
-        st.error(f"The settings are invalid: {exc}. Fix them in .env or the RAG_* environment "
-                 "variables (see .env.example) and reload.")
+        st.error(f"The settings are invalid: {md(short_paths(str(exc)))}. Fix them in .env or "
+                 "the RAG_* environment variables (see .env.example) and reload.")
         st.stop()
     views = Path(__file__).parent / "views"
     pages = [
@@ -35,4 +44,25 @@ def main() -> None:
     st.navigation(pages).run()
 
 
-main()
+def exposure_banner() -> None:
+    """A warning on every page while the server listens beyond this machine."""
+    from rag_app.ui.server import is_loopback
+
+    address = st.get_option("server.address") or ""
+    if is_loopback(address):
+        return
+    where = f"on {md(address)}" if address else "on every network interface"
+    st.warning(f"This chat is served {where}: anyone who can reach this address can read "
+               "every chat and document and delete documents (it has no login). Restart it "
+               "with `python -m rag_app serve` to keep it on this machine.",
+               icon=":material/public:")
+
+
+if __name__ == "__main__":  # Streamlit runs this file as `__main__` on every rerun
+    main()
+else:  # `streamlit run` imports it as a module and serves this ASGI app
+    from starlette.middleware import Middleware
+
+    from rag_app.ui.server import SecurityHeaders
+
+    app = st.App(__file__, middleware=[Middleware(SecurityHeaders)])

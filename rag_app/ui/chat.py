@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
 import streamlit as st
 
-from rag_app.conversations import Conversation, ConversationStore, export_json, export_markdown
-from rag_app.safety import escape_markdown as md
+from rag_app.conversations import (
+    Conversation,
+    ConversationStore,
+    export_json,
+    export_markdown,
+    make_title,
+)
 from rag_app.service import describe_llm
 from rag_app.ui import components
 from rag_app.ui.state import explain, load_settings, services, session_options
+from rag_app.ui.text import md, short_paths
 
 
 def _conversations() -> ConversationStore:
@@ -87,7 +93,8 @@ def _sidebar(store: ConversationStore, conv: Conversation, info: dict[str, Any])
             help="A second, short model call; a rejected answer becomes 'not found'.")
         st.divider()
         st.caption(f"LLM: {md(describe_llm(settings))}  \nCollection: "
-                   f"{md(settings.collection)} in the {md(settings.describe_store())}")
+                   f"{md(settings.collection)} in the "
+                   f"{md(short_paths(settings.describe_store()))}")
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -117,11 +124,12 @@ def render() -> None:
     try:
         info = _overview()
     except Exception as exc:  # noqa: BLE001 - shown where it happens
-        st.error(explain(exc))
+        st.error(md(explain(exc)))
         return
     _sidebar(store, conv, info)
     if info.get("exists") and info.get("chunks"):
-        st.caption(f"{info['files']} files, {info['pages']} pages, {info['chunks']} passages "
+        st.caption(f"{int(info['files'])} files, {int(info['pages'])} pages, "
+                   f"{int(info['chunks'])} passages "
                    f"indexed with {md(str(info['fingerprint'].get('model', '')))}")
     else:
         st.info("No documents yet. Add some on the **Documents** page, or run "
@@ -140,7 +148,7 @@ def _draw(store: ConversationStore, conv: Conversation, i: int, message: dict[st
             st.markdown(md(message["content"]))
             return
         if message.get("error"):
-            st.error(message["error"])
+            st.error(md(message["error"]))
             return
         result = message.get("result")
         if not result:
@@ -169,7 +177,7 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
     history = conv.history()
     conv.messages.append({"role": "user", "content": question})
     if not conv.title or conv.title == "New chat":
-        conv.title = question[:60]
+        conv.title = make_title(question)
     store.save(conv)
     st.query_params["chat"] = conv.id
     with st.chat_message("user"):
@@ -198,15 +206,13 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
             st.session_state["last_question"] = (stream.query, [h.chunk_id for h in stream.hits])
             sources_s = time.perf_counter() - t0
             written: list[str] = []
-            waiting = st.empty()
+            out = st.empty()
             if chat is not None and stream.hits:
-                waiting.caption("The model is reading the sources… (a model on a CPU takes "
-                                "15–30 s before its first word; other questions may be ahead)")
-            pieces = _escaped(stream, written, waiting)
+                out.caption("The model is reading the sources… (a model on a CPU takes "
+                            "15–30 s before its first word; other questions may be ahead)")
             try:
-                st.write_stream(pieces)
+                write_stream(stream, written, out)
             finally:
-                pieces.close()  # stop button or error: close the stream to the model server
                 if not stream.finished:  # stopped midway: keep what was written
                     message.update(content="".join(written), stopped=True)
             result = stream.result.to_dict()
@@ -228,17 +234,18 @@ class _NoIndex(Exception):
     pass
 
 
-def _escaped(stream: Any, written: list[str], waiting: Any) -> Generator[str, None, None]:
-    """The answer's pieces, escaped so that nothing in them renders as Markdown or HTML;
-    the waiting note goes when the first piece arrives."""
+def write_stream(stream: Iterable[str], written: list[str], out: Any) -> None:
+    """Show the answer as it streams into `out` (an `st.empty()`), replacing what it held: the
+    whole text so far, escaped as one piece each time. Escaping piece by piece would let
+    Markdown split across two pieces through (a "www." or a "](" in halves: REVIEW L11). The
+    stream is closed however this ends (the stop button, an error), down to the HTTP response
+    of the model server."""
     pieces = iter(stream)
     try:
         for piece in pieces:
             written.append(piece)  # first: a stop can end the run at the next Streamlit call
-            if len(written) == 1:
-                waiting.empty()
-            yield md(piece)
+            out.markdown(md("".join(written)))
     finally:
         close = getattr(pieces, "close", None)
         if close is not None:
-            close()  # down the chain to the HTTP response
+            close()

@@ -1,8 +1,8 @@
 """Pieces the pages draw: source cards, the finished answer, the citation viewer.
 
-Nothing from a document, a file name or the model is rendered as HTML or live Markdown: text
-goes through `escape_markdown` (or `st.text`), and the only HTML is `passage_html`'s escaped
-text with `<mark>` tags.
+Nothing from a document, a file name, an error or the model is rendered as HTML or live
+Markdown: every such text goes through `rag_app.ui.text.md` (widget labels and image captions
+too), and the only HTML is `passage_html`'s escaped text with `<mark>` tags.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from rag_app.answer import NO_LLM_LABEL, NOT_FOUND
-from rag_app.safety import escape_markdown as md
+from rag_app.ui.text import md, short_paths
 
 PREVIEW_CHARS = 420
 
@@ -28,10 +28,10 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
 def source_list(hits: Sequence[dict[str, Any]], flagged: Sequence[int], *,
                 title: str = "Sources", expanded: bool = True) -> None:
     """The retrieved passages: file, page or heading path, similarity, a preview."""
-    with st.expander(f"{title} ({len(hits)})", expanded=expanded):
+    with st.expander(f"{md(title)} ({len(hits)})", expanded=expanded):
         for n, hit in enumerate(hits, start=1):
             badge = " · :orange-badge[instruction-like text withheld]" if n in flagged else ""
-            st.markdown(f"**[{n}]** {md(hit['location'])} · similarity "
+            st.markdown(f"**[{n:d}]** {md(hit['location'])} · similarity "
                         f"{hit['similarity']:.2f}{badge}")
             st.caption(md(preview(hit.get("text", ""))))
 
@@ -81,7 +81,7 @@ def answer_message(result: dict[str, Any], *, key: str,
     if citations:
         cols = st.columns(min(len(citations), 4))
         for i, c in enumerate(citations):
-            label = f"[{c['number']}] {c['location']}"
+            label = f"[{int(c['number'])}] {md(c['location'])}"
             cols[i % len(cols)].button(
                 label, key=f"{key}-cite-{c['number']}", icon=":material/description:",
                 help="Open the cited passage at its place", on_click=_open, args=(key, c),
@@ -100,7 +100,7 @@ def answer_message(result: dict[str, Any], *, key: str,
     if result.get("invalid_citations"):
         notes.append(f"{result['invalid_citations']} citation(s) to no retrieved passage removed")
     if notes:
-        st.caption("; ".join(notes).capitalize() + ".")
+        st.caption(md("; ".join(notes).capitalize() + "."))
     source_list(hits, flagged, title="Retrieved passages", expanded=False)
     if on_feedback is not None:
         st.feedback("thumbs", key=f"{key}-feedback", default=feedback,
@@ -158,7 +158,7 @@ def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> N
     root = hit.get("root", "")
     path = Path(root) / citation["source"] if root else None
     with st.container(border=True, key=f"card-{citation['chunk_id']}"):
-        st.markdown(f"**[{citation['number']}] {md(citation['location'])}**")
+        st.markdown(f"**[{int(citation['number'])}] {md(citation['location'])}**")
         if path is None or not path.is_file():
             st.warning("The original file is no longer where it was ingested from; this is the "
                        "passage as indexed.")
@@ -177,14 +177,14 @@ def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> N
                     pages = _pdf_pages(*args, citation["passage"])
                 for page, png, marks in pages:
                     note = "" if marks else " (the passage could not be located on this page)"
-                    st.image(png, caption=f"{citation['source']} — page {page}{note}")
+                    st.image(png, caption=md(f"{citation['source']} — page {page}{note}"))
             else:
                 title, html = _section(str(path), mtime, citation["passage"],
                                        tuple(hit.get("headings", ())), quotes)
                 st.caption(md(title))
                 st.html(html)
         except RagError as exc:
-            st.warning(f"Cannot show the page: {exc}")
+            st.warning(f"Cannot show the page: {md(short_paths(str(exc)))}")
             st.markdown(md(citation["passage"]))
         st.download_button("Download the original file", data=path.read_bytes,
                            file_name=path.name, key=f"dl-{citation['chunk_id']}",

@@ -7,9 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from rag_app.safety import escape_markdown as md
 from rag_app.ui.services import Job, save_upload, uploads_dir
 from rag_app.ui.state import explain, load_settings, services
+from rag_app.ui.text import folder_label, md, short_paths
 
 UPLOAD_TYPES = ["pdf", "md", "markdown", "txt", "text", "rst", "html", "htm"]
 
@@ -23,7 +23,7 @@ def render() -> None:
 
         info = index_overview(settings)
     except Exception as exc:  # noqa: BLE001 - shown where it happens
-        st.error(explain(exc))
+        st.error(md(explain(exc)))
         return
     _upload(settings)
     _jobs(svc)
@@ -32,16 +32,18 @@ def render() -> None:
         st.info("Nothing is indexed yet: upload files above, or run "
                 "`python -m ingest FOLDER` in a terminal.")
         return
-    st.caption(f"{len(info.files)} files, {info.pages} pages, {info.chunks} passages in "
-               f"collection {md(info.collection)} ({md(info.store)})")
-    rows = [{"file": r.source, "folder": r.root, "kind": r.kind, "pages": r.pages or None,
-             "chunks": r.chunks,
+    st.caption(f"{len(info.files)} files, {int(info.pages)} pages, {int(info.chunks)} passages "
+               f"in collection {md(info.collection)} ({md(short_paths(info.store))})")
+    uploads = uploads_dir(settings)
+    # plain text (a data frame renders no Markdown), with no absolute path (REVIEW L8)
+    rows = [{"file": r.source, "folder": folder_label(r.root, uploads), "kind": r.kind,
+             "pages": r.pages or None, "chunks": r.chunks,
              "status": "failed (previous version kept)" if r.error else
              ("pending" if r.state != "done" else "indexed"),
-             "last error": r.error} for r in info.files]
+             "last error": short_paths(r.error or "")} for r in info.files]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"folder": st.column_config.TextColumn(width="small")})
-    labels = {r.key: f"{r.source}  ({r.root})" for r in info.files}
+    labels = {r.key: f"{r.source}  ({folder_label(r.root, uploads)})" for r in info.files}
     chosen = st.selectbox("A file", list(labels), format_func=labels.__getitem__,
                           key="doc-pick")
     record = next(r for r in info.files if r.key == chosen)
@@ -90,7 +92,7 @@ def _upload(settings: Any) -> None:
         try:
             saved.append(save_upload(settings, f.name, f.getvalue()))
         except Exception as exc:  # noqa: BLE001 - one bad file is reported, the rest go on
-            st.error(f"{md(f.name)}: {explain(exc)}")
+            st.error(f"{md(f.name)}: {md(explain(exc))}")
     if saved:
         names = ", ".join(p.name for p in saved)
         services().submit_ingest(saved, label=f"upload {names}")
@@ -120,10 +122,11 @@ def _job(job: Job) -> None:
         label = md(job.label)
         if job.state in ("queued", "running"):
             what = f"{md(job.current)}" if job.current else "starting"
-            st.progress(job.progress, text=f"{label}: {job.state} ({what})")
+            st.progress(job.progress, text=f"{label}: {md(job.state)} ({what})")
         elif job.state == "failed":
-            st.error(f"{label}: {md(job.error)}")
+            st.error(f"{label}: {md(short_paths(job.error))}")
         else:
             st.success(f"{label}: done")
         if job.outcomes:
-            st.dataframe(job.outcomes, hide_index=True, width="stretch")
+            st.dataframe([{**o, "reason": short_paths(str(o.get("reason") or ""))}
+                          for o in job.outcomes], hide_index=True, width="stretch")

@@ -6,8 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from rag_app.safety import escape_markdown as md
 from rag_app.ui.state import explain, load_settings, services
+from rag_app.ui.text import md
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -47,7 +47,7 @@ def render() -> None:
             records, note = _map(store.version(), question, tuple(retrieved),
                                  settings.map_max_points)
     except Exception as exc:  # noqa: BLE001 - shown where it happens
-        st.error(explain(exc))
+        st.error(md(explain(exc)))
         return
     st.caption(md(note))
     frame = pd.DataFrame(records)

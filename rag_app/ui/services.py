@@ -180,7 +180,8 @@ class Services:
                 job.state = "failed"
             except Exception as exc:
                 log.exception("background job %s failed", job.label)
-                job.error = f"{type(exc).__name__}: {exc}"
+                job.error = (f"Something went wrong ({type(exc).__name__}); the details are in "
+                             "the server's log.")
                 job.state = "failed"
             job.finished = time.time()
 

@@ -10,6 +10,7 @@ import streamlit as st
 from rag_app.errors import RagError
 from rag_app.settings import Settings
 from rag_app.ui.services import Services
+from rag_app.ui.text import short_paths
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,11 @@ def session_options() -> dict[str, Any]:
 
 
 def explain(exc: BaseException) -> str:
-    """An error as the page shows it: our messages say what to do; others get a short line
-    (the traceback goes to the server log, never into the page)."""
+    """An error as the page shows it, as plain text (escape it with `md` to show it): our
+    messages say what to do, with paths made short; others get a short line (the traceback goes
+    to the server log, never into the page)."""
     if isinstance(exc, RagError):
-        return str(exc)
+        return short_paths(str(exc))
     log.exception("unexpected error in the chat UI", exc_info=exc)
     return (f"Something went wrong ({type(exc).__name__}). The details are in the server's "
             "log; please report it if it happens again.")
