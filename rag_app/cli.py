@@ -37,39 +37,56 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ingest this folder first when the index is empty")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; the "
-                       "chat has no login, so do not expose it without one in front)")
+                       "chat has no login, so an address other machines can reach also "
+                       "needs --allow-network)")
     serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--allow-network", action="store_true",
+                       help="allow a --host that other machines can reach (the chat has no "
+                       "login: put an authenticating proxy in front)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="another host name browsers may use to reach the server (e.g. "
+                       "the proxy's); localhost, 127.0.0.1 and --host are always answered")
     return p
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     """Ingest the sample folder into an empty index, then run the Streamlit app with the
-    safe server options (local address, XSRF protection, no error details in the page)."""
+    safe server options (rag_app/ui/server.py: a local address unless --allow-network, a Host
+    allow-list, XSRF protection, no error details in the page, security headers)."""
     import os
     import subprocess
 
     from rag_app.service import index_overview, sync_paths
+    from rag_app.ui.server import allowed_hosts, exposure_warning, is_loopback, streamlit_flags
 
+    hosts = allowed_hosts(args.host, args.allowed_host)
+    if not is_loopback(args.host):
+        if not args.allow_network:
+            print(f"error: --host {args.host} can be reached from other machines, and the chat "
+                  "has no login. Add --allow-network to do it anyway (with an authenticating "
+                  "proxy in front), or use --host 127.0.0.1.", file=sys.stderr)
+            return 2
+        print(exposure_warning(args.host, args.port, hosts), file=sys.stderr)
     if args.docs is not None and not index_overview(settings).chunks:
         print(f"The index is empty: ingesting {args.docs} first …", file=sys.stderr)
         report = sync_paths(settings, [args.docs], command="python -m rag_app serve")
         print(f"{report.counts()['ingested']} files ingested, {report.chunks_total} passages",
               file=sys.stderr)
     app = Path(__file__).resolve().parent / "ui" / "app.py"
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.address", args.host, "--server.port", str(args.port),
-        "--server.headless", "true", "--server.enableXsrfProtection", "true",
-        "--server.maxUploadSize", str(max(1, round(settings.upload_max_mb))),
-        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-        "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal",
-    ]
-    print(f"Open http://{args.host}:{args.port} in your browser (Ctrl+C stops the server).",
-          file=sys.stderr)
+    command = [sys.executable, "-m", "streamlit", "run", str(app),
+               *streamlit_flags(args.host, args.port, settings.upload_max_mb, hosts)]
+    print(f"Open http://{_url_host(args.host)}:{args.port} in your browser (Ctrl+C stops the "
+          "server).", file=sys.stderr)
     try:
         return subprocess.call(command, env=os.environ.copy())
     except KeyboardInterrupt:
         return 130
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def ask(args: argparse.Namespace, settings: Settings) -> int:
