@@ -6,7 +6,7 @@ and nothing is sent for a caller that gave up (issue 14).
 
 data/samples is ingested into a throwaway store (`rag_app.service.sync_paths`, the real
 embedding model); then `--askers` threads ask the questions of data/eval/samples-qa.jsonl
-through `rag_app.answer.answer` for `--seconds` (a request running when the time is up is
+through `rag_app.answering.answer` for `--seconds` (a request running when the time is up is
 finished, not cut), sharing one retriever and one `ChatClient`, as the chat UI's sessions do:
 
 - stub: tests/openai_stub.py's "chaos" model, which answers each HTTP request (retries
@@ -58,7 +58,7 @@ from rag_app.llm import ChatClient, Endpoint, LLMError  # noqa: E402
 from tests.openai_stub import REQUEST_ID_HEADER, Arrival  # noqa: E402
 
 if TYPE_CHECKING:
-    from rag_app.answer import Answer
+    from rag_app.answering import Answer
     from rag_app.retrieve import Retriever
     from rag_app.settings import Settings
 
@@ -293,7 +293,7 @@ def run_load(settings: Settings, retriever: Retriever, endpoint: Endpoint,
     `margin_s` and requests unfinished `hang_after_s` after that."""
     import openai
 
-    from rag_app.answer import answer
+    from rag_app.answering import answer
 
     deadline_s = float(settings.llm_total_timeout_s or 0)
     if not deadline_s:
@@ -616,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_local(settings: Settings, retriever: Retriever, questions: Sequence[str],
                args: argparse.Namespace) -> LoadReport:
-    from rag_app.answer import answer
+    from rag_app.answering import answer
     from rag_app.local_llm import ensure_server, stop_all
 
     t = time.perf_counter()

@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rag_app.answer import NOT_FOUND  # noqa: E402
+from rag_app.answering import NOT_FOUND  # noqa: E402
 from rag_app.eval.configs import EvalConfig  # noqa: E402
 from rag_app.eval.qa import evaluate_qa, load_questions  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
@@ -35,21 +35,26 @@ from rag_app.settings import Settings  # noqa: E402
 
 SHOWN = ("correct", "correct_multi_fact", "cited_gold_page", "quote_validity",
          "refusal_accuracy", "false_refusal_rate", "refused_by_names", "refused_by_kind",
-         "false_refused_by_kind", "refused_by_model")
+         "false_refused_by_kind", "refused_by_model", "asked_again", "refused_by_unsourced",
+         "false_refused_by_unsourced")
 
 
 class ReplayChat:
     """Answers each question with the reply a recorded run got for it (found by the question
-    text at the end of the prompt)."""
+    text at the end of the prompt). Asked again (the second pass, a further user turn after the
+    model's first reply), it gives the answer the run recorded after asking again."""
 
-    def __init__(self, replies: dict[str, str]) -> None:
+    def __init__(self, replies: dict[str, str], again: dict[str, str] | None = None) -> None:
         self.replies = replies
+        self.again = again or {}
         self.endpoint = Endpoint("http://127.0.0.1:1/v1", "replay", "")
         self.missing = 0
 
     def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
-        question = messages[-1]["content"].rsplit("Question:", 1)[-1].strip()
-        reply = self.replies.get(question)
+        asked = [m for m in messages if m["role"] == "user" and "Question:" in m["content"]]
+        question = asked[-1]["content"].rsplit("Question:", 1)[-1].strip() if asked else ""
+        book = self.again if messages[-1] is not (asked[-1] if asked else None) else self.replies
+        reply = book.get(question)
         if reply is None:
             self.missing += 1
             reply = json.dumps({"answer": NOT_FOUND, "sources": []})
@@ -59,17 +64,25 @@ class ReplayChat:
         return "".join(self.stream(messages))
 
 
-def recorded(run: dict[str, Any]) -> dict[str, str]:
-    """question -> the model's reply as JSON, from a run's rows."""
-    out = {}
+def recorded(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(question -> the model's first reply, question -> its reply when asked again) as JSON,
+    from a run's rows."""
+    first, again = {}, {}
     for row in run["rows"]:
         if row.get("mode") != "llm":
             continue
-        text = row.get("draft") or (row.get("answer") if row.get("found") else NOT_FOUND)
+        question = row["question"].strip()
         numbers = [c["number"] for c in row.get("citations") or []]
-        out[row["question"].strip()] = json.dumps({"answer": text or NOT_FOUND,
-                                                   "sources": numbers})
-    return out
+        final = row.get("answer") if row.get("found") else NOT_FOUND
+        if row.get("first_answer"):
+            # asked again: the first reply is the first answer; the second is the answer (or
+            # "not found", the first answer then being the draft)
+            first[question] = json.dumps({"answer": row["first_answer"], "sources": numbers})
+            again[question] = json.dumps({"answer": final or NOT_FOUND, "sources": numbers})
+            continue
+        text = row.get("draft") or final
+        first[question] = json.dumps({"answer": text or NOT_FOUND, "sources": numbers})
+    return first, again
 
 
 def main() -> int:
@@ -78,15 +91,22 @@ def main() -> int:
     ap.add_argument("questions", type=Path)
     ap.add_argument("--docs", type=Path, required=True)
     ap.add_argument("--index-dir", default=None)
+    ap.add_argument("--rows-out", type=Path, default=None,
+                    help="write the replayed rows (without timings) as JSON, to compare two "
+                         "versions of the code answer for answer")
     args = ap.parse_args()
     print(f"CPU: {detect().summary()}")
     saved = json.loads((args.run_dir / "results.json").read_text())["results"][0]["runs"][0]
     config = EvalConfig(**{k: v for k, v in saved["config"].items()
                            if k in EvalConfig.__dataclass_fields__})
-    chat = ReplayChat(recorded(saved))
+    chat = ReplayChat(*recorded(saved))
     result = evaluate_qa(load_questions(args.questions), args.docs, [config], Settings(),
                          chat=chat, index_dir=args.index_dir)  # type: ignore[arg-type]
     now = result.runs[0]
+    if args.rows_out:
+        timed = ("_s", "_tokens")
+        rows = [{k: v for k, v in row.items() if not k.endswith(timed)} for row in now.rows]
+        args.rows_out.write_text(json.dumps(rows, indent=1, sort_keys=True, default=str))
     print(f"\n{'measure':28} {'recorded':>10} {'replayed':>10}")
     for key in SHOWN:
         before, after = saved["metrics"].get(key), now.metrics.get(key)

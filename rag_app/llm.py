@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rag_app.errors import RagError
+from rag_app.errors import ConfigError, RagError
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -42,6 +42,47 @@ class Endpoint:
     def __repr__(self) -> str:
         return (f"Endpoint(base_url={redact_url(self.base_url)!r}, model={self.model!r}, "
                 "api_key=***)")
+
+
+class Chat(Protocol):
+    """What the answer path needs of a chat model: `ChatClient`, or a fake in tests."""
+
+    endpoint: Endpoint
+
+    def stream(self, messages: Sequence[dict[str, str]], *, max_tokens: int | None = None,
+               response_format: dict[str, Any] | None = None,
+               temperature: float | None = None,
+               stats: dict[str, float] | None = None) -> Iterator[str]: ...
+
+    def complete(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> str: ...
+
+
+def resolve(settings: Settings) -> tuple[Endpoint | None, str]:
+    """The configured endpoint, else the bundled local server (started on first use);
+    `(None, notice)` when there is no model at all, the notice saying what to install or set.
+    A model that is there but broken is an error, not a silent fallback."""
+    if settings.openai_base_url:
+        if not settings.llm_model:
+            raise ConfigError("OPENAI_BASE_URL is set but RAG_LLM_MODEL is not: name the model "
+                              "to use at that endpoint (e.g. gpt-4o-mini, llama3.1)")
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+        return Endpoint(settings.openai_base_url.rstrip("/"), settings.llm_model,
+                        key or "not-needed"), ""
+    from rag_app.local_llm import NoLocalModel, ensure_server
+
+    try:
+        server = ensure_server(settings)
+    except NoLocalModel as exc:
+        return None, (f"No LLM is available, so no answer is written. {exc}\nOr point "
+                      "OPENAI_BASE_URL (and RAG_LLM_MODEL) at an OpenAI-compatible server.")
+    return Endpoint(server.base_url, server.model_name, server.api_key), ""
+
+
+def connect(settings: Settings) -> tuple[ChatClient | None, str]:
+    """The chat client for the configured endpoint, else for the bundled local server;
+    `(None, notice)` when no model exists at all (see `resolve`)."""
+    endpoint, notice = resolve(settings)
+    return (ChatClient(endpoint, settings) if endpoint is not None else None), notice
 
 
 _DONE = object()

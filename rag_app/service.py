@@ -74,11 +74,9 @@ def make_chat_client(settings: Settings) -> tuple[ChatClient | None, str]:
     """The chat client for the configured endpoint, else for the bundled local server (started
     on first use); `(None, notice)` when no model exists at all, the notice saying what to
     install or set. A model that is there but broken raises."""
-    from rag_app.answer import _resolve
-    from rag_app.llm import ChatClient
+    from rag_app.llm import connect
 
-    endpoint, notice = _resolve(settings)
-    return (ChatClient(endpoint, settings) if endpoint is not None else None), notice
+    return connect(settings)
 
 
 def describe_llm(settings: Settings) -> str:

@@ -10,24 +10,21 @@ from typing import Any
 import pytest
 
 from ingest.sync import Ingestor
-from rag_app.answer import (
-    CHECK_FAILED_NOTE,
-    CONDENSE_PROMPT,
-    KIND_FAILED_NOTE,
-    NO_LLM_LABEL,
-    NOT_FOUND,
-    _parse_reply,
-    _parse_verdict,
-    _StringFields,
-    answer,
-    build_messages,
-    distinctive_names,
-    unmatched_names,
+from rag_app.answering import NO_LLM_LABEL, NOT_FOUND, answer, build_messages
+from rag_app.answering.checks.judge import CHECK_FAILED_NOTE
+from rag_app.answering.checks.kinds import KIND_FAILED_NOTE
+from rag_app.answering.checks.names import unmatched_names
+from rag_app.answering.prompts import CONDENSE_PROMPT
+from rag_app.answering.replies import (
+    StringFields,
+    parse_reply,
+    parse_verdict,
     without_dangling_colon,
 )
 from rag_app.evidence import find_quote, split_sentences
 from rag_app.guard import REMOVED
 from rag_app.llm import Endpoint
+from rag_app.names import distinctive_names
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
 from tests.conftest import SAMPLES, make_settings
 
@@ -41,14 +38,14 @@ def _hit(n: int, text: str = "text") -> Hit:
 def test_answer_field_streams_across_pieces_and_escapes() -> None:
     raw = json.dumps({"answer": 'Two "years"\nand café ☕', "sources": [1, 2]})
     for size in (1, 2, 3, 7):
-        extractor = _StringFields("statement", "answer")
+        extractor = StringFields("statement", "answer")
         out = "".join(extractor.feed(raw[i : i + size]) for i in range(0, len(raw), size))
         assert out == 'Two "years"\nand café ☕', size
-    assert _parse_reply(raw) == ('Two "years"\nand café ☕', [1, 2])
-    assert _parse_reply("Plain text citing [2] and [7].") == ("Plain text citing [2] and [7].",
+    assert parse_reply(raw) == ('Two "years"\nand café ☕', [1, 2])
+    assert parse_reply("Plain text citing [2] and [7].") == ("Plain text citing [2] and [7].",
                                                               [2, 7])
     # a JSON reply cut off at the token limit: its answer as far as it came, decoded
-    assert _parse_reply('{\n  "answer": "Run:\\n`R CMD REMOVE pkg` to remove') == (
+    assert parse_reply('{\n  "answer": "Run:\\n`R CMD REMOVE pkg` to remove') == (
         "Run:\n`R CMD REMOVE pkg` to remove", [])
 
 
@@ -367,10 +364,10 @@ def test_a_last_sentence_that_announces_what_never_came_is_dropped() -> None:
 
 
 def test_check_verdicts_are_parsed_strictly() -> None:
-    assert _parse_verdict('{"supported": true}') is True
-    assert _parse_verdict('{"supported": false}') is False
-    assert _parse_verdict("Yes.") is True and _parse_verdict("no") is False
-    assert _parse_verdict('{"answer": "2 years"}') is None and _parse_verdict("") is None
+    assert parse_verdict('{"supported": true}') is True
+    assert parse_verdict('{"supported": false}') is False
+    assert parse_verdict("Yes.") is True and parse_verdict("no") is False
+    assert parse_verdict('{"answer": "2 years"}') is None and parse_verdict("") is None
 
 
 @pytest.mark.slow

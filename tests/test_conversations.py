@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rag_app.answer import Answer, Citation
+from rag_app.answering import Answer, Citation
 from rag_app.conversations import (
     NEW_TITLE,
     Conversation,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rag_app.answer import NOT_FOUND
+from rag_app.answering import NOT_FOUND
 from rag_app.errors import ConfigError
 from rag_app.eval import (
     DEFAULT_CONFIGS,

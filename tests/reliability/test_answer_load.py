@@ -1,6 +1,6 @@
 """The answer path under load against a misbehaving endpoint (issue 14).
 
-8 askers for 20 s through `rag_app.answer.answer` (real embedding model, a small real store,
+8 askers for 20 s through `rag_app.answering.answer` (real embedding model, a small real store,
 one shared `ChatClient`) against tests/openai_stub.py's "chaos" model on 127.0.0.1, which
 answers each HTTP request at random (seeded): normally, never, stalling mid-stream, 500, 429
 or a dropped connection. Every request ends within its deadline + a margin, none hangs, no
@@ -24,7 +24,7 @@ from bench.load_answer import (
     load_questions,
     run_load,
 )
-from rag_app.answer import Answer
+from rag_app.answering import Answer
 from rag_app.llm import Endpoint, LLMError
 from rag_app.retrieve import Retriever
 from rag_app.service import sync_paths

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rag_app.answer import AnswerStream, build_messages
+from rag_app.answering import AnswerStream, build_messages
 from rag_app.guard import (
     REMOVED,
     LinkFilter,

@@ -21,7 +21,7 @@ from ingest.loaders import TITLE_MAX_CHARS, _MarkdownSplitter, load_file
 from ingest.split import make_splitter
 from ingest.sync import Ingestor
 from ingest.worker import ParseWorker
-from rag_app.answer import PASSAGE_CUT, PROMPT_MAX_CHARS, build_messages
+from rag_app.answering.prompts import PASSAGE_CUT, PROMPT_MAX_CHARS, build_messages
 from rag_app.errors import FileTooLarge, ParseError
 from rag_app.records import LoadedDocument, Section
 from rag_app.retrieve import Hit

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from rag_app.answer import _parse_reply, _parse_verdict, answer
+from rag_app.answering import answer
+from rag_app.answering.replies import parse_reply, parse_verdict
 from rag_app.llm import ChatClient, Endpoint, LLMError, redact_url
 from rag_app.settings import Settings
 from tests.conftest import REPO, make_settings, stub_client
@@ -278,11 +279,11 @@ DEEP = "[" * 100_000
 
 
 def test_deeply_nested_replies_are_read_as_prose() -> None:
-    assert _parse_reply(DEEP) == (DEEP, [])
-    assert _parse_reply(DEEP + " see [2]") == (DEEP + " see [2]", [2])
-    assert _parse_verdict(DEEP) is None
-    assert _parse_verdict('{"a": ' * 100_000) is None
-    assert _parse_verdict("yes" + "[" * 100_000) is True
+    assert parse_reply(DEEP) == (DEEP, [])
+    assert parse_reply(DEEP + " see [2]") == (DEEP + " see [2]", [2])
+    assert parse_verdict(DEEP) is None
+    assert parse_verdict('{"a": ' * 100_000) is None
+    assert parse_verdict("yes" + "[" * 100_000) is True
 
 
 def test_an_answer_nested_100000_deep_does_not_crash_the_stream(hostile: Settings,
