@@ -197,3 +197,43 @@ def test_a_non_loopback_address_shows_a_warning_banner(env: None) -> None:
     at = ok(app())
     banner = [w.value for w in at.warning if "no login" in w.value]
     assert banner and "0\\.0\\.0\\.0" in banner[0]
+
+
+# -- saved chats --------------------------------------------------------------------------------
+def test_a_saved_answer_this_version_cannot_draw_leaves_the_rest_of_the_chat(env: None) -> None:
+    """REVIEW L4: a chat whose saved answer has `"similarity": null` (another version, or a
+    hand edit) crashed the page on every visit; now that message says it cannot be shown."""
+    from streamlit.testing.v1 import AppTest
+
+    from rag_app.conversations import ConversationStore
+    from rag_app.settings import Settings
+
+    store = ConversationStore(Settings().chats_dir)
+    conv = store.new()
+    bad = {"found": True, "mode": "llm", "text": "It lasts 2 years.", "citations": [],
+           "hits": [{"location": "a.md", "similarity": None, "text": "t"}]}
+    conv.messages = [{"role": "user", "content": "first question"},
+                     {"role": "assistant", "content": "It lasts 2 years.", "result": bad},
+                     {"role": "user", "content": "second question"},
+                     {"role": "assistant", "content": "A plain answer."}]
+    store.save(conv)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["chat"] = conv.id
+    at = ok(at.run())
+    assert len(at.chat_message) == 4
+    assert "cannot be shown" in at.chat_message[1].warning[0].value
+    assert "A plain answer" in at.chat_message[3].markdown[0].value.replace("\\", "")
+    assert "second question" in at.chat_message[2].markdown[0].value
+
+
+def test_chat_titles_are_one_clean_line(env: None) -> None:
+    """REVIEW L5: the title was the question's first 60 characters, newlines, bidi overrides
+    and zero-width characters included, in the sidebar every session lists."""
+    question = ("How long is the\nQuartz \u202elamp\u200b warranty, and what does it cover "
+                "when the lamp is used outdoors?")
+    at = ok(ok(app()).chat_input[0].set_value(question).run())
+    title = at.session_state["conversation"].title
+    assert "\n" not in title and "\u202e" not in title and "\u200b" not in title
+    assert title.endswith("…") and len(title) <= 61
+    past = [b.label for b in at.sidebar.button if b.key and b.key.startswith("past-")]
+    assert past and "\u202e" not in past[0] and "\n" not in past[0]

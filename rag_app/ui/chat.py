@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -21,6 +22,8 @@ from rag_app.ui import components
 from rag_app.ui.state import explain, load_settings, services, session_options
 from rag_app.ui.text import md, short_paths
 
+log = logging.getLogger(__name__)
+
 
 def _conversations() -> ConversationStore:
     return ConversationStore(load_settings().chats_dir)
@@ -33,7 +36,8 @@ def _current(store: ConversationStore) -> Conversation:
     if wanted and (conv is None or conv.id != wanted):
         conv = store.load(wanted)
         if conv is None:
-            st.warning("That conversation no longer exists; a new one was started.")
+            st.warning("That conversation cannot be opened: it no longer exists, or its file "
+                       "cannot be read. A new one was started.")
     if conv is None:
         conv = store.new()
     st.session_state["conversation"] = conv
@@ -143,27 +147,41 @@ def render() -> None:
 
 
 def _draw(store: ConversationStore, conv: Conversation, i: int, message: dict[str, Any]) -> None:
+    """One saved message. A message this version cannot draw (saved by another version, or
+    edited by hand: REVIEW L4) is replaced by a note, and the rest of the chat is drawn."""
     with st.chat_message(message["role"]):
-        if message["role"] == "user":
-            st.markdown(md(message["content"]))
-            return
-        if message.get("error"):
-            st.error(md(message["error"]))
-            return
-        result = message.get("result")
-        if not result:
-            st.markdown(md(message.get("content", "")))
-            if message.get("stopped"):
-                st.caption("Stopped before the answer was complete.")
-            return
+        slot = st.empty()
+        try:
+            with slot.container():
+                _draw_message(store, conv, i, message)
+        except Exception:  # one unreadable message never breaks the chat
+            log.warning("chat %s: message %d cannot be drawn", conv.id, i, exc_info=True)
+            slot.warning("This message cannot be shown: it was saved in a form this version "
+                         "cannot read. The rest of the conversation is unaffected.")
 
-        def feedback(rating: int | None) -> None:
-            if rating is not None:
-                store.add_feedback(conv, i, rating)
 
-        components.answer_message(result, key=f"m{i}", on_feedback=feedback,
-                                  feedback=message.get("feedback"),
-                                  stopped=message.get("stopped", False))
+def _draw_message(store: ConversationStore, conv: Conversation, i: int,
+                  message: dict[str, Any]) -> None:
+    if message["role"] == "user":
+        st.markdown(md(message["content"]))
+        return
+    if message.get("error"):
+        st.error(md(message["error"]))
+        return
+    result = message.get("result")
+    if not result:
+        st.markdown(md(message.get("content", "")))
+        if message.get("stopped"):
+            st.caption("Stopped before the answer was complete.")
+        return
+
+    def feedback(rating: int | None) -> None:
+        if rating is not None:
+            store.add_feedback(conv, i, rating)
+
+    components.answer_message(result, key=f"m{i}", on_feedback=feedback,
+                              feedback=message.get("feedback"),
+                              stopped=message.get("stopped", False))
 
 
 def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
