@@ -28,12 +28,13 @@ sys.path.insert(0, str(REPO))
 
 from rag_app.answering import NOT_FOUND  # noqa: E402
 from rag_app.eval.configs import EvalConfig  # noqa: E402
-from rag_app.eval.qa import evaluate_qa, load_questions  # noqa: E402
+from rag_app.eval.qa import evaluate_qa, load_questions, outcome, summarise  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
 from rag_app.llm import Endpoint  # noqa: E402
 from rag_app.settings import Settings  # noqa: E402
 
-SHOWN = ("correct", "correct_multi_fact", "cited_gold_page", "quote_validity",
+SHOWN = ("correct", "misleading", "useful", "refused", "wrong_flagged", "right_flagged",
+         "correct_multi_fact", "cited_gold_page", "quote_validity",
          "refusal_accuracy", "false_refusal_rate", "refused_by_names", "refused_by_kind",
          "false_refused_by_kind", "refused_by_model", "asked_again", "refused_by_unsourced",
          "false_refused_by_unsourced")
@@ -108,14 +109,16 @@ def main() -> int:
         rows = [{k: v for k, v in row.items() if not k.endswith(timed)} for row in now.rows]
         args.rows_out.write_text(json.dumps(rows, indent=1, sort_keys=True, default=str))
     print(f"\n{'measure':28} {'recorded':>10} {'replayed':>10}")
+    then = summarise(saved["rows"], use_llm=True, judge=False)  # by today's measures
     for key in SHOWN:
-        before, after = saved["metrics"].get(key), now.metrics.get(key)
+        before, after = then.get(key), now.metrics.get(key)
         print(f"{key:28} {_fmt(before):>10} {_fmt(after):>10}")
-    old = {r["id"]: r for r in saved["rows"]}
+    old = {r["id"]: {**r, "outcome": outcome(r) if r.get("mode") == "llm" else None}
+           for r in saved["rows"]}
     print("\nchanged outcomes:")
     for row in now.rows:
         was = old.get(row["id"], {})
-        keys = ("found", "contains", "refused_by", "cites_gold_page")
+        keys = ("found", "contains", "refused_by", "cites_gold_page", "outcome")
         if any(was.get(k) != row.get(k) for k in keys):
             print(f"  {row['id']}: " + ", ".join(f"{k} {was.get(k)} -> {row.get(k)}"
                                                for k in keys if was.get(k) != row.get(k)))

@@ -126,6 +126,12 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
         print("\nNearest passages:" if not result.found else "\nRetrieved:")
         for n, h in enumerate(result.hits, start=1):
             print(f"  [{n}] {safe(h.location)}  (similarity {h.similarity:.2f})")
+    flagged = [c for c in result.claims if c.text and not c.supported] if result.found else []
+    if flagged:
+        print("\nCheck these sentences: the sources do not state them as written:")
+        for c in flagged:
+            reason = safe(c.reason or "unsupported")
+            print(f"  ! {' '.join(safe(c.text).split())}\n      ({reason})")
     if result.flagged_sources:
         print(f"(instruction-like text in source(s) {result.flagged_sources} was not shown to "
               "the model)")

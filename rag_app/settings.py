@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         "drop = FALSE), ask it once more, telling it which names; the second answer replaces "
         "the first, which stays visible. Costs a second generation on those answers only.",
     )
+    answer_flag_contradictions: bool = Field(
+        default=True,
+        description="Flag an answer sentence that says what its quote contradicts: a fee where "
+        "the source says at no cost, 'must not' where it says 'must', TRUE for FALSE, a price "
+        "from another row of a price list. The sentence stays, marked with the reason.",
+    )
     answer_quotes: Literal["extract", "model"] = Field(
         default="extract",
         description="Where each answer sentence's quote comes from. extract: the model answers "

@@ -42,8 +42,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
+from rag_app.answering.records import Refusal
 from rag_app.errors import ConfigError
 from rag_app.eval.configs import (
     ConfigRun,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from rag_app.settings import Settings
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
+T = TypeVar("T")
 
 # A retrieved chunk of the gold source "is" the gold passage when at least this share of its
 # distinct content words (normalised; stop words and words under 3 letters dropped) occur in
@@ -105,27 +107,31 @@ JUDGE_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Which part said "not found" (rag_app.answering.Refusal): each one's share of the refusals of
+# unanswerable questions, and of answerable ones (false refusals).
+REFUSAL_METRICS = [name for part in Refusal
+                   for name in (f"refused_by_{part}", f"false_refused_by_{part}")]
+# What a reader is left with: a misleading answer is wrong (a key fact missing, or any answer to
+# an unanswerable question) with nothing in it flagged; a useful one right and unflagged.
+OUTCOME_METRICS = ["misleading", "useful", "refused", "wrong_flagged", "right_flagged"]
 METRIC_NAMES = [
     "questions", "source_hit@1", "source_hit@k", "source_mrr@k", "passage_hit@k",
     "page_hit@1", "page_hit@k", "page_mrr@k", "token_f1", "contains_answer", "correct",
+    *OUTCOME_METRICS,
     "correct_multi_fact", "correct_unchecked", "cited_gold_page", "quote_validity",
     "claims_removed", "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
-    "false_refusal_rate_unchecked", "refused_by_names", "false_refused_by_names",
-    "refused_by_model", "false_refused_by_model", "refused_by_kind", "false_refused_by_kind",
-    "refused_by_unsourced", "false_refused_by_unsourced", "asked_again",
+    "false_refusal_rate_unchecked", *REFUSAL_METRICS, "asked_again",
     "check_rejected", "citation_validity",
     "cited_answers",
     "faithfulness", "judge_faithfulness", "judge_failures", "llm_errors",
     "retrieval_p50_s", "retrieval_p95_s", "first_token_p50_s", "first_token_p95_s",
     "check_p50_s", "total_p50_s", "total_p95_s", "prompt_tokens_p50", "cached_tokens_p50",
 ]
-LLM_METRICS = ("token_f1", "contains_answer", "correct", "correct_multi_fact",
+LLM_METRICS = ("token_f1", "contains_answer", "correct", *OUTCOME_METRICS, "correct_multi_fact",
                "correct_unchecked", "cited_gold_page", "quote_validity", "claims_removed",
                "refusal_accuracy", "false_refusal_rate",
                "refusal_accuracy_unchecked", "false_refusal_rate_unchecked",
-               "refused_by_names", "false_refused_by_names", "refused_by_model",
-               "false_refused_by_model", "refused_by_kind", "false_refused_by_kind",
-               "refused_by_unsourced", "false_refused_by_unsourced", "asked_again",
+               *REFUSAL_METRICS, "asked_again",
                "check_rejected",
                "check_p50_s", "citation_validity", "cited_answers", "faithfulness",
                "judge_faithfulness", "judge_failures", "first_token_p50_s", "first_token_p95_s",
@@ -666,6 +672,8 @@ def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever:
         row["contains_unchecked"] = contains_answer(result.text if result.found
                                                     else result.draft, item.gold_answer)
         row["multi_fact"] = "; " in item.gold_answer
+    row["flagged"] = flagged(row)
+    row["outcome"] = outcome(row)
     if result.found and gold and item.gold_pages:
         row["cites_gold_page"] = any(source_matches(c.source, gold)
                                      and pages_match(c, item.gold_pages)
@@ -784,9 +792,19 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     # each part's share of the refusals: unanswerable questions it refused, answerable ones
     unanswerable = [r for r in llm_rows if not r["answerable"]]
     answerable = [r for r in llm_rows if r["answerable"]]
-    for part in ("names", "model", "kind", "unsourced"):
+    for part in Refusal:
         m[f"refused_by_{part}"] = _share(unanswerable, _refused_by(part))
         m[f"false_refused_by_{part}"] = _share(answerable, _refused_by(part))
+    # what the reader is left with, over the questions that can be graded (an answerable one
+    # needs a gold answer): misleading and refused over all of them, useful over the answerable
+    graded = [r for r in llm_rows if not r["answerable"] or "contains" in r]
+    outcomes = [outcome(r) for r in graded]
+    m["misleading"] = _share(outcomes, lambda o: o == "misleading")
+    m["refused"] = _share(outcomes, lambda o: o == "refused")
+    m["useful"] = _share([o for r, o in zip(graded, outcomes, strict=True) if r["answerable"]],
+                         lambda o: o == "useful")
+    m["wrong_flagged"] = float(outcomes.count("wrong, flagged"))
+    m["right_flagged"] = float(outcomes.count("right, flagged"))
     m["asked_again"] = float(sum(1 for r in llm_rows if r.get("first_answer")))
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
     m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
@@ -805,13 +823,33 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     return m
 
 
+def flagged(row: dict[str, Any]) -> bool:
+    """Does the answer show the reader a flag: a sentence no source supports, or a claim
+    removed?"""
+    return any(c.get("text") and not c.get("supported") for c in row.get("claims") or [])
+
+
+def outcome(row: dict[str, Any]) -> str:
+    """What the reader is left with: "refused"; "useful" (right, nothing flagged); "right,
+    flagged"; "wrong, flagged"; or "misleading" (wrong — a key fact missing, or any answer to
+    an unanswerable question — with nothing flagged). Rows of answerable questions without a
+    gold answer cannot be graded: "ungraded"."""
+    if not row.get("found"):
+        return "refused"
+    if row["answerable"] and "contains" not in row:
+        return "ungraded"
+    right = bool(row["answerable"] and row["contains"])
+    if flagged(row):
+        return "right, flagged" if right else "wrong, flagged"
+    return "useful" if right else "misleading"
+
+
 def _refused_by(part: str) -> Callable[[dict[str, Any]], bool]:
     """Is a row's "not found" this part's (names, model, …)?"""
     return lambda r: r.get("refused_by") == part
 
 
-def _share(rows: Sequence[dict[str, Any]], test: Callable[[dict[str, Any]], bool]
-           ) -> float | None:
+def _share(rows: Sequence[T], test: Callable[[T], bool]) -> float | None:
     return sum(1 for r in rows if test(r)) / len(rows) if rows else None
 
 

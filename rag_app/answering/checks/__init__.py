@@ -13,6 +13,7 @@ of this folder, with a docstring naming the measured reason it exists, and one l
 from __future__ import annotations
 
 from rag_app.answering.checks import (
+    contradiction,
     judge,
     kinds,
     links,
@@ -22,6 +23,7 @@ from rag_app.answering.checks import (
     similarity,
     support,
     unsourced,
+    whole,
 )
 from rag_app.answering.checks.base import PASS, Check, Draft, Inputs, Verdict
 
@@ -39,6 +41,8 @@ POST: list[Check] = [
     kinds.Kinds(),  # a price asked, none given
     judge.Judge(),  # RAG_ANSWER_CHECK: the model, asked apart, says the passages do not state it
     support.Support(),  # each sentence's quote; a sentence nothing supports is flagged
+    contradiction.Contradiction(),  # a sentence its quote contradicts ("a fee" / "at no cost")
+    whole.Whole(),  # an answer that stops inside an open bracket, quote or code span
 ]
 
 __all__ = ["PASS", "POST", "PRE", "Check", "Draft", "Inputs", "Verdict"]

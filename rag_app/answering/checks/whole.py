@@ -1,0 +1,62 @@
+"""An answer that ends inside an open bracket, quote or code span was cut off: flagged.
+
+One answer kept aside ended in the middle of a code call, right where its source has a quoted
+argument: it stopped at `…testInstalled…(` where the source says `f("x")`, and was shown as
+supported. The reply reader is not the cause (every escaped quote, backslash and code span reads
+back whole, in pieces of any size: tests/test_answer.py); the model is: writing the argument's
+quote unescaped ends the JSON string, and the server's JSON grammar then closes the reply. Such
+an answer cannot be trusted to say what it meant, so its last sentence is flagged ("cut off").
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
+from rag_app.answering.records import Claim
+from rag_app.evidence import split_sentences
+
+if TYPE_CHECKING:
+    from rag_app.settings import Settings
+
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def unclosed(text: str) -> str:
+    """What the text leaves open at its end: a code span, a bracket or a quotation mark ("" if
+    nothing). Brackets and quotes inside code spans count too: code is where the cut happens."""
+    if text.count("```") % 2 or text.replace("```", "").count("`") % 2:
+        return "a code span"
+    stack: list[str] = []
+    for ch in text:
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in _PAIRS and stack and stack[-1] == _PAIRS[ch]:
+            stack.pop()
+    if stack:
+        return f"an open “{stack[-1]}”"
+    if text.count('"') % 2 or (text.count("“") > text.count("”")):
+        return "an open quotation mark"
+    return ""
+
+
+class Whole:
+    name = "whole"
+    timing = None
+
+    def enabled(self, settings: Settings) -> bool:
+        return True
+
+    def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
+        what = unclosed(draft.text.strip())
+        if not what:
+            return PASS
+        reason = f"the answer stops inside {what}: it was cut off"
+        claims = list(draft.claims)
+        last = split_sentences(draft.text)[-1:] or [draft.text.strip()]
+        if claims and claims[-1].text == last[0]:
+            claims[-1] = replace(claims[-1], supported=False, reason=reason)
+        else:
+            claims.append(Claim(last[0], 0, "", False, reason))
+        return Verdict(draft=replace(draft, claims=claims))
