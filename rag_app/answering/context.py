@@ -14,6 +14,7 @@ from rag_app.answering.prompts import CONDENSE_PROMPT
 from rag_app.compress import select_evidence
 from rag_app.guard import looks_like_instructions
 from rag_app.llm import Chat, LLMError
+from rag_app.text.words import stem, terms
 
 if TYPE_CHECKING:
     from rag_app.retrieve import Hit, Retriever
@@ -41,6 +42,10 @@ def needs_condensing(question: str, history: Sequence[dict[str, str]]) -> bool:
 
 
 def condense(chat: Chat, question: str, history: Sequence[dict[str, str]]) -> str:
+    """The question made to stand alone, rewritten by the model with the history; the plain
+    combination (`combined`) when the rewrite brings words from nowhere in the conversation: the
+    small model answers instead of rewriting ("…does not cover any damages caused by misuse,
+    accidental spills…"), and searching for its invented answer finds the wrong passages."""
     turns = "\n".join(f"{m['role']}: {m['content']}" for m in history[-6:])
     messages = [{"role": "system", "content": CONDENSE_PROMPT},
                 {"role": "user", "content": f"Conversation:\n{turns}\n\nLast question: "
@@ -48,8 +53,26 @@ def condense(chat: Chat, question: str, history: Sequence[dict[str, str]]) -> st
     try:
         text = chat.complete(messages, max_tokens=96, temperature=0.0).strip()
     except LLMError:
-        return question
-    return text.splitlines()[0].strip() if text else question
+        return combined(question, history)
+    rewrite = text.splitlines()[0].strip() if text else ""
+    if not rewrite or invented(rewrite, question, history):
+        return combined(question, history)
+    return rewrite
+
+
+def invented(rewrite: str, question: str, history: Sequence[dict[str, str]]) -> list[str]:
+    """The terms of a rewritten question that neither the question nor any turn of the
+    conversation has (compared by stem: "covers" is "cover")."""
+    known = {stem(t) for text in (question, *(m["content"] for m in history))
+             for t in terms(text)}
+    return sorted(t for t in terms(rewrite) if stem(t) not in known)
+
+
+def combined(question: str, history: Sequence[dict[str, str]]) -> str:
+    """A follow-up with the user's previous question before it: "How long is the warranty?
+    and what does it not cover?" — words of the conversation only, nothing made up."""
+    before = next((m["content"].strip() for m in reversed(history) if m["role"] == "user"), "")
+    return f"{before} {question.strip()}".strip()
 
 
 def widen(retriever: Retriever, hits: Sequence[Hit], wanted: int
