@@ -129,9 +129,9 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
     flagged = [c for c in result.claims if c.text and not c.supported] if result.found else []
     if flagged:
         print("\nCheck these sentences: the sources do not state them as written:")
-        for c in flagged:
-            reason = safe(c.reason or "unsupported")
-            print(f"  ! {' '.join(safe(c.text).split())}\n      ({reason})")
+        for claim in flagged:
+            reason = safe(claim.reason or "unsupported")
+            print(f"  ! {' '.join(safe(claim.text).split())}\n      ({reason})")
     if result.flagged_sources:
         print(f"(instruction-like text in source(s) {result.flagged_sources} was not shown to "
               "the model)")
