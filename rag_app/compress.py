@@ -71,6 +71,34 @@ def _split_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out if b > a]
 
 
+def score_units(question: str, texts: Sequence[str], embedder: Any) -> list[float]:
+    """How well each sentence answers the question: its cosine to the question plus half the
+    share of the question's terms it holds."""
+    if not texts:
+        return []
+    query = np.asarray(embedder.embed_query(question))
+    vectors = np.asarray(embedder.embed_documents(list(texts)))
+    wanted = terms(question)
+    scores = []
+    for text, cosine in zip(texts, vectors @ query, strict=True):
+        overlap = len(wanted & terms(text)) / len(wanted) if wanted else 0.0
+        scores.append(float(cosine) + 0.5 * overlap)
+    return scores
+
+
+def best_sentences(question: str, passages: Sequence[str], embedder: Any, top: int = 3
+                   ) -> list[tuple[int, str, float]]:
+    """The `top` sentences of the passages (lines, for tables and code) that best answer the
+    question, best first: (passage index, the sentence as written, its score). Sentences of
+    under 8 characters are left out."""
+    units = [(i, text[a:b].strip()) for i, text in enumerate(passages)
+             for a, b in units_of(text)]
+    units = [(i, t) for i, t in units if len(t) >= 8]
+    scores = score_units(question, [t for _, t in units], embedder)
+    ranked = sorted(zip(units, scores, strict=True), key=lambda x: -x[1])
+    return [(i, t, round(score, 3)) for (i, t), score in ranked[:top]]
+
+
 def select_evidence(question: str, passages: Sequence[str], embedder: Any, budget: int,
                     count_tokens: Any = None, neighbours: int = 1) -> list[str]:
     """Each passage cut to its sentences that best match `question`, all passages together
@@ -87,13 +115,7 @@ def select_evidence(question: str, passages: Sequence[str], embedder: Any, budge
     if not units:
         return list(passages)
     texts = [passages[u.passage][u.start:u.end] for u in units]
-    query = np.asarray(embedder.embed_query(question))
-    vectors = np.asarray(embedder.embed_documents(texts))
-    wanted = terms(question)
-    scores = []
-    for text, cosine in zip(texts, vectors @ query, strict=True):
-        overlap = len(wanted & terms(text)) / len(wanted) if wanted else 0.0
-        scores.append(float(cosine) + 0.5 * overlap)
+    scores = score_units(question, texts, embedder)
     sizes = count(texts)
     chosen: set[int] = set()
     used = 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from rag_app.answering.pipeline import AnswerStream, answer
 from rag_app.answering.prompts import NO_LLM_LABEL, NOT_FOUND, build_messages
-from rag_app.answering.records import Answer, Citation, Claim, Refusal, Timings
+from rag_app.answering.records import Answer, Citation, Claim, Evidence, Refusal, Timings
 
 __all__ = ["NOT_FOUND", "NO_LLM_LABEL", "Answer", "AnswerStream", "Citation", "Claim",
-           "Refusal", "Timings", "answer", "build_messages"]
+           "Evidence", "Refusal", "Timings", "answer", "build_messages"]

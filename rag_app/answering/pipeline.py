@@ -20,13 +20,14 @@ from rag_app.answering.prompts import (
     QUOTED_SCHEMA,
     build_messages,
 )
-from rag_app.answering.records import Answer, Citation, Claim, Refusal, Timings
+from rag_app.answering.records import Answer, Citation, Claim, Evidence, Refusal, Timings
 from rag_app.answering.replies import (
     StringFields,
     parse_claims,
     parse_reply,
     without_dangling_colon,
 )
+from rag_app.compress import best_sentences
 from rag_app.errors import ConfigError
 from rag_app.evidence import find_quote
 from rag_app.guard import LinkFilter, looks_like_instructions, neutralise
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from rag_app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+EVIDENCE_LINES = 3  # sentences of the passages shown as the documents' own words
 
 
 class AnswerStream:
@@ -300,8 +303,28 @@ class AnswerStream:
             unsourced_names=self._names.get(Refusal.UNSOURCED, []) if self._first_answer
             else [],
             quotes_checked=draft.quotes_checked if draft is not None else False,
+            evidence=self._evidence(claims) if mode == "llm" and refused_by not in (
+                Refusal.SIMILARITY, Refusal.NAMES) else [],
             timings=self.timings,
         )
+
+    def _evidence(self, claims: Sequence[Claim]) -> list[Evidence]:
+        """The documents' own words for this answer: its supported quotes, in order; when none
+        is supported (or it was refused), the sentences of the passages that best answer the
+        question."""
+        quotes: dict[str, Evidence] = {}
+        for c in claims:
+            if c.supported and c.quote and c.quote not in quotes:
+                quotes[c.quote] = Evidence(c.source, c.quote, c.score or 0.0)
+        if quotes:
+            return list(quotes.values())
+        try:
+            ranked = best_sentences(self.query, [h.text for h in self._context],
+                                    self._retriever.embedder, top=EVIDENCE_LINES)
+        except Exception:  # the documents' words are an aid: the answer stands without them
+            log.warning("could not rank the evidence sentences", exc_info=True)
+            return []
+        return [Evidence(i + 1, text, score) for i, text, score in ranked]
 
 
 def answer(question: str, history: Sequence[dict[str, str]] = (), *, settings: Settings,

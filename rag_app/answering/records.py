@@ -56,6 +56,18 @@ class Citation:
     quotes: tuple[str, ...] = ()  # the checked quotes of the claims that cite it
 
 
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A sentence of a retrieved passage that answers the question, as written: the documents'
+    own words, shown before the model's."""
+    source: int  # the [n] of its passage
+    text: str
+    score: float  # how well it answers the question (rag_app.compress.score_units)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "text": self.text, "score": self.score}
+
+
 @dataclass
 class Timings:
     condense_s: float = 0.0
@@ -95,6 +107,9 @@ class Answer:
     # because of them (RAG_ANSWER_RETRY_UNSOURCED); empty when it was not.
     first_answer: str = ""
     unsourced_names: list[str] = field(default_factory=list)
+    # The documents' own words: the supported quotes of the answer, in order; else (refused,
+    # or nothing supported) the sentences of the passages that best answer the question.
+    evidence: list[Evidence] = field(default_factory=list)
     endpoint: str = ""
     timings: Timings = field(default_factory=Timings)
 
@@ -109,6 +124,7 @@ class Answer:
             "refused_by": self.refused_by,
             "claims": [c.to_dict() for c in self.claims], "quotes_checked": self.quotes_checked,
             "first_answer": self.first_answer, "unsourced_names": self.unsourced_names,
+            "evidence": [e.to_dict() for e in self.evidence],
             "citations": [{s: _plain(getattr(c, s)) for s in c.__slots__}
                           for c in self.citations],
             "hits": [h.to_dict() for h in self.hits],

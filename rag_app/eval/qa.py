@@ -117,7 +117,7 @@ OUTCOME_METRICS = ["misleading", "useful", "refused", "wrong_flagged", "right_fl
 METRIC_NAMES = [
     "questions", "source_hit@1", "source_hit@k", "source_mrr@k", "passage_hit@k",
     "page_hit@1", "page_hit@k", "page_mrr@k", "token_f1", "contains_answer", "correct",
-    *OUTCOME_METRICS,
+    *OUTCOME_METRICS, "evidence_holds_answer",
     "correct_multi_fact", "correct_unchecked", "cited_gold_page", "quote_validity",
     "claims_removed", "refusal_accuracy", "false_refusal_rate", "refusal_accuracy_unchecked",
     "false_refusal_rate_unchecked", *REFUSAL_METRICS, "asked_again",
@@ -127,7 +127,8 @@ METRIC_NAMES = [
     "retrieval_p50_s", "retrieval_p95_s", "first_token_p50_s", "first_token_p95_s",
     "check_p50_s", "total_p50_s", "total_p95_s", "prompt_tokens_p50", "cached_tokens_p50",
 ]
-LLM_METRICS = ("token_f1", "contains_answer", "correct", *OUTCOME_METRICS, "correct_multi_fact",
+LLM_METRICS = ("token_f1", "contains_answer", "correct", *OUTCOME_METRICS,
+               "evidence_holds_answer", "correct_multi_fact",
                "correct_unchecked", "cited_gold_page", "quote_validity", "claims_removed",
                "refusal_accuracy", "false_refusal_rate",
                "refusal_accuracy_unchecked", "false_refusal_rate_unchecked",
@@ -672,6 +673,9 @@ def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever:
         row["contains_unchecked"] = contains_answer(result.text if result.found
                                                     else result.draft, item.gold_answer)
         row["multi_fact"] = "; " in item.gold_answer
+        # the documents' own words the answer leads with: do they hold every key fact?
+        row["evidence_contains"] = contains_answer(" ".join(e.text for e in result.evidence),
+                                                   item.gold_answer)
     row["flagged"] = flagged(row)
     row["outcome"] = outcome(row)
     if result.found and gold and item.gold_pages:
@@ -711,6 +715,7 @@ def _answer_fields(result: Answer, text: str) -> dict[str, Any]:
         "prompt_tokens": result.timings.prompt_tokens,
         "cached_tokens": result.timings.cached_tokens,
         "claims": [c.to_dict() for c in result.claims],
+        "evidence": [e.to_dict() for e in result.evidence],
     }
 
 
@@ -769,6 +774,8 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     m["correct"] = m["contains_answer"]  # every key fact of the gold answer is in the answer
     m["correct_multi_fact"] = mean(r["contains"] for r in llm_rows
                                    if "contains" in r and r.get("multi_fact"))
+    m["evidence_holds_answer"] = mean(r["evidence_contains"] for r in llm_rows
+                                      if "evidence_contains" in r)
     m["correct_unchecked"] = mean(r["contains_unchecked"] for r in llm_rows
                                   if "contains_unchecked" in r)
     m["cited_gold_page"] = _share([r for r in answered if "cites_gold_page" in r],

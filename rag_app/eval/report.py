@@ -46,6 +46,7 @@ METRIC_LABELS = {
     "refused": "refused (all questions)",
     "wrong_flagged": "wrong answers flagged",
     "right_flagged": "right answers flagged (false flags)",
+    "evidence_holds_answer": "the documents' words shown hold every key fact (answerable)",
     "correct_multi_fact": "correct, multi-fact questions",
     "correct_unchecked": "correct, before the checks",
     "cited_gold_page": "answers citing a gold page",
