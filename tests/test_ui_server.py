@@ -61,7 +61,8 @@ def test_host_allowed(header: str | None, ok: bool) -> None:
     assert host_allowed(header, ["localhost", "127.0.0.1", "::1"]) is ok
 
 
-def _call(middleware: SecurityHeaders, scope_type: str, host: str) -> list[dict[str, Any]]:
+def _call(middleware: SecurityHeaders, scope_type: str, host: str, origin: str | None = None
+          ) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
@@ -75,7 +76,10 @@ def _call(middleware: SecurityHeaders, scope_type: str, host: str) -> list[dict[
         sent.append(dict(message))
 
     middleware.app = inner
-    scope = {"type": scope_type, "headers": [(b"host", host.encode())], "path": "/"}
+    headers = [(b"host", host.encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    scope = {"type": scope_type, "headers": headers, "path": "/"}
     asyncio.run(middleware(scope, receive, send))
     return sent
 
@@ -93,6 +97,10 @@ def test_the_middleware_refuses_foreign_hosts_and_adds_the_headers() -> None:
     assert refused[0]["status"] == 403 and b"app" not in refused[-1].get("body", b"")
     assert _call(mw, "websocket", "rebind.attacker.test") == [
         {"type": "websocket.close", "code": 1008}]
+    # a page of another local port may not open the WebSocket (REVIEW L1)
+    assert _call(mw, "websocket", "127.0.0.1:8501", "http://localhost:3000") == [
+        {"type": "websocket.close", "code": 1008}]
+    assert _call(mw, "websocket", "127.0.0.1:8501", "http://127.0.0.1:8501")[0]["status"] == 200
 
 
 def test_serve_flags_carry_the_allow_list_and_the_limits() -> None:
@@ -158,10 +166,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def _request(port: int, host: str, path: str = "/", *, websocket: bool = False
-             ) -> tuple[int, dict[str, str]]:
-    """The status and headers of one raw request with this Host (and Origin) header."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", f"Origin: http://{host}"]
+def _request(port: int, host: str, path: str = "/", *, websocket: bool = False,
+             origin: str | None = None) -> tuple[int, dict[str, str]]:
+    """The status and headers of one raw request with this Host and Origin (by default the
+    Host's own) header."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", f"Origin: {origin or f'http://{host}'}"]
     if websocket:
         key = base64.b64encode(os.urandom(16)).decode()
         lines += ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
@@ -210,6 +219,9 @@ def test_a_foreign_host_is_refused_on_http_and_on_the_websocket(running: tuple[i
         assert _request(port, host)[0] == 403, host
         assert _request(port, host, "/_stcore/health")[0] == 403, host
         assert _request(port, host, "/_stcore/stream", websocket=True)[0] == 403, host
+    for origin in ("http://localhost:3000", f"http://127.0.0.1:{port + 1}", "null"):
+        assert _request(port, f"127.0.0.1:{port}", "/_stcore/stream", websocket=True,
+                        origin=origin)[0] == 403, origin
 
 
 def test_it_listens_on_loopback_only(running: tuple[int, Path]) -> None:

@@ -5,7 +5,8 @@ rag_app/ui/app.py; nothing here runs at import.
 - **Hosts**: only `localhost`, `127.0.0.1`, `::1` and the address it was told to listen on
   (`server.allowedHosts`). A page on another site that rebinds its DNS name to 127.0.0.1 sends
   its own name as Host and is refused (403), on the WebSocket (Streamlit checks it) and on every
-  HTTP request (`SecurityHeaders` checks it: Streamlit does not).
+  HTTP request (`SecurityHeaders` checks it: Streamlit does not). The WebSocket must come from
+  a page of the app's own origin, not from another port of localhost.
 - **Headers**: a Content-Security-Policy that lets the page load images only from the app
   itself (`img-src 'self' data: blob:`) and never be framed (`frame-ancestors 'none'`), so a
   Markdown image that slipped through escaping is blocked by the browser and a Delete button
@@ -99,9 +100,23 @@ def host_allowed(header: str | None, allowed: Sequence[str]) -> bool:
     return False
 
 
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Whether a WebSocket's Origin is the page the app itself served (scheme aside, its host
+    and port are the Host header's). Streamlit also lets a page of any other port of localhost
+    or 127.0.0.1 open the WebSocket (REVIEW L1): another local web app, or a page a local dev
+    server shows, could drive the chat. No Origin (not a browser) is let through, as Streamlit
+    does."""
+    if origin is None:
+        return True
+    if not host:
+        return False
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
 class SecurityHeaders:
-    """ASGI middleware: refuse a foreign Host (403) and add the security headers to every HTTP
-    response. The allowed hosts are Streamlit's `server.allowedHosts`, read per request."""
+    """ASGI middleware: refuse a foreign Host (403), and a WebSocket opened by a page of another
+    origin, and add the security headers to every HTTP response. The allowed hosts are
+    Streamlit's `server.allowedHosts`, read per request."""
 
     def __init__(self, app: ASGIApp, allowed: Callable[[], Sequence[str]] | None = None
                  ) -> None:
@@ -118,6 +133,11 @@ class SecurityHeaders:
             await _refuse(scope, send)
             return
         if scope["type"] == "websocket":
+            origin = next((v.decode("latin-1") for k, v in scope.get("headers", ())
+                           if k == b"origin"), None)
+            if not same_origin(origin, host):
+                await _refuse(scope, send)
+                return
             await self.app(scope, receive, send)
             return
 
