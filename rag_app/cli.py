@@ -123,6 +123,10 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
             for quote in c.quotes:
                 print(f"      “{' '.join(safe(quote).split())}”")
     elif result.hits:
+        if not result.found and result.evidence:
+            print("\nNearest sentences in the documents (not checked as an answer):")
+            for e in result.evidence:
+                print(f"  [{e.source}] “{' '.join(safe(e.text).split())}”")
         print("\nNearest passages:" if not result.found else "\nRetrieved:")
         for n, h in enumerate(result.hits, start=1):
             print(f"  [{n}] {safe(h.location)}  (similarity {h.similarity:.2f})")
