@@ -247,6 +247,10 @@ class Settings(BaseSettings):
                                  description="Largest file the chat UI accepts for upload.")
     map_max_points: int = Field(default=3000, ge=100, le=200_000,
                                 description="The embedding map samples larger collections.")
+    upload_max_files: int = Field(default=20, ge=1, le=10_000,
+                                  description="Most files one upload in the chat UI may add.")
+    upload_batch_max_mb: float = Field(default=200.0, gt=0, le=100_000,
+                                       description="Most megabytes one upload may add in all.")
 
     # --- logging -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from rag_app.ui.services import Job, save_upload, uploads_dir
+from rag_app.ui.services import (
+    Job,
+    UploadRecord,
+    check_upload_batch,
+    read_manifest,
+    save_upload,
+    uploads_dir,
+)
 from rag_app.ui.state import explain, load_settings, services
 from rag_app.ui.text import folder_label, md, short_paths
 
@@ -27,6 +35,10 @@ def render() -> None:
         return
     _upload(settings)
     _jobs(svc)
+    uploads = uploads_dir(settings)
+    manifest = read_manifest(uploads)
+    indexed = {(Path(r.root) / r.source).resolve() for r in info.files} if info.exists else set()
+    _not_indexed(svc, uploads, manifest, indexed)
     st.subheader("Indexed files")
     if not info.exists or not info.files:
         st.info("Nothing is indexed yet: upload files above, or run "
@@ -34,16 +46,19 @@ def render() -> None:
         return
     st.caption(f"{len(info.files)} files, {int(info.pages)} pages, {int(info.chunks)} passages "
                f"in collection {md(info.collection)} ({md(short_paths(info.store))})")
-    uploads = uploads_dir(settings)
     # plain text (a data frame renders no Markdown), with no absolute path (REVIEW L8)
-    rows = [{"file": r.source, "folder": folder_label(r.root, uploads), "kind": r.kind,
+    def shown(r: Any) -> str:  # an upload shows the name it was uploaded under (REVIEW M3)
+        rec = manifest.get(r.source) if Path(r.root).resolve() == uploads else None
+        return r.source if rec is None or rec.name == r.source else f"{rec.name} ({r.source})"
+
+    rows = [{"file": shown(r), "folder": folder_label(r.root, uploads), "kind": r.kind,
              "pages": r.pages or None, "chunks": r.chunks,
              "status": "failed (previous version kept)" if r.error else
              ("pending" if r.state != "done" else "indexed"),
              "last error": short_paths(r.error or "")} for r in info.files]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"folder": st.column_config.TextColumn(width="small")})
-    labels = {r.key: f"{r.source}  ({folder_label(r.root, uploads)})" for r in info.files}
+    labels = {r.key: f"{shown(r)}  ({folder_label(r.root, uploads)})" for r in info.files}
     chosen = st.selectbox("A file", list(labels), format_func=labels.__getitem__,
                           key="doc-pick")
     record = next(r for r in info.files if r.key == chosen)
@@ -59,6 +74,8 @@ def render() -> None:
     confirm = c2.checkbox("Confirm delete", key="doc-confirm")
 
     def delete() -> None:
+        # the file as it is now: a newer upload of this name, arriving before the delete
+        # runs, is kept (REVIEW M5)
         svc.submit_delete([record.key], label=f"delete {record.source}",
                           delete_files=[path] if uploaded else [])
         st.session_state["doc-confirm"] = False
@@ -83,14 +100,22 @@ def _upload(settings: Any) -> None:
     files = st.file_uploader(
         f"PDF, Markdown, text or HTML; up to {settings.upload_max_mb:g} MB each",
         type=UPLOAD_TYPES, accept_multiple_files=True, key=key,
-        max_upload_size=int(settings.upload_max_mb))
+        # whole megabytes, at least 1: Streamlit refuses 0 (REVIEW L3); save_upload keeps the
+        # exact limit
+        max_upload_size=max(1, math.ceil(settings.upload_max_mb)))
     if not files or not st.button("Add to the index", icon=":material/upload:",
                                   key="upload-go", type="primary"):
+        return
+    try:
+        check_upload_batch(settings, [(f.name, f.size) for f in files])
+    except Exception as exc:  # noqa: BLE001 - the budget's message says what to do
+        st.error(md(explain(exc)))
         return
     saved: list[Path] = []
     for f in files:
         try:
-            saved.append(save_upload(settings, f.name, f.getvalue()))
+            f.seek(0)
+            saved.append(save_upload(settings, f.name, f))  # streamed: no copy (REVIEW L6)
         except Exception as exc:  # noqa: BLE001 - one bad file is reported, the rest go on
             st.error(f"{md(f.name)}: {md(explain(exc))}")
     if saved:
@@ -99,6 +124,40 @@ def _upload(settings: Any) -> None:
         # a new key empties the uploader, so the same files are not ingested on every rerun
         st.session_state["uploader_round"] = st.session_state.get("uploader_round", 0) + 1
         st.rerun()
+
+
+def _not_indexed(svc: Any, uploads: Path, manifest: dict[str, UploadRecord],
+                 indexed: set[Path]) -> None:
+    """Uploaded files that are not in the index (failed, refused while another program
+    wrote, or not ingested yet), with retry and delete: never invisible orphans (REVIEW M5)."""
+    if svc.busy():
+        return  # their jobs may still be running
+    waiting = sorted(p for p in uploads.iterdir()
+                     if not p.name.startswith(".") and p.is_file() and not p.is_symlink()
+                     and p.resolve() not in indexed)
+    if not waiting:
+        return
+    st.subheader("Uploaded but not indexed")
+    rows = []
+    for p in waiting:
+        rec = manifest.get(p.name)
+        rows.append({"file": rec.name if rec else p.name, "stored as": p.name,
+                     "status": "failed" if rec and rec.state == "failed" else "not indexed",
+                     "reason": short_paths(rec.reason) if rec else ""})
+    st.dataframe(rows, hide_index=True, width="stretch")
+    names = [p.name for p in waiting]
+    chosen = st.selectbox("An upload", names, key="upload-pick",
+                          format_func=lambda n: f"{manifest[n].name} ({n})"
+                          if n in manifest and manifest[n].name != n else n)
+    path = uploads / chosen
+    c1, c2 = st.columns(2)
+    c1.button("Retry", icon=":material/refresh:", key="upload-retry",
+              on_click=lambda: svc.submit_ingest([path], label=f"retry {chosen}"),
+              help="Ingest this file again")
+    c2.button("Delete file", icon=":material/delete:", key="upload-delete",
+              on_click=lambda: svc.submit_delete([], label=f"delete {chosen}",
+                                                 delete_files=[path]),
+              help="Remove it from the uploads folder")
 
 
 def _jobs(svc: Any) -> None:

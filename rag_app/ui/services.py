@@ -8,16 +8,21 @@ worker that runs ingest and delete jobs one at a time. The pages get it from
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
+import json
 import logging
 import os
 import queue
+import re
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from rag_app.errors import RagError
 
@@ -44,6 +49,8 @@ class Job:
     paths: list[Path] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     delete_files: list[Path] = field(default_factory=list)  # uploaded copies to remove too
+    # each delete_files entry as it was when the delete was asked: a newer upload is kept
+    delete_ids: list[tuple[int, int, int] | None] = field(default_factory=list)
     state: Literal["queued", "running", "done", "failed"] = "queued"
     files_total: int = 0
     files_done: int = 0
@@ -103,6 +110,7 @@ class Services:
         self.jobs: list[Job] = []
         self._ids = itertools.count(1)
         self._queue: queue.Queue[Job] = queue.Queue()
+        sweep_parts(uploads_dir(settings))  # temp files a crash left behind (REVIEW L9)
         self._worker = threading.Thread(target=self._work, name="rag-ingest", daemon=True)
         self._worker.start()
         # Start the local LLM server now, so that the first question does not wait for it.
@@ -152,8 +160,9 @@ class Services:
 
     def submit_delete(self, keys: Sequence[str], label: str,
                       delete_files: Sequence[Path] = ()) -> Job:
+        files = list(delete_files)
         return self._submit(Job(next(self._ids), "delete", label, keys=list(keys),
-                                delete_files=list(delete_files)))
+                                delete_files=files, delete_ids=[file_identity(p) for p in files]))
 
     def _submit(self, job: Job) -> Job:
         with self._lock:
@@ -186,55 +195,305 @@ class Services:
             job.finished = time.time()
 
     def _run_ingest(self, job: Job) -> None:
-        from rag_app.service import sync_paths
-
-        report = sync_paths(self.settings, job.paths, reporter=_JobReporter(job),
-                            embedder=self.embedder, command="the chat UI (upload / re-ingest)")
-        job.outcomes = [{"file": o.source, "status": o.status, "reason": o.reason,
-                         "chunks": o.chunks_added, "pages": o.pages}
-                        for o in report.outcomes if o.status != "unchanged" or len(job.paths) == 1]
+        run_ingest(self.settings, job, self.embedder)
 
     def _run_delete(self, job: Job) -> None:
         from rag_app.service import remove_documents
 
-        removed = remove_documents(self.settings, job.keys, command="the chat UI (delete)")
-        for path in job.delete_files:
+        removed = remove_documents(self.settings, job.keys, command="the chat UI (delete)") \
+            if job.keys else 0
+        kept = remove_upload_files(self.settings, job.delete_files, job.delete_ids)
+        job.outcomes = [{"file": job.label, "status": "removed", "reason": "",
+                         "chunks": removed, "pages": 0}]
+        job.outcomes += [{"file": p.name, "status": "kept",
+                          "reason": "a newer upload of this name arrived after the delete was "
+                          "asked: it stays (delete it again to remove it)",
+                          "chunks": 0, "pages": 0} for p in kept]
+
+
+def run_ingest(settings: Settings, job: Job, embedder: Embedder | None) -> None:
+    """Ingest `job.paths`. A path gone since the job was queued (deleted meanwhile) is one
+    failed outcome, not the whole job's failure (REVIEW M5). Uploads' states go to the
+    manifest: indexed, or failed with the reason, so the Documents page lists them."""
+    from rag_app.service import sync_paths
+
+    present = [p for p in job.paths if p.exists()]
+    gone = [{"file": p.name, "status": "failed", "chunks": 0, "pages": 0,
+             "reason": "the file was removed before it could be indexed"}
+            for p in job.paths if not p.exists()]
+    folder = uploads_dir(settings)
+    uploads = [p for p in present if p.resolve().parent == folder]
+    try:
+        report = sync_paths(settings, present, reporter=_JobReporter(job), embedder=embedder,
+                            command="the chat UI (upload / re-ingest)") if present else None
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, RagError) else f"{type(exc).__name__}"
+        for p in uploads:
+            update_manifest(folder, p.name, state="failed", reason=reason)
+        raise
+    outcomes = report.outcomes if report is not None else []
+    for o in outcomes:
+        path = (Path(o.root) / o.source).resolve() if o.root else Path(o.source).resolve()
+        if path.parent == folder and path.name in read_manifest(folder):
+            failed = o.status in ("failed", "skipped")
+            update_manifest(folder, path.name, state="failed" if failed else "indexed",
+                            reason=o.reason if failed else "")
+    job.outcomes = gone + [{"file": o.source, "status": o.status, "reason": o.reason,
+                            "chunks": o.chunks_added, "pages": o.pages}
+                           for o in outcomes if o.status != "unchanged" or len(job.paths) == 1]
+
+
+def remove_upload_files(settings: Settings, paths: Sequence[Path],
+                        identities: Sequence[tuple[int, int, int] | None]) -> list[Path]:
+    """Delete uploaded files, each under its name's lock, and only if it is still the file
+    the delete was asked for (`identities`, from `file_identity` then): a newer upload of the
+    same name is kept. Returns the kept paths."""
+    folder = uploads_dir(settings)
+    kept: list[Path] = []
+    for i, path in enumerate(paths):
+        wanted = identities[i] if i < len(identities) else None
+        with name_lock(path):
+            now = file_identity(path)
+            if now is not None and wanted is not None and now != wanted:
+                kept.append(path)
+                continue
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 log.warning("could not delete %s: %s", path, exc.strerror)
-        job.outcomes = [{"file": job.label, "status": "removed", "reason": "",
-                         "chunks": removed, "pages": 0}]
+                continue
+            if path.resolve().parent == folder:
+                update_manifest(folder, path.name, remove=True)
+    return kept
 
 
 def uploads_dir(settings: Settings) -> Path:
+    """The uploads folder, created 0700 when new (uploaded files are 0600: REVIEW L9)."""
     folder = settings.documents_dir.expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     return folder
 
 
-def save_upload(settings: Settings, name: str, data: bytes) -> Path:
-    """Store an uploaded file under the documents folder, under a server-made safe name. A file
-    of the same name is replaced (a new version of a document replaces the old one, and its
-    chunks are replaced on ingest, never duplicated); an identical file is left as it is."""
+# --- uploaded files: stored names, the manifest, locks --------------------------------------
+MANIFEST = ".uploads.json"  # hidden: ingest skips it
+PART_SUFFIX = ".part"
+_CHUNK = 1 << 20
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+_MANIFEST_LOCK = threading.RLock()
+
+
+def name_lock(path: Path) -> threading.Lock:
+    """The process-wide lock of one stored upload name: saving a file under that name and
+    deleting it are serialised, so a delete never removes a newer upload (REVIEW M5)."""
+    key = path.resolve()
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """What the manifest knows of one stored upload."""
+
+    stored: str  # the file's name in the uploads folder
+    name: str  # the name the client gave (shown; never used to build a path)
+    sha256: str
+    state: Literal["saved", "indexed", "failed"]
+    reason: str = ""
+
+
+def display_name(name: str) -> str:
+    """The client's file name as shown: its last path component, NFC, one line, no control
+    or format characters (bidi overrides, zero-width)."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", name)
+    text = re.split(r"[/\\]", text)[-1]
+    text = " ".join(text.split())
+    return "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+
+
+def read_manifest(folder: Path) -> dict[str, UploadRecord]:
+    """The manifest of an uploads folder ({} when missing or unreadable: a warning is logged)."""
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable upload manifest %s: %s", path, exc)
+        return {}
+    out: dict[str, UploadRecord] = {}
+    for stored, rec in (data.get("files") or {}).items() if isinstance(data, dict) else ():
+        if not isinstance(rec, dict):
+            continue
+        state = rec.get("state")
+        out[stored] = UploadRecord(stored, str(rec.get("name") or stored),
+                                   str(rec.get("sha256") or ""),
+                                   state if state in ("saved", "indexed", "failed") else "saved",
+                                   str(rec.get("reason") or ""))
+    return out
+
+
+def _write_manifest(folder: Path, records: dict[str, UploadRecord]) -> None:
+    data = {"version": 1, "files": {k: {"name": r.name, "sha256": r.sha256, "state": r.state,
+                                         "reason": r.reason} for k, r in sorted(records.items())}}
+    _atomic_write(folder, MANIFEST, json.dumps(data, ensure_ascii=False, indent=1).encode())
+
+
+def _atomic_write(folder: Path, name: str, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=PART_SUFFIX, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update_manifest(folder: Path, stored: str, **changes: Any) -> None:
+    """Change (or, with `remove=True`, drop) one file's manifest entry."""
+    with _MANIFEST_LOCK:
+        records = read_manifest(folder)
+        if changes.pop("remove", False):
+            if records.pop(stored, None) is None:
+                return
+        else:
+            base = records.get(stored) or UploadRecord(stored, stored, "", "saved")
+            records[stored] = replace(base, **changes)
+        _write_manifest(folder, records)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime_ns, size) of a file, None when there is none: a replaced file differs."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def check_upload_batch(settings: Settings, sizes: Sequence[tuple[str, int]]) -> None:
+    """Refuse an upload batch over the budgets (REVIEW L6): RAG_UPLOAD_MAX_FILES files and
+    RAG_UPLOAD_BATCH_MAX_MB in all. The message says what to do."""
+    from rag_app.errors import ConfigError
+
+    if len(sizes) > settings.upload_max_files:
+        raise ConfigError(
+            f"{len(sizes)} files were chosen; at most {settings.upload_max_files} can be added "
+            f"at once (RAG_UPLOAD_MAX_FILES). Remove some and add the rest afterwards.")
+    total = sum(size for _, size in sizes)
+    if total > settings.upload_batch_max_mb * 1024 * 1024:
+        raise ConfigError(
+            f"These files hold {total / 1e6:.1f} MB in all; at most "
+            f"{settings.upload_batch_max_mb:g} MB can be added at once "
+            f"(RAG_UPLOAD_BATCH_MAX_MB). Add them in smaller groups.")
+
+
+def sweep_parts(folder: Path, older_than_s: float = 3600.0) -> int:
+    """Remove temp files (`.*.part`) left by a crash; returns how many were removed."""
+    now = time.time()
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(PART_SUFFIX):
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime > older_than_s:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
+def save_upload(settings: Settings, name: str, data: bytes | BinaryIO) -> Path:
+    """Store an uploaded file in the uploads folder under a server-made safe name and return
+    its path.
+
+    - The client's `name` is kept in the folder's manifest for display; it never builds a path.
+    - Two different names never share a stored name (REVIEW M3): when the safe name is taken
+      by another name's file, this one is stored as `stem-<8 hex of the name>.suffix`.
+    - The same name again is a new version: it replaces its file (its chunks are replaced on
+      ingest, never duplicated); the same content is left as it is.
+    - The bytes are streamed to a private temp file (mkstemp, 0600, fsync) and moved into
+      place under the stored name's lock, so a delete of that name waits (REVIEW M5, L9).
+    """
     from ingest.loaders import SUPPORTED_SUFFIXES
     from rag_app.errors import ConfigError
-    from rag_app.safety import safe_upload_name, unique_path
+    from rag_app.safety import safe_upload_name
 
     safe = safe_upload_name(name, allowed_suffixes=SUPPORTED_SUFFIXES)
+    shown = display_name(name) or safe
     limit = int(settings.upload_max_mb * 1024 * 1024)
-    if len(data) > limit:
-        raise ConfigError(f"{safe} is {len(data) / 1e6:.1f} MB; the limit is "
-                          f"RAG_UPLOAD_MAX_MB={settings.upload_max_mb:g}")
-    if not data:
-        raise ConfigError(f"{safe} is empty")
     folder = uploads_dir(settings)
-    target = folder / safe
-    if target.exists() and not target.is_file():
-        target = unique_path(folder, safe)
-    if target.is_file() and target.read_bytes() == data:
+    stream: BinaryIO = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{safe}.", suffix=PART_SUFFIX, dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            while block := stream.read(_CHUNK):
+                size += len(block)
+                if size > limit:
+                    raise ConfigError(f"{shown} is over {settings.upload_max_mb:g} MB, the limit "
+                                      "(RAG_UPLOAD_MAX_MB): it was not added.")
+                digest.update(block)
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+        if not size:
+            raise ConfigError(f"{shown} is empty: it was not added.")
+        return _place(folder, tmp, safe, shown, digest.hexdigest())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _place(folder: Path, tmp: Path, safe: str, shown: str, sha: str) -> Path:
+    """Move `tmp` into place: under `safe` if free or this name's, else under the name's
+    hashed variant, else a numbered one."""
+    from rag_app.safety import unique_path
+
+    stem, suffix = Path(safe).stem, Path(safe).suffix
+    tag = hashlib.sha256(shown.encode("utf-8")).hexdigest()[:8]
+    hashed = f"{stem[:100 - len(suffix) - 9].rstrip(' .')}-{tag}{suffix}"
+    held: list[threading.Lock] = []
+    try:
+        for candidate in (safe, hashed, None):
+            target = unique_path(folder, hashed) if candidate is None else folder / candidate
+            lock = name_lock(target)
+            lock.acquire()
+            held.append(lock)
+            if not (target.is_symlink() or target.exists()):
+                break
+            if target.is_file() and not target.is_symlink():
+                record = read_manifest(folder).get(target.name)
+                owner = record.name if record else target.name
+                if _sha256_of(target) == sha:
+                    if record is None:
+                        update_manifest(folder, target.name, name=shown, sha256=sha)
+                    return target  # the same file: nothing changes
+                if owner == shown:
+                    break  # a new version of this name's file
+        os.replace(tmp, target)
+        update_manifest(folder, target.name, name=shown, sha256=sha, state="saved", reason="")
         return target
-    tmp = folder / f".{target.name}.part"
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return target
+    finally:
+        for lock in reversed(held):
+            lock.release()
