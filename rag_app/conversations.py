@@ -6,6 +6,11 @@
 Conversation ids are made by the server and checked against a strict pattern before any path is
 built from them, so an id from a URL (`?chat=../../etc/passwd`) can never name another file.
 One `ConversationStore` may be shared by every Streamlit session of a process.
+
+Two tabs (or two people) may hold the same chat: each message has a stable `id`, and `save`
+merges with what is on disk under the folder's lock, so neither loses the other's messages
+(REVIEW-ui-security M4). A file this version cannot read (corrupt, or written by a newer
+version) is never overwritten, and `problem()` says which it is.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ ROLES = ("user", "assistant")
 CITATION_FIELDS = ("number", "chunk_id", "source", "page_start", "page_end", "location",
                    "passage")
 _ID = re.compile(r"[0-9a-f]{32}")
+
+
+class UnreadableChat(ValueError):
+    """A saved chat this version cannot read: corrupt, or written by a newer version."""
+
+
+class NewerFormat(UnreadableChat):
+    """A saved chat written by a newer version of the app (its `version` is higher)."""
 
 
 def valid_id(conv_id: object) -> bool:
@@ -71,7 +84,8 @@ class Conversation:
         """Append a message (the first question becomes the title) and return it."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-        message: dict[str, Any] = {"role": role, "content": content, "result": result}
+        message: dict[str, Any] = {"id": new_message_id(), "role": role, "content": content,
+                                   "result": result}
         self.messages.append(message)
         if role == "user" and self.title == NEW_TITLE:
             self.title = make_title(content)
@@ -93,6 +107,12 @@ class Conversation:
         """A conversation from its JSON form; ValueError says what is wrong with it."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
+        version = data.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"format version {version!r} is not a positive whole number")
+        if version > FORMAT_VERSION:
+            raise NewerFormat(f"it was saved in format {version} by a newer version of the app; "
+                              f"this one reads up to format {FORMAT_VERSION}")
         if not valid_id(data.get("id")):
             raise ValueError(f"invalid id {data.get('id')!r}")
         if not isinstance(data.get("title"), str):
@@ -109,8 +129,44 @@ class Conversation:
                     or not isinstance(m.get("content"), str)
                     or not isinstance(m.get("result"), dict | None)):
                 raise ValueError(f"message {i} is not a {{role, content, result}} object")
+            if "id" in m and not isinstance(m["id"], str):
+                raise ValueError(f"message {i} has an id that is not a string")
+        ids = [m["id"] for m in messages if "id" in m]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two messages share one id")
+        for i, m in enumerate(messages):
+            # saved before messages had ids: the same id in every tab that loads the file
+            m.setdefault("id", f"legacy-{i}")
         return cls(data["id"], data["title"], float(data["created"]), float(data["updated"]),
                    messages)
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def merge_messages(disk: list[dict[str, Any]], mine: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """The messages of two copies of one chat, none lost. Messages are matched by `id`; of a
+    message in both, the copy edited last (`edited`, set by a rating) wins. Messages only in
+    `mine` are added: a question at the end, an answer right after the message before it in
+    `mine` (its question), so a turn stays together."""
+    out = list(disk)
+    position = {m["id"]: i for i, m in enumerate(out)}
+    previous: str | None = None
+    for m in mine:
+        i = position.get(m["id"])
+        if i is not None:
+            if float(m.get("edited") or 0) >= float(out[i].get("edited") or 0):
+                out[i] = m
+        else:
+            at = len(out)
+            if m.get("role") == "assistant" and previous in position:
+                at = position[previous] + 1
+            out.insert(at, m)
+            position = {x["id"]: j for j, x in enumerate(out)}
+        previous = m["id"]
+    return out
 
 
 @dataclass(frozen=True)
@@ -152,36 +208,98 @@ class ConversationStore:
         return self.folder / f"{conv_id}.json"
 
     def load(self, conv_id: str) -> Conversation | None:
-        """The conversation, or None if the id is invalid, the file is missing or corrupt."""
+        """The conversation, or None if the id is invalid, the file is missing or cannot be
+        read (`problem()` says which, in words for the page)."""
         if not valid_id(conv_id):
             return None
+        try:
+            return self._read(conv_id)
+        except UnreadableChat as exc:
+            log.warning("cannot read conversation %s: %s", self._path(conv_id), exc)
+            return None
+
+    def _read(self, conv_id: str) -> Conversation | None:
+        """The conversation; None when there is no file; UnreadableChat says what is wrong."""
         path = self._path(conv_id)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            log.warning("cannot read conversation %s: %s", path, exc)
-            return None
+        except UnicodeDecodeError as exc:
+            raise UnreadableChat(f"it is not UTF-8 text ({exc.reason})") from exc
+        except OSError as exc:
+            raise UnreadableChat(f"it cannot be opened ({exc.strerror})") from exc
         try:
             conv = Conversation.from_dict(json.loads(text))
+        except UnreadableChat:
+            raise
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            log.warning("ignoring corrupt conversation %s: %s", path, exc)
-            return None
+            raise UnreadableChat(str(exc)) from exc
         if conv.id != conv_id:
-            log.warning("ignoring conversation %s: it holds id %s", path, conv.id)
-            return None
+            raise UnreadableChat(f"it holds another chat's id ({conv.id})")
         return conv
 
+    def problem(self, conv_id: str) -> str:
+        """Why `load(conv_id)` gives None, as a sentence for the page (what happened, what
+        was done): the link is wrong, the chat was deleted, its file is corrupt or unreadable,
+        or a newer version wrote it. An empty string when it loads."""
+        if not valid_id(conv_id):
+            return ("That link does not name a saved chat (a chat id is 32 letters and digits). "
+                    "A new chat was started.")
+        try:
+            conv = self._read(conv_id)
+        except NewerFormat as exc:
+            return (f"This chat cannot be opened: {exc}. Its file was left as it is; update "
+                    "the app to read it. A new chat was started.")
+        except UnreadableChat as exc:
+            return (f"This chat file is corrupt or unreadable ({exc}). It was left as it is "
+                    f"({conv_id}.json in the chats folder). A new chat was started.")
+        if conv is None:
+            return ("That conversation no longer exists (it was deleted, or the link is "
+                    "wrong). A new chat was started.")
+        return ""
+
     def save(self, conv: Conversation) -> None:
-        """Write the conversation atomically (temp file + rename) and stamp `updated`."""
+        """Merge the conversation with its file (another tab may have added messages: they
+        are kept, and `conv` gets them too), write it atomically and stamp `updated`."""
         conv.updated = time.time()
         self._write(conv)
 
+    def refresh(self, conv: Conversation) -> None:
+        """Add to `conv` what other tabs saved meanwhile (nothing is written)."""
+        with self._lock:
+            try:
+                disk = self._read(conv.id)
+            except UnreadableChat:
+                return
+            if disk is not None:
+                self._merge_into(conv, disk)
+                conv.updated = max(conv.updated, disk.updated)
+
+    @staticmethod
+    def _merge_into(conv: Conversation, disk: Conversation) -> None:
+        conv.messages[:] = merge_messages(disk.messages, conv.messages)
+        if conv.title == NEW_TITLE:
+            conv.title = disk.title
+        conv.created = min(conv.created, disk.created)
+
     def _write(self, conv: Conversation) -> None:
         path = self._path(conv.id)
-        data = json.dumps(conv.to_dict(), ensure_ascii=False, indent=1)
         with self._lock:
+            for m in conv.messages:
+                if not isinstance(m.get("id"), str):
+                    m["id"] = new_message_id()
+            try:
+                disk = self._read(conv.id)
+            except UnreadableChat as exc:  # never overwrite what cannot be read: set aside
+                aside = path.with_name(f"{path.name}.unreadable-{time.time_ns()}")
+                log.warning("conversation %s cannot be read (%s): kept as %s", path, exc,
+                            aside.name)
+                os.replace(path, aside)
+                disk = None
+            if disk is not None:
+                self._merge_into(conv, disk)
+            data = json.dumps(conv.to_dict(), ensure_ascii=False, indent=1)
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=f".{conv.id}.", suffix=".tmp", dir=self.folder)
             try:
@@ -290,6 +408,7 @@ class ConversationStore:
             finally:
                 os.close(fd)
             message["feedback"] = rating
+            message["edited"] = time.time()  # this copy wins when merged with another tab's
             if comment:
                 message["feedback_comment"] = comment
             else:

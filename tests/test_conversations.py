@@ -383,3 +383,145 @@ def test_export_json_round_trips(store: ConversationStore) -> None:
     assert "ünïcödé ✓" in text
     assert text.startswith('{\n  "version": 1,\n  "id": ')
     assert Conversation.from_dict(json.loads(text)) == conv
+
+
+# --- two tabs on one chat (REVIEW-ui-security M4) ----------------------------------------------
+def _contents(store: ConversationStore, conv_id: str) -> list[str]:
+    saved = store.load(conv_id)
+    assert saved is not None
+    return [m["content"] for m in saved.messages]
+
+
+def _turn(store: ConversationStore, conv: Conversation, question: str) -> None:
+    """What chat.py does: append the question and save, then the answer and save."""
+    conv.messages.append({"role": "user", "content": question})
+    store.save(conv)
+    conv.messages.append({"role": "assistant", "content": f"answer {question}",
+                          "result": make_result(question)})
+    store.save(conv)
+
+
+def test_two_tabs_on_one_chat_keep_each_others_messages(tmp_path: Path) -> None:
+    """The review's reproduction: tabs A and B load chat X, each adds a turn, then A rates
+    its answer. Before, the file ended with A's turn only."""
+    first = chat(ConversationStore(tmp_path), "first question")
+    tab_a, tab_b = ConversationStore(tmp_path), ConversationStore(tmp_path)  # two sessions
+    conv_a, conv_b = tab_a.load(first.id), tab_b.load(first.id)
+    assert conv_a is not None and conv_b is not None
+    _turn(tab_a, conv_a, "question from tab A")
+    _turn(tab_b, conv_b, "question from tab B")
+    tab_a.add_feedback(conv_a, 3, 1)
+    assert _contents(tab_a, first.id) == [
+        "first question", "answer to first question [1]", "question from tab A",
+        "answer question from tab A", "question from tab B", "answer question from tab B"]
+    saved = tab_a.load(first.id)
+    assert saved is not None and saved.messages[3]["feedback"] == 1
+    assert conv_b.messages[2]["content"] == "question from tab A"  # B got A's turn on save
+
+
+def test_a_turn_stays_together_when_another_tab_asks_meanwhile(tmp_path: Path) -> None:
+    first = chat(ConversationStore(tmp_path), "q0")
+    store = ConversationStore(tmp_path)
+    conv_a, conv_b = store.load(first.id), store.load(first.id)
+    assert conv_a is not None and conv_b is not None
+    conv_a.messages.append({"role": "user", "content": "qA"})
+    store.save(conv_a)  # A's answer is still being written…
+    _turn(store, conv_b, "qB")  # …when B asks and is answered
+    conv_a.messages.append({"role": "assistant", "content": "aA", "result": None})
+    store.save(conv_a)
+    assert _contents(store, first.id) == ["q0", "answer to q0 [1]", "qA", "aA", "qB",
+                                          "answer qB"]
+
+
+def test_ratings_in_two_tabs_are_both_kept_and_the_later_wins(tmp_path: Path) -> None:
+    first = chat(ConversationStore(tmp_path), "q0", "q1")
+    store = ConversationStore(tmp_path)
+    conv_a, conv_b = store.load(first.id), store.load(first.id)
+    assert conv_a is not None and conv_b is not None
+    store.add_feedback(conv_a, 1, 1)
+    store.add_feedback(conv_b, 3, 0)
+    store.add_feedback(conv_b, 1, 0)  # B changes A's rating later
+    saved = store.load(first.id)
+    assert saved is not None
+    assert (saved.messages[1]["feedback"], saved.messages[3]["feedback"]) == (0, 0)
+
+
+def test_a_chat_saved_before_messages_had_ids_merges_without_duplicates(tmp_path: Path
+                                                                         ) -> None:
+    conv = Conversation("a" * 32)
+    conv.messages = [{"role": "user", "content": "old q", "result": None},
+                     {"role": "assistant", "content": "old a", "result": None}]
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / f"{conv.id}.json").write_text(json.dumps(conv.to_dict()))
+    store = ConversationStore(tmp_path)
+    conv_a, conv_b = store.load(conv.id), store.load(conv.id)
+    assert conv_a is not None and conv_b is not None
+    _turn(store, conv_a, "qA")
+    _turn(store, conv_b, "qB")
+    assert _contents(store, conv.id) == ["old q", "old a", "qA", "answer qA", "qB", "answer qB"]
+
+
+def test_many_sessions_adding_to_one_chat_lose_nothing(tmp_path: Path) -> None:
+    conv_id = chat(ConversationStore(tmp_path), "start").id
+
+    def session(n: int) -> None:
+        store = ConversationStore(tmp_path)
+        conv = store.load(conv_id)
+        assert conv is not None
+        for i in range(5):
+            _turn(store, conv, f"s{n} q{i}")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(session, range(6)))
+    contents = _contents(ConversationStore(tmp_path), conv_id)
+    assert len(contents) == 2 + 6 * 5 * 2 and len(set(contents)) == len(contents)
+    for n in range(6):  # each answer right after its question
+        for i in range(5):
+            k = contents.index(f"s{n} q{i}")
+            assert contents[k + 1] == f"answer s{n} q{i}"
+
+
+def test_refresh_shows_what_another_tab_saved(tmp_path: Path) -> None:
+    first = chat(ConversationStore(tmp_path), "q0")
+    store = ConversationStore(tmp_path)
+    conv_a, conv_b = store.load(first.id), store.load(first.id)
+    assert conv_a is not None and conv_b is not None
+    _turn(store, conv_a, "qA")
+    store.refresh(conv_b)
+    assert [m["content"] for m in conv_b.messages][-2:] == ["qA", "answer qA"]
+
+
+# --- a chat file that cannot be read is reported as such, and never overwritten --------------
+def test_a_corrupt_chat_is_reported_as_corrupt_not_missing(store: ConversationStore) -> None:
+    conv = chat(store, "q")
+    path = store.folder / f"{conv.id}.json"
+    path.write_text('{"id": "' + conv.id + '", "messages": [')
+    assert store.load(conv.id) is None
+    assert "corrupt or unreadable" in store.problem(conv.id)
+    assert "no longer exists" not in store.problem(conv.id)
+    assert "no longer exists" in store.problem("b" * 32)
+    assert "does not name a saved chat" in store.problem("../x")
+    path.write_bytes(b"\xff\xfe bad")
+    assert "not UTF-8" in store.problem(conv.id)
+    store.delete(conv.id)
+    assert store.problem(chat(store, "q2").id) == ""
+
+
+def test_a_chat_from_a_newer_version_is_reported_and_kept(store: ConversationStore) -> None:
+    conv = chat(store, "q")
+    path = store.folder / f"{conv.id}.json"
+    data = json.loads(path.read_text())
+    data["version"] = 99
+    path.write_text(json.dumps(data))
+    assert store.load(conv.id) is None
+    assert "newer version" in store.problem(conv.id) and "format 99" in store.problem(conv.id)
+    for bad in ("2", True, 0, None):
+        data["version"] = bad
+        path.write_text(json.dumps(data))
+        assert "corrupt" in store.problem(conv.id)
+    data["version"] = 99
+    path.write_text(json.dumps(data))
+    conv.add("user", "more")  # a tab that had it open saves: the newer file is set aside
+    store.save(conv)
+    aside = [p for p in store.folder.iterdir() if ".unreadable-" in p.name]
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["version"] == 99
