@@ -21,11 +21,12 @@ from rag_app.answering.replies import (
     parse_verdict,
     without_dangling_colon,
 )
-from rag_app.evidence import find_quote, split_sentences
 from rag_app.guard import REMOVED
 from rag_app.llm import Endpoint
 from rag_app.names import distinctive_names
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
+from rag_app.text.quotes import find_quote
+from rag_app.text.sentences import split_sentences
 from tests.conftest import SAMPLES, make_settings
 
 
@@ -430,7 +431,7 @@ def test_instructions_in_sources_are_cut_and_unsourced_links_removed(
 def test_the_model_reads_the_evidence_sentences_and_the_user_sees_whole_passages(
         sample_settings: Any, embedder: Any) -> None:
     from rag_app.compress import GAP
-    from rag_app.evidence import find_quote
+    from rag_app.text.quotes import find_quote
 
     tight = sample_settings.model_copy(update={"answer_context_tokens": 60, "retrieval_k": 5})
     retriever = Retriever(tight, embedder=embedder)

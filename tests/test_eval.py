@@ -42,8 +42,8 @@ from rag_app.eval.qa import (
     normalise_heading,
     passage_overlap,
 )
-from rag_app.evidence import split_sentences, strip_citations
 from rag_app.llm import Endpoint, LLMError
+from rag_app.text.sentences import split_sentences, strip_citations
 from tests.conftest import REPO, SAMPLES, make_settings
 from tests.shared_data import shared_path
 

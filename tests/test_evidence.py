@@ -1,4 +1,4 @@
-"""Quoted answers: each claim carries the source's words, checked verbatim (rag_app.evidence);
+"""Quoted answers: each claim carries the source's words, checked verbatim (rag_app.text.quotes);
 claims whose quote is not in the cited source are removed, and an answer with none left is
 "not found". Logic tests with a scripted model and fixed passages (fast)."""
 
@@ -16,9 +16,10 @@ from rag_app.answering import NOT_FOUND, answer
 from rag_app.answering.attribution import attribute, check_claim
 from rag_app.answering.checks.quotes import QUOTES_FAILED_NOTE
 from rag_app.answering.replies import StringFields, parse_claims
-from rag_app.evidence import find_quote, numbers_in, quote_pieces, unstated_numbers
 from rag_app.llm import Endpoint
 from rag_app.retrieve import Hit, RetrievalOptions
+from rag_app.text.numbers import numbers_in, unstated_numbers
+from rag_app.text.quotes import find_quote, quote_pieces
 from tests.conftest import make_settings
 
 WARRANTY = ("Warranty > Standard warranty\nEvery Aurora kettle comes with a **2-year "

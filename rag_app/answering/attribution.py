@@ -14,8 +14,10 @@ from typing import Any
 
 from rag_app.answering.records import Claim
 from rag_app.answering.replies import is_refusal
-from rag_app.evidence import find_quote, normalise, numbers_in, split_sentences, unstated_numbers
 from rag_app.guard import REMOVED
+from rag_app.text.numbers import numbers_in, unstated_numbers
+from rag_app.text.quotes import find_quote, normalise
+from rag_app.text.sentences import split_sentences
 
 # A sentence of the answer is supported by a source sentence when their cosine similarity and
 # the share of the answer sentence's words found in it average at least this (and the source
@@ -96,7 +98,7 @@ def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequenc
 
 
 def check_claim(raw: dict[str, Any], sources: Sequence[str], question: str = "") -> Claim:
-    """A claim from the model, checked: its quote must occur (see rag_app.evidence) in the
+    """A claim from the model, checked: its quote must occur (rag_app.text.quotes) in the
     source it cites (a quote found word for word in another retrieved source is moved to that
     one: the number was wrong, not the evidence), and every number in the statement must be
     in that source or in the question."""

@@ -29,10 +29,10 @@ from rag_app.answering.replies import (
 )
 from rag_app.compress import best_sentences
 from rag_app.errors import ConfigError
-from rag_app.evidence import find_quote
 from rag_app.guard import LinkFilter, looks_like_instructions, neutralise
 from rag_app.llm import Chat, LLMError, RequestRejected
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever, describe_location
+from rag_app.text.quotes import find_quote
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings

@@ -31,7 +31,7 @@ class Refusal(StrEnum):
 class Claim:
     """One fact of an answer: what the model said, the source it cited and the words it quoted
     from it; `supported` when the quote is in that source and every number of the statement is
-    in the cited sources (see rag_app.evidence)."""
+    in the cited sources (see rag_app.text.quotes)."""
     text: str
     source: int  # the [n] of the cited source
     quote: str

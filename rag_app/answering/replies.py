@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from rag_app.answering.prompts import NOT_FOUND
-from rag_app.evidence import sentence_breaks
+from rag_app.text.sentences import sentence_breaks
 
 MARK = re.compile(r"\[(\d{1,3})\]")  # a source number the answer text shows: [2]
 

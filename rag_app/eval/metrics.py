@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag_app.errors import RagError
-from rag_app.evidence import split_sentences
+from rag_app.text.sentences import split_sentences
 
 if TYPE_CHECKING:
     from rag_app.embeddings import Embedder

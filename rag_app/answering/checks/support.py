@@ -20,7 +20,7 @@ from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
 from rag_app.answering.checks.unsourced import unsourced_names
 from rag_app.answering.records import Claim
 from rag_app.answering.replies import MARK
-from rag_app.evidence import split_sentences
+from rag_app.text.sentences import split_sentences
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings

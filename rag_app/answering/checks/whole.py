@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
 from rag_app.answering.records import Claim
-from rag_app.evidence import split_sentences
+from rag_app.text.sentences import split_sentences
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings

@@ -24,55 +24,7 @@ _TRANSLATE = str.maketrans({
     "`": "'", "´": "'",
 })
 _ELLIPSIS = re.compile(r"\.\.\.|…|\[\.\.\.\]|\[…\]")
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
-_SPACED = str.maketrans({c: " " for c in "*_`~|"})
-
-
 _MARKS = frozenset("*_`~|")
-
-
-_CITATION_MARK = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
-# Sentence ends: . ! ? (optionally closing quotes/brackets) then white space and an upper-case
-# letter, a digit or an opening quote/bracket; or a line break between non-empty lines.
-_SENTENCE_END = re.compile(
-    r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[\"'“‘(\[]?[A-Z0-9])"  # . ! ? + capital/digit
-    r"|\n\s*\n"  # a blank line
-    r"|\n(?=\s*[-*•]\s)"  # a list item
-)
-_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "approx.", "no.", "fig.", "p.", "pp.",
-                  "mr.", "mrs.", "ms.", "dr.", "st.")
-
-
-def strip_citations(text: str) -> str:
-    """'It lasts 2 years [1][3].' -> 'It lasts 2 years.'"""
-    return _CITATION_MARK.sub("", text)
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a short answer: split after . ! ? before a capital or digit, and at blank
-    lines and list items; common abbreviations (e.g., i.e., etc.) do not end a sentence.
-    Citation marks are removed; empty pieces are dropped."""
-    pieces: list[str] = []
-    pending = ""
-    for part in _SENTENCE_END.split(strip_citations(text)):
-        part = part.strip()
-        if not part:
-            continue
-        joined = f"{pending} {part}".strip() if pending else part
-        if joined.lower().endswith(_ABBREVIATIONS):
-            pending = joined
-            continue
-        pieces.append(joined)
-        pending = ""
-    if pending:
-        pieces.append(pending)
-    return [" ".join(p.lstrip("-*• ").split()) for p in pieces if any(c.isalnum() for c in p)]
-
-
-def sentence_breaks(text: str) -> list[int]:
-    """Where each sentence after the first ends the one before it (indexes into `text`), by
-    the rules of `split_sentences` (abbreviations aside)."""
-    return [m.start() for m in _SENTENCE_END.finditer(text)]
 
 
 def normalise(text: str) -> str:
@@ -137,20 +89,4 @@ def _find_dehyphenated(norm: str, piece: str, pos: int) -> tuple[int, int]:
     return (m.start(), m.end()) if m else (-1, -1)
 
 
-def numbers_in(text: str) -> set[str]:
-    """The numbers a text states ("2,200" and "2200" are one number)."""
-    plain = unicodedata.normalize("NFKC", text).translate(_SPACED)
-    return {n.replace(",", "") for n in _NUMBER.findall(plain)}
-
-
-def unstated_numbers(statement: str, passages: list[str], question: str = "") -> list[str]:
-    """Numbers in a statement that neither the passages nor the question state (a figure the
-    model took from elsewhere, or made up)."""
-    known = numbers_in(question)
-    for p in passages:
-        known |= numbers_in(p)
-    return sorted(n for n in numbers_in(statement) if n not in known)
-
-
-__all__ = ["MIN_QUOTE_CHARS", "find_quote", "normalise", "numbers_in", "quote_pieces",
-           "sentence_breaks", "split_sentences", "strip_citations", "unstated_numbers"]
+__all__ = ["MIN_QUOTE_CHARS", "find_quote", "normalise", "quote_pieces"]
