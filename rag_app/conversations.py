@@ -244,8 +244,8 @@ class ConversationStore:
         was done): the link is wrong, the chat was deleted, its file is corrupt or unreadable,
         or a newer version wrote it. An empty string when it loads."""
         if not valid_id(conv_id):
-            return ("That link does not name a saved chat (a chat id is 32 letters and digits). "
-                    "A new chat was started.")
+            return ("That conversation no longer exists, or never did: the link does not name "
+                    "a saved chat (a chat id is 32 letters and digits). A new chat was started.")
         try:
             conv = self._read(conv_id)
         except NewerFormat as exc:

@@ -35,9 +35,10 @@ def _current(store: ConversationStore) -> Conversation:
     conv: Conversation | None = st.session_state.get("conversation")
     if wanted and (conv is None or conv.id != wanted):
         conv = store.load(wanted)
-        if conv is None:
-            st.warning("That conversation cannot be opened: it no longer exists, or its file "
-                       "cannot be read. A new one was started.")
+        if conv is None:  # missing, corrupt, or from a newer version: say which (REVIEW L4)
+            st.warning(md(store.problem(wanted)))
+    elif conv is not None:
+        store.refresh(conv)  # what other tabs on this chat saved meanwhile (REVIEW M4)
     if conv is None:
         conv = store.new()
     st.session_state["conversation"] = conv
