@@ -98,6 +98,13 @@ def unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text).replace("\u2060", "")
 
 
+def model_words(message: Any) -> str:
+    """The model's wording of a finished answer: the Markdown after the documents' own words
+    (quotes, "> …") and their bold labels."""
+    return next(unescape(m.value) for m in message.markdown
+                if not str(m.value).startswith((">", "**")))
+
+
 # -- asking -------------------------------------------------------------------------------------
 def test_the_page_says_which_llm_and_index_and_answers_with_citations(env: dict[str, str]
                                                                        ) -> None:
@@ -107,7 +114,10 @@ def test_the_page_says_which_llm_and_index_and_answers_with_citations(env: dict[
     assert "6 files" in unescape(texts(at))
     at = ask(at, "How do I descale the AK-200 kettle?")
     assistant = at.chat_message[1]
-    assert unescape(assistant.markdown[0].value) == "It lasts 2 years."
+    assert model_words(assistant) == "It lasts 2 years."
+    # the documents' own words come first, the model's wording below them
+    shown = [unescape(m.value) for m in assistant.markdown]
+    assert shown[0] == "**The documents say:**" and shown[1].startswith("> “")
     chips = [b for b in at.button if re.match(r"\[\d+\] ", b.label)]
     # one chip, from result.citations: the source of the answer's supported quote (the stub's
     # own "sources" list is used only when no quote is supported)
@@ -146,8 +156,9 @@ def test_the_answer_shows_each_claims_quote_and_the_removed_claims(
     at = ask(ok(app()), "How long is the standard warranty?")
     assistant = at.chat_message[1]
     shown = unescape(" ".join(str(m.value) for m in assistant.markdown))
-    assert shown.startswith("It lasts 2 years.") and "gold" not in shown.split("“")[0]
-    assert "“comes with a 2-year warranty” **[" in shown  # the quote, with its source
+    assert model_words(assistant) == "It lasts 2 years."  # the removed claim is not in it
+    # the quote, with its source, before the model's words
+    assert shown.index("“comes with a 2-year warranty” **[") < shown.index("It lasts 2 years.")
     removed = [e for e in at.expander if "1 statement(s) removed" in e.label]
     assert removed and "It is gold." in unescape(str(removed[0].markdown[0].value))
     # the citation card marks the quoted words, not the whole passage
@@ -184,7 +195,11 @@ def test_not_found_shows_the_nearest_passages(env: dict[str, str]) -> None:
 def test_an_answer_without_the_kind_of_value_asked_is_a_draft(env: dict[str, str]) -> None:
     # the stub answers every question "It lasts 2 years.": no price
     at = ask(ok(app()), "How much does the AK-200 kettle itself cost?")
-    assert "Not found in the documents." in unescape(texts(at))
+    shown = unescape(texts(at))
+    assert "Not found in the documents." in shown
+    # the passages' sentences nearest the question, below "not found", never as an answer
+    assert shown.index("Not found in the documents.") < shown.index(
+        "Nearest sentences in the documents (not an answer):")
     draft = next(e for e in at.expander if e.label.startswith("The model's draft"))
     assert "no value of the kind the question asks for" in draft.label
     assert "It lasts 2 years." in unescape("\n".join(m.value for m in draft.markdown))
@@ -197,7 +212,7 @@ def test_an_answer_asked_again_shows_the_first_answer_and_why(env: dict[str, str
     # answers "It lasts 2 years."
     monkeypatch.setenv("RAG_LLM_MODEL", "unsourced")
     at = ask(ok(app()), "How long is the standard warranty?")
-    assert unescape(at.chat_message[1].markdown[0].value) == "It lasts 2 years."
+    assert model_words(at.chat_message[1]) == "It lasts 2 years."
     first = next(e for e in at.expander if e.label.startswith("The model's first answer"))
     assert "warranty_years" in unescape(first.label)
     assert "Call `warranty_years()` to see it." in unescape(

@@ -54,6 +54,10 @@ def answer_message(result: dict[str, Any], *, key: str,
         if result.get("missing_names"):
             st.caption("The documents found do not mention "
                        f"{md(', '.join(result['missing_names']))}.")
+        nearest = _evidence(result)  # never the refused draft's own quotes
+        if nearest:
+            st.markdown("**Nearest sentences in the documents (not an answer):**")
+            quotes(nearest)
         if result.get("draft"):
             why = ("rejected by the answer check" if result.get("checked") is False
                    else "rejected: it gives no value of the kind the question asks for"
@@ -68,10 +72,7 @@ def answer_message(result: dict[str, Any], *, key: str,
         if hits:
             source_list(hits, flagged, title="Nearest passages", expanded=True)
         return
-    st.markdown(md(result.get("text", "")))
-    if stopped:
-        st.caption("Stopped before the answer was complete.")
-    evidence(result)
+    evidence(result, stopped=stopped)
     if result.get("first_answer"):
         names = ", ".join(result.get("unsourced_names") or [])
         with st.expander(f"The model's first answer, asked again: no source mentions "
@@ -107,23 +108,122 @@ def answer_message(result: dict[str, Any], *, key: str,
                     on_change=lambda: on_feedback(st.session_state[f"{key}-feedback"]))
 
 
-def evidence(result: dict[str, Any]) -> None:
-    """Each supported claim's quote, as the source words it ("> “…” [n]"); the unsupported
-    ones in a collapsed list: removed (the model's quote is not in its source) or, for quotes
-    found in the sources after the answer, the sentences nothing in the sources states."""
-    claims = result.get("claims") or []
-    for c in claims:
-        if c.get("supported"):
-            st.markdown(f"> “{md(c['quote'])}” **[{int(c['source'])}]**")
-    dropped = [c for c in claims if not c.get("supported") and c.get("text")]
-    if not dropped:
-        return
-    title = (f"{len(dropped)} statement(s) removed: not stated in the cited source"
-             if result.get("quotes_checked") else
-             f"{len(dropped)} sentence(s) no cited source states: check them")
-    with st.expander(title):
-        for c in dropped:
-            st.markdown(f"- {md(c['text'])} — *{md(c.get('reason') or 'unsupported')}*")
+def evidence(result: dict[str, Any], *, stopped: bool = False) -> None:
+    """A standing answer, the documents' own words first: "The documents say:" and the
+    sentences of the sources that support it, each with its [n]; then the model's wording,
+    labelled as its summary, with every sentence the sources do not state marked, and those
+    sentences listed with their reasons in a warning that is always open. Statements the
+    answer path removed (their quotes are not in the cited source) are in a collapsed list.
+
+    A found answer none of whose sentences is supported carries, as its evidence, the sentences
+    nearest the question: they are shown after the model's words, labelled as not checked as an
+    answer. A chat saved before answers carried `evidence` shows the supported claims' quotes."""
+    claims = [c for c in result.get("claims") or [] if isinstance(c, dict)]
+    text = str(result.get("text") or "")
+    lines = evidence_lines(result)
+    supported = any(c.get("supported") for c in claims)
+    if lines and supported:
+        st.markdown("**The documents say:**")
+        quotes(lines)
+        st.caption("In the model's words:")
+    unsupported = [c for c in claims if not c.get("supported") and c.get("text")]
+    in_text = [c for c in unsupported if str(c["text"]).strip() in text]
+    removed = [c for c in unsupported if c not in in_text] if result.get("quotes_checked") \
+        else []
+    flagged = [c for c in unsupported if c not in removed]
+    body = md(text)
+    pieces = marked_pieces(text, [str(c["text"]) for c in in_text])
+    if len(pieces) > 1:
+        body = ""
+        for piece, marked in pieces:
+            body = body + (f":orange-background[{md(piece)}] ⚠" if marked
+                           else " " if not piece.strip() else md(piece))
+    st.markdown(body)
+    if stopped:
+        st.caption("Stopped before the answer was complete.")
+    if flagged:
+        warning = "**Check these sentences: the sources do not state them as written**"
+        for c in flagged:
+            warning = warning + (f"\n\n⚠ {md(c['text'])} — "
+                                 f"*{md(c.get('reason') or 'no cited source states it')}*")
+        st.warning(warning)
+    if lines and not supported:
+        st.markdown("**Nearest sentences in the documents (not checked as an answer):**")
+        quotes(lines)
+    if removed:
+        with st.expander(f"{len(removed)} statement(s) removed: not stated in the cited "
+                         "source"):
+            for c in removed:
+                st.markdown(f"- {md(c['text'])} — *{md(c.get('reason') or 'unsupported')}*")
+
+
+def evidence_lines(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answer's evidence ({source, text}); for a chat saved before answers carried it, the
+    supported claims' quotes, in order, each once."""
+    lines = _evidence(result)
+    if lines:
+        return lines
+    seen: dict[str, dict[str, Any]] = {}
+    for c in result.get("claims") or []:
+        if isinstance(c, dict) and c.get("supported") and c.get("quote") \
+                and c["quote"] not in seen:
+            seen[c["quote"]] = {"source": c.get("source"), "text": c["quote"]}
+    return list(seen.values())
+
+
+def _evidence(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in result.get("evidence") or []
+            if isinstance(e, dict) and str(e.get("text") or "").strip()]
+
+
+def quotes(lines: Sequence[dict[str, Any]]) -> None:
+    """Sentences of the documents, each as a quote with the [n] of its passage."""
+    for e in lines:
+        number = e.get("source")
+        if isinstance(number, int) and not isinstance(number, bool):
+            st.markdown(f"> “{md(' '.join(str(e['text']).split()))}” **[{number:d}]**")
+        else:
+            st.markdown(f"> “{md(' '.join(str(e['text']).split()))}”")
+
+
+def marked_pieces(text: str, flagged: Sequence[str]) -> list[tuple[str, bool]]:
+    """`text` cut into pieces, each flagged sentence (found in it, in order) a piece of its
+    own marked True; the white space between pieces a piece of its own. One unmarked piece
+    when there is nothing to mark, or when the pieces would not escape as the whole text does
+    (a sentence over several lines, a "www." across a cut): the reasons are listed anyway."""
+    cuts: list[tuple[int, int]] = []
+    at = 0
+    for sentence in flagged:
+        sentence = sentence.strip()
+        start = text.find(sentence, at) if sentence else -1
+        if start < 0 or "\n" in sentence:
+            continue
+        cuts.append((start, start + len(sentence)))
+        at = start + len(sentence)
+    if not cuts or "\n" in text:
+        return [(text, False)]
+    pieces: list[tuple[str, bool]] = []
+    at = 0
+    for start, end in cuts:
+        pieces += _plain_pieces(text[at:start])
+        pieces.append((text[start:end], True))
+        at = end
+    pieces += _plain_pieces(text[at:])
+    joined = "".join(" " if not p.strip() else md(p) for p, _ in pieces)
+    if " ".join(joined.split()) != " ".join(md(text).split()):
+        return [(text, False)]
+    return pieces
+
+
+def _plain_pieces(text: str) -> list[tuple[str, bool]]:
+    """An unmarked stretch of the answer: its leading and trailing white space apart, so no
+    piece starts with a space (escaping would keep it as a no-break space)."""
+    core = text.strip()
+    if not core:
+        return [(" ", False)] if text else []
+    lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+    return [*([(" ", False)] if lead else []), (core, False),
+            *([(" ", False)] if trail else [])]
 
 
 def _open(key: str, citation: dict[str, Any]) -> None:
