@@ -143,6 +143,11 @@ def test_a_delete_asked_before_a_new_upload_of_the_name_keeps_the_new_file(setti
     assert new == old
     assert remove_upload_files(settings, [old], [asked]) == [old]
     assert new.read_bytes() == b"# Foo v2\n"
+    # a file that did not exist when the delete was asked is not the one it meant
+    late = settings.documents_dir.resolve() / "late.md"
+    assert remove_upload_files(settings, [late], [None]) == []
+    late2 = save_upload(settings, "late.md", b"# Late\n")
+    assert remove_upload_files(settings, [late2], [None]) == [late2] and late2.exists()
     # asked again, it goes
     assert remove_upload_files(settings, [new], [file_identity(new)]) == []
     assert not new.exists()

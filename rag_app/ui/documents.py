@@ -132,9 +132,11 @@ def _not_indexed(svc: Any, uploads: Path, manifest: dict[str, UploadRecord],
     wrote, or not ingested yet), with retry and delete: never invisible orphans (REVIEW M5)."""
     if svc.busy():
         return  # their jobs may still be running
+    from ingest.loaders import SUPPORTED_SUFFIXES
+
     waiting = sorted(p for p in uploads.iterdir()
-                     if not p.name.startswith(".") and p.is_file() and not p.is_symlink()
-                     and p.resolve() not in indexed)
+                     if not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES
+                     and p.is_file() and not p.is_symlink() and p.resolve() not in indexed)
     if not waiting:
         return
     st.subheader("Uploaded but not indexed")

@@ -254,7 +254,7 @@ def remove_upload_files(settings: Settings, paths: Sequence[Path],
         wanted = identities[i] if i < len(identities) else None
         with name_lock(path):
             now = file_identity(path)
-            if now is not None and wanted is not None and now != wanted:
+            if now is not None and now != wanted:  # replaced, or made, since the delete
                 kept.append(path)
                 continue
             try:
