@@ -246,6 +246,9 @@ def test_the_documents_page_lists_failed_uploads_and_keeps_budgets(
     (uploads / "archive.pdf").write_bytes(b"PK\x03\x04 a zip")
     update_manifest(uploads, "archive.pdf", name="archive.pdf", state="failed",
                     reason="not a readable PDF")
+    (uploads / "later.md").write_bytes(b"# Later\n\nThe Quibble lamp needs a 9 V battery.\n")
+    update_manifest(uploads, "later.md", name="later.md", state="failed",
+                    reason="the store was being written by python -m ingest docs")
     for name in ("OPENAI_API_KEY", "CHROMA_HOST", "RAG_LLM_MODEL_PATH"):
         monkeypatch.delenv(name, raising=False)
     for name, value in {"RAG_STATE_DIR": str(tmp_path / "state"),
@@ -263,7 +266,8 @@ def test_the_documents_page_lists_failed_uploads_and_keeps_budgets(
         at = at.run()
         assert not at.exception, [e.value for e in at.exception]
         table = at.dataframe[0].value
-        assert list(table["file"]) == ["archive.pdf"] and list(table["status"]) == ["failed"]
+        assert list(table["file"]) == ["archive.pdf", "later.md"]
+        assert list(table["status"]) == ["failed", "failed"]
         assert "not a readable PDF" in set(table["reason"])
         at.file_uploader[0].set_value([(f"{n}.md", b"# N\n\ntext\n", "text/markdown")
                                        for n in "abc"])
@@ -272,6 +276,17 @@ def test_the_documents_page_lists_failed_uploads_and_keeps_budgets(
         assert not at.exception, [e.value for e in at.exception]
         shown = "\n".join(str(e.value) for e in at.error).replace("\\", "")
         assert "RAG_UPLOAD_MAX_FILES" in shown and not (uploads / "a.md").exists()
+        at.selectbox(key="upload-pick").set_value("later.md")
+        at = at.button(key="upload-retry").click().run()
+        for _ in range(600):  # the retry indexes it: it moves to the indexed files
+            at = at.run()
+            tables = [t.value for t in at.dataframe]
+            if any("later.md" in set(t["file"]) and "chunks" in t for t in tables):
+                break
+            time.sleep(0.2)
+        assert not at.exception, [e.value for e in at.exception]
+        assert list(at.dataframe[0].value["file"]) == ["archive.pdf"]
+        at.selectbox(key="upload-pick").set_value("archive.pdf")
         at = at.button(key="upload-delete").click().run()
         for _ in range(100):
             if not (uploads / "archive.pdf").exists():
