@@ -32,16 +32,17 @@ def test_two_names_that_map_to_one_safe_name_are_both_kept(settings: Any, first:
                                                            second: str) -> None:
     from rag_app.ui.services import read_manifest, save_upload
 
-    a = save_upload(settings, first, b"first file\n")
-    b = save_upload(settings, second, b"second file\n")
+    a = save_upload(settings, first, b"%PDF-1.4 first file\n")
+    b = save_upload(settings, second, b"%PDF-1.4 second file\n")
     assert a != b and a.parent == b.parent
-    assert a.read_bytes() == b"first file\n" and b.read_bytes() == b"second file\n"
+    assert a.read_bytes().endswith(b" first file\n")
+    assert b.read_bytes().endswith(b" second file\n")
     manifest = read_manifest(a.parent)
     assert manifest[a.name].name == first and manifest[b.name].name == second  # for display
     # each name again: a new version replaces its own file, never the other one
-    assert save_upload(settings, second, b"second, v2\n") == b
-    assert save_upload(settings, first, b"first, v2\n") == a
-    assert a.read_bytes() == b"first, v2\n" and b.read_bytes() == b"second, v2\n"
+    assert save_upload(settings, second, b"%PDF-1.4 second, v2\n") == b
+    assert save_upload(settings, first, b"%PDF-1.4 first, v2\n") == a
+    assert a.read_bytes().endswith(b"first, v2\n") and b.read_bytes().endswith(b"second, v2\n")
     assert len(_stored(a.parent)) == 2
 
 
@@ -60,7 +61,7 @@ def test_a_file_put_in_the_folder_by_hand_is_not_replaced_by_another_name(settin
 
     folder = uploads_dir(settings)
     (folder / "__.pdf").write_bytes(b"by hand")
-    saved = save_upload(settings, "报告.pdf", b"uploaded")
+    saved = save_upload(settings, "报告.pdf", b"%PDF-1.4 uploaded")
     assert saved.name != "__.pdf" and (folder / "__.pdf").read_bytes() == b"by hand"
 
 
@@ -211,7 +212,10 @@ def test_a_failed_upload_is_recorded_for_the_documents_page(settings: Any, embed
     from rag_app.store import writer_lock
     from rag_app.ui.services import Job, read_manifest, run_ingest, save_upload
 
-    bad = save_upload(settings, "archive.pdf", b"PK\x03\x04 not a pdf at all")
+    with pytest.raises(ConfigError, match=r"archive\.pdf is not a PDF.*save it as PDF"):
+        save_upload(settings, "archive.pdf", b"PK\x03\x04 not a pdf at all")
+    assert not (settings.documents_dir / "archive.pdf").exists()
+    bad = save_upload(settings, "archive.pdf", b"%PDF-1.4\nbut nothing a PDF reader can use")
     job = Job(1, "ingest", "upload archive.pdf", paths=[bad])
     run_ingest(settings, job, embedder)
     record = read_manifest(bad.parent)["archive.pdf"]

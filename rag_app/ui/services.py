@@ -444,6 +444,7 @@ def save_upload(settings: Settings, name: str, data: bytes | BinaryIO) -> Path:
     stream: BinaryIO = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     digest = hashlib.sha256()
     size = 0
+    head = b""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{safe}.", suffix=PART_SUFFIX, dir=folder)
     tmp = Path(tmp_name)
     try:
@@ -456,10 +457,15 @@ def save_upload(settings: Settings, name: str, data: bytes | BinaryIO) -> Path:
                                       "(RAG_UPLOAD_MAX_MB): it was not added.")
                 digest.update(block)
                 f.write(block)
+                if len(head) < 1024:
+                    head += block[:1024 - len(head)]
             f.flush()
             os.fsync(f.fileno())
         if not size:
             raise ConfigError(f"{shown} is empty: it was not added.")
+        if safe.endswith(".pdf") and b"%PDF-" not in head:  # a ZIP or a web page named .pdf
+            raise ConfigError(f"{shown} is not a PDF (it has no %PDF- header): it was not "
+                              "added. Upload the document itself, or save it as PDF first.")
         return _place(folder, tmp, safe, shown, digest.hexdigest())
     finally:
         tmp.unlink(missing_ok=True)
