@@ -145,6 +145,13 @@ def new_message_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def _ensure_ids(conv: Conversation) -> None:
+    """Give an id to every message appended without one (chat.py appends plain dicts)."""
+    for m in conv.messages:
+        if not isinstance(m.get("id"), str):
+            m["id"] = new_message_id()
+
+
 def merge_messages(disk: list[dict[str, Any]], mine: list[dict[str, Any]]
                    ) -> list[dict[str, Any]]:
     """The messages of two copies of one chat, none lost. Messages are matched by `id`; of a
@@ -286,9 +293,7 @@ class ConversationStore:
     def _write(self, conv: Conversation) -> None:
         path = self._path(conv.id)
         with self._lock:
-            for m in conv.messages:
-                if not isinstance(m.get("id"), str):
-                    m["id"] = new_message_id()
+            _ensure_ids(conv)
             try:
                 disk = self._read(conv.id)
             except UnreadableChat as exc:  # never overwrite what cannot be read: set aside
@@ -377,6 +382,7 @@ class ConversationStore:
         if not 0 <= message_index < len(conv.messages):
             raise ValueError(f"conversation {conv.id} has no message {message_index}")
         message = conv.messages[message_index]
+        _ensure_ids(conv)
         if message.get("role") != "assistant":
             raise ValueError(f"message {message_index} is not an answer: only answers are rated")
         question = next((m["content"] for m in reversed(conv.messages[:message_index])
@@ -386,6 +392,7 @@ class ConversationStore:
             "time": time.time(),
             "conversation": conv.id,
             "message": message_index,
+            "message_id": message.get("id"),  # indexes differ between two tabs' copies
             "rating": rating,
             "comment": comment,
             "question": question,
@@ -422,14 +429,15 @@ class ConversationStore:
             text = self.feedback_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return []
-        latest: dict[tuple[str, int], dict[str, Any]] = {}
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
         bad = 0
         for line in text.splitlines():
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                key = (str(record["conversation"]), int(record["message"]))
+                key = (str(record["conversation"]),
+                       str(record.get("message_id") or int(record["message"])))
             except (ValueError, KeyError, TypeError):
                 bad += 1
                 continue

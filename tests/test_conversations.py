@@ -525,3 +525,20 @@ def test_a_chat_from_a_newer_version_is_reported_and_kept(store: ConversationSto
     store.save(conv)
     aside = [p for p in store.folder.iterdir() if ".unreadable-" in p.name]
     assert len(aside) == 1 and json.loads(aside[0].read_text())["version"] == 99
+
+
+def test_feedback_from_two_tabs_on_one_chat_is_kept_per_message(tmp_path: Path) -> None:
+    """The same index names different answers in two tabs' copies: both ratings count."""
+    first = chat(ConversationStore(tmp_path), "q0")
+    store = ConversationStore(tmp_path)
+    conv_a, conv_b = store.load(first.id), store.load(first.id)
+    assert conv_a is not None and conv_b is not None
+    _turn(store, conv_a, "qA")
+    conv_b.messages.append({"role": "user", "content": "qB"})
+    conv_b.messages.append({"role": "assistant", "content": "aB", "result": None})
+    store.add_feedback(conv_a, 3, 1)  # A's answer, index 3 in A's copy…
+    rated_b = conv_b.messages[3]
+    store.add_feedback(conv_b, conv_b.messages.index(rated_b), 0)  # …and B's answer
+    ratings = {r["answer"]: r["rating"] for r in store.feedback()}
+    assert ratings == {"answer qA": 1, "aB": 0}
+    assert all(r["message_id"] for r in store.feedback())
