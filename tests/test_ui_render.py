@@ -118,11 +118,28 @@ class _Checker:
             return values is not None and all(self.safe(v, seen | {node.id}) for v in values)
         return False
 
+    def _files(self) -> set[str]:
+        """Names bound to open files (`with open(…) as f`, `os.fdopen`): their `.write` writes
+        bytes to disk, it renders nothing."""
+        names = set()
+        for node in ast.walk(self.tree):
+            if isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    call = item.context_expr
+                    if isinstance(item.optional_vars, ast.Name) and isinstance(call, ast.Call) \
+                            and ast.unparse(call.func) in ("open", "os.fdopen", "io.open"):
+                        names.add(item.optional_vars.id)
+        return names
+
     def violations(self) -> Iterator[str]:
+        files = self._files()
         for node in ast.walk(self.tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
             name = node.func.attr
+            receiver = node.func.value
+            if name == "write" and isinstance(receiver, ast.Name) and receiver.id in files:
+                continue
             rendered: list[ast.expr] = []
             if name in FIRST_ARG and node.args:
                 rendered.append(node.args[0])
