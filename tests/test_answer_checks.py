@@ -100,6 +100,9 @@ def test_an_answer_that_stops_inside_an_open_span_is_flagged(text: str, what: st
 @pytest.mark.parametrize("text", [
     "Use `f(\"x\")` to test it.", "It lasts 2 years (from delivery).", "Steps: 1) fill 2) boil.",
     'The "drop" argument keeps dimensions.', "Run ```R CMD check pkg``` first.",
+    # recorded (R manuals rm-022, right): brackets and quotes inside closed code spans
+    '`getS3method("[", "terms")` returns the code for the `[` method.',
+    "For an S3 method (e.g., [.terms) use getS3method. It returns the code.",
 ])
 def test_a_whole_answer_is_not_flagged(text: str) -> None:
     from rag_app.answering.checks.whole import unclosed

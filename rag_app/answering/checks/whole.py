@@ -10,33 +10,41 @@ an answer cannot be trusted to say what it meant, so its last sentence is flagge
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
 from rag_app.answering.records import Claim
-from rag_app.text.sentences import split_sentences
+from rag_app.text.sentences import sentence_breaks, split_sentences
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
 
 _PAIRS = {")": "(", "]": "[", "}": "{"}
+_CODE = re.compile(r"```.*?```|`[^`]*`", re.S)
 
 
 def unclosed(text: str) -> str:
-    """What the text leaves open at its end: a code span, a bracket or a quotation mark ("" if
-    nothing). Brackets and quotes inside code spans count too: code is where the cut happens."""
+    """What the text leaves open at its end: a code span, or a bracket or quotation mark opened
+    in its last sentence ("" if nothing). Brackets and quotes inside closed code spans are code
+    (`d("[", "terms")`), and one left open in an earlier sentence is prose ("(e.g., [.terms)"):
+    neither is counted."""
     if text.count("```") % 2 or text.replace("```", "").count("`") % 2:
         return "a code span"
-    stack: list[str] = []
-    for ch in text:
+    prose = _CODE.sub(" ", text)
+    breaks = sentence_breaks(prose)
+    last = breaks[-1] if breaks else 0
+    stack: list[tuple[str, int]] = []
+    for i, ch in enumerate(prose):
         if ch in "([{":
-            stack.append(ch)
-        elif ch in _PAIRS and stack and stack[-1] == _PAIRS[ch]:
+            stack.append((ch, i))
+        elif ch in _PAIRS and stack and stack[-1][0] == _PAIRS[ch]:
             stack.pop()
-    if stack:
-        return f"an open “{stack[-1]}”"
-    if text.count('"') % 2 or (text.count("“") > text.count("”")):
+    if stack and stack[-1][1] >= last:
+        return f"an open “{stack[-1][0]}”"
+    if (prose.count('"') % 2 and prose.rindex('"') >= last) or \
+            (prose.count("“") > prose.count("”") and prose.rindex("“") >= last):
         return "an open quotation mark"
     return ""
 
