@@ -116,3 +116,17 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         return make_settings(tmp_path / "state", chroma_host=host, chroma_port=port,
                              collection=f"test-{next(_collection_counter)}-docs")
     return make_settings(tmp_path / "state")
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored() -> Iterator[None]:
+    """Streamlit's AppTest.from_function leaves its script as `__main__`; a parse worker started
+    later (multiprocessing spawn) re-imports `__main__` and dies on it (NameError: __args), so
+    every file of a later ingest "failed". Each test gets back the `__main__` it started with."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
