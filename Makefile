@@ -61,10 +61,15 @@ browser: ## install Debian's chromium for the browser tests (never `playwright i
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; \
 	else echo "install chromium (Debian package) for the browser tests" >&2; exit 1; fi
 
+# Run in a pytest process of their own: after the browser test in the same process, the server
+# test's middleware check finds an event loop left running (asyncio.run from a running loop).
+OWN_PROCESS := tests/test_ui_hostile.py tests/test_ui_server.py tests/test_uploads.py
+
 test: install browser ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server, chromium)
 	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest $(addprefix --ignore=,$(OWN_PROCESS))
+	$(PY) -m pytest $(OWN_PROCESS)
 
 lint: install ## ruff and mypy only
 	$(PY) -m ruff check --no-cache .
