@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
 from rag_app.answering.records import Claim
+from rag_app.text.words import stem as _stem
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -106,10 +107,13 @@ def _negation(claim: str, quote: str) -> str:
 
 def _logical(claim: str, quote: str) -> str:
     said = {m[1]: m[2] for m in _LOGICAL.finditer(claim)}
+    stated: dict[str, set[str]] = {}
     for m in _LOGICAL.finditer(quote):
-        if m[1] in said and said[m[1]] != m[2] and f"{m[1]} = {said[m[1]]}" not in \
-                " ".join(quote.split()).replace("=", " = ").replace("  ", " "):
-            return f"the source says {m[1]} = {m[2]}"
+        stated.setdefault(m[1], set()).add(m[2])
+    for name, value in said.items():
+        values = stated.get(name, set())
+        if values and value not in values:
+            return f"the source says {name} = {sorted(values)[0]}"
     return ""
 
 
@@ -140,10 +144,6 @@ def _list_row(claim: str, quote: str) -> str:
 
 def _plain(figure: str) -> str:
     return re.sub(r"[£$€¥\s,]", "", figure)
-
-
-def _stem(word: str) -> str:
-    return word.lower()[:5]
 
 
 class Contradiction:
