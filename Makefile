@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DOCS ?= data/samples
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ask test lint bench eval clean browser
+.PHONY: help install run ask test test-fast lint bench eval clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,11 @@ test: install browser ## the whole suite: ruff, mypy, pytest (real model, real C
 	$(PY) -m mypy
 	$(PY) -m pytest $(addprefix --ignore=,$(OWN_PROCESS))
 	$(PY) -m pytest $(OWN_PROCESS)
+
+test-fast: install ## the edit loop: ruff, mypy and the tests not marked slow, server or browser (a few minutes)
+	$(PY) -m ruff check --no-cache .
+	$(PY) -m mypy
+	$(PY) -m pytest -q -m "not slow and not server and not browser" $(addprefix --ignore=,$(OWN_PROCESS))
 
 lint: install ## ruff and mypy only
 	$(PY) -m ruff check --no-cache .
