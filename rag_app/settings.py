@@ -252,6 +252,25 @@ class Settings(BaseSettings):
     upload_batch_max_mb: float = Field(default=200.0, gt=0, le=100_000,
                                        description="Most megabytes one upload may add in all.")
 
+    # --- the HTTP API (python -m rag_app api) ------------------------------------------------
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key the API requires (Authorization: Bearer KEY); required when it "
+        "listens on an address other machines can reach. Never logged.",
+    )
+    api_max_request_kb: int = Field(
+        default=256, ge=1, le=1_048_576,
+        description="Largest JSON request body the API accepts (uploads: RAG_UPLOAD_* limits).",
+    )
+    api_requests_per_minute: int = Field(
+        default=120, ge=0, le=1_000_000,
+        description="Requests one client address may make per minute (0: no limit).",
+    )
+    api_max_answers: int = Field(
+        default=8, ge=1, le=1024,
+        description="Chat completions answered or waiting at once; more are refused (429).",
+    )
+
     # --- logging -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
