@@ -197,6 +197,15 @@ _CONTROL_BYTES = frozenset(range(32)) - {9, 10, 12, 13, 27}  # all but \t \n \f 
 _WESTERN = ("cp1252", "latin_1", "iso8859_15")
 
 
+# A run of UTF-16 code units of Latin text (a character byte and a NUL, in either order),
+# optionally after its BOM: what a stray UTF-16 line in a log looks like. Its NULs are text.
+_TEXT_BYTE = rb"[\t\n\r\x20-\x7e\xa0-\xff]"
+_UTF16_RUN = re.compile(
+    rb"(?P<le>(?:\xff\xfe)?(?:" + _TEXT_BYTE + rb"\x00){3,})"
+    rb"|(?P<be>(?:\xfe\xff)?(?:\x00" + _TEXT_BYTE + rb"){3,})"
+)
+
+
 def _looks_binary(data: bytes) -> bool:
     """NUL bytes among many other control bytes: not a text file (a stray NUL is dropped)."""
     sample = data[:8192]
@@ -209,18 +218,55 @@ def _looks_binary(data: bytes) -> bool:
 def _decode(path: Path, data: bytes, declared: str | None = None) -> str:
     """Bytes → str: BOM, then the declared charset, UTF-8, then a guess. Never fails on bad bytes.
 
-    Raises ParseError for binary data.
+    Text with NUL bytes is read as a mix: runs of BOM-less UTF-16 (a log with a line written
+    by another tool) are decoded as UTF-16, the rest as above. Raises ParseError for binary
+    data: NULs and control bytes outside such runs.
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace")
-    if _looks_binary(data):
+    if declared and declared.lower().replace("_", "-").startswith(("utf-16", "utf-32")):
+        declared = None  # a BOM-less UTF-16 declaration is a mistake (the HTML spec agrees)
+    if b"\x00" not in data:
+        return _decode_single(data, declared)
+    pieces: list[tuple[bytes, str | None]] = []  # (bytes, UTF-16 codec or None: the rest)
+    at = 0
+    for run in _UTF16_RUN.finditer(data):
+        if run.start() > at:
+            pieces.append((data[at : run.start()], None))
+        pieces.append((run.group(), "utf-16-le" if run.group("le") else "utf-16-be"))
+        at = run.end()
+    if at < len(data):
+        pieces.append((data[at:], None))
+    rest = b"".join(chunk for chunk, codec in pieces if codec is None)
+    if _looks_binary(rest):
         raise ParseError(
             f"{path} looks binary (NUL and control bytes), not text; "
             "leave it out or give it the suffix of its real type"
         )
-    if declared and declared.lower().replace("_", "-").startswith(("utf-16", "utf-32")):
-        declared = None  # a BOM-less UTF-16 declaration is a mistake (the HTML spec agrees)
+    if len(pieces) == 1 and pieces[0][1] is None:
+        return _decode_single(data, declared)
+    encoding = _single_encoding(rest, declared)
+    return "".join(
+        chunk.decode(codec, errors="replace").lstrip("\ufeff") if codec
+        else chunk.decode(encoding, errors="replace")
+        for chunk, codec in pieces
+    )
+
+
+def _single_encoding(data: bytes, declared: str | None) -> str:
+    """The declared charset or UTF-8 when `data` decodes with it, else a guess."""
+    for candidate in (declared, "utf-8"):
+        if candidate:
+            try:
+                data.decode(candidate)
+            except (UnicodeDecodeError, LookupError):
+                continue
+            return candidate
+    return _guess_encoding(data)
+
+
+def _decode_single(data: bytes, declared: str | None) -> str:
     for candidate in (declared, "utf-8"):
         if candidate:
             try:

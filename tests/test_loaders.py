@@ -278,6 +278,42 @@ def test_binary_file_is_refused(tmp_path: Path, data: bytes) -> None:
         load_file(write(tmp_path / "binary.txt", data))
 
 
+def test_a_log_with_a_stray_utf16_line_is_text(tmp_path: Path) -> None:
+    """Issue 24 point 6: a log mixing encodings (UTF-8 lines, a UTF-16 line from another tool,
+    with or without its BOM) is text: NUL bytes inside UTF-16 runs are not
+    'binary', and each run is read in its own encoding."""
+    data = (
+        "2026-01-05 10:00:01 service started, Grüße\n".encode()
+        + "2026-01-05 10:00:02 Fehler: Datei nicht gefunden (café)\r\n".encode("utf-16-le")
+        + b"2026-01-05 10:00:03 retry ok\n"
+        + "\ufeff2026-01-05 10:00:04 second tool: naïve\r\n".encode("utf-16-le")
+        + b"2026-01-05 10:00:05 done\n"
+    )
+    doc = load_file(write(tmp_path / "service.log.txt", data))
+    assert doc.sections[0].text.split("\n") == [
+        "2026-01-05 10:00:01 service started, Grüße",
+        "2026-01-05 10:00:02 Fehler: Datei nicht gefunden (café)",
+        "2026-01-05 10:00:03 retry ok",
+        "2026-01-05 10:00:04 second tool: naïve",
+        "2026-01-05 10:00:05 done",
+    ]
+
+
+def test_bomless_utf16_text_is_text(tmp_path: Path) -> None:
+    for codec in ("utf-16-le", "utf-16-be"):
+        data = "Warranty: two years from purchase.\nÉtendue: 3 ans.\n".encode(codec)
+        doc = load_file(write(tmp_path / f"{codec}.txt", data))
+        assert doc.sections[0].text == "Warranty: two years from purchase.\nÉtendue: 3 ans."
+
+
+def test_binary_with_utf16_strings_is_still_binary(tmp_path: Path) -> None:
+    """A program's UTF-16 resource strings do not make the rest of it text."""
+    data = (b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" * 40
+            + "FileDescription".encode("utf-16-le") + bytes(range(32)) * 20)
+    with pytest.raises(ParseError, match=r"prog\.txt looks binary"):
+        load_file(write(tmp_path / "prog.txt", data))
+
+
 def test_a_stray_nul_is_dropped_not_fatal(tmp_path: Path) -> None:
     doc = load_file(write(tmp_path / "nul.txt", b"hello\x00 world\n"))
     assert doc.sections[0].text == "hello world"
