@@ -3,12 +3,15 @@
 A malicious or broken file can make a parser spin or crash; running the loaders in a child
 process lets the run kill it and go on. The child is started once (spawn, so it does not inherit
 the parent's model threads) and parses the next file while the parent embeds the current one.
+`LimitedChild` (spawn, limits, kill on a deadline, restart on demand) is shared with the chat's
+citation viewer (rag_app/ui/viewer.py).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,14 +28,15 @@ _DEFAULTS = Settings.model_fields
 
 @dataclass(frozen=True)
 class ParseLimits:
-    """What the child may use: text per file, address space; and whose child it is."""
+    """What a child may use: text per file (the parser), address space; and whose child it
+    is."""
 
     max_text_chars: int = _DEFAULTS["max_text_chars"].default  # 0: no limit
     max_memory_mb: int = _DEFAULTS["parse_max_memory_mb"].default  # 0: no limit
     parent_pid: int = 0
 
 
-def _guard_child(limits: ParseLimits) -> None:
+def guard_child(limits: ParseLimits) -> None:
     """In the child: cap its address space, and make it exit when the parent dies (kill -9
     included), even in the middle of a long parse."""
     import sys
@@ -92,7 +96,7 @@ def _serve(conn: Connection, limits: ParseLimits | None = None) -> None:  # runs
     from ingest.loaders import load_file
 
     limits = limits or ParseLimits()
-    _guard_child(limits)
+    guard_child(limits)
     # pypdf logs every repair it makes on a damaged file; the run reports the outcome instead.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
@@ -132,6 +136,129 @@ def _serve(conn: Connection, limits: ParseLimits | None = None) -> None:  # runs
             conn.send(("result", failure, elapsed))
 
 
+class ChildTimeout(Exception):
+    """The child did not answer before the deadline; it was killed."""
+
+
+class ChildDied(Exception):
+    """The child ended (crashed, killed) without answering."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"the child process died (exit code {exitcode})")
+        self.exitcode = exitcode
+
+
+_MAIN_FREE: set[str] = set()  # names of the processes LimitedChild starts
+_PATCH_LOCK = threading.Lock()
+
+
+def _spawn_without_main(process: str) -> None:
+    """Children named `process` do not import the parent's `__main__` again. Spawn re-runs it by
+    default: a Streamlit page script (the UI's `__main__` while a page runs) or a script left
+    by AppTest ran in the child and died there (NameError: __args), or would start a page's
+    work in it. The child needs only its target, imported by module name."""
+    from multiprocessing import spawn
+
+    with _PATCH_LOCK:
+        _MAIN_FREE.add(process)
+        if getattr(spawn.get_preparation_data, "main_free", False):
+            return
+        original = spawn.get_preparation_data
+
+        def get_preparation_data(name: str) -> dict[str, Any]:
+            data: dict[str, Any] = original(name)
+            if name in _MAIN_FREE:
+                data.pop("init_main_from_path", None)
+                data.pop("init_main_from_name", None)
+            return data
+
+        get_preparation_data.main_free = True  # type: ignore[attr-defined]
+        spawn.get_preparation_data = get_preparation_data
+
+
+class LimitedChild:
+    """One spawned child process running `target(conn, limits)` (a loop that answers requests;
+    it calls `guard_child(limits)` first), started on the first `send` and again after it was
+    killed or died. `receive` waits until a deadline and kills the child when it passes: what
+    ingest's parser and the chat's citation viewer share. With `import_main` the child runs the
+    parent's `__main__` first, as spawn does by default (the parser keeps that: a test makes
+    its parser hang that way); else it imports only its target's module.
+
+    Spawned, not forked: the child does not inherit the parent's model threads. With
+    PR_SET_PDEATHSIG the child ends with the parent *thread* that started it, so use one from a
+    thread that lives as long as it is needed."""
+
+    def __init__(self, target: Callable[[Connection, ParseLimits], None], *, name: str,
+                 max_text_chars: int = 0, max_memory_mb: int = 0,
+                 import_main: bool = False) -> None:
+        self.target, self.name, self.import_main = target, name, import_main
+        self.max_text_chars, self.max_memory_mb = max_text_chars, max_memory_mb
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _start(self) -> None:
+        if not self.import_main:
+            _spawn_without_main(self.name)
+        parent, child = self._ctx.Pipe()
+        limits = ParseLimits(self.max_text_chars, self.max_memory_mb, parent_pid=os.getpid())
+        self._proc = self._ctx.Process(target=self.target, args=(child, limits), daemon=True,
+                                       name=self.name)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def send(self, request: Any) -> None:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        if self._conn is None:
+            raise RuntimeError(f"the {self.name} process did not start")
+        self._conn.send(request)
+
+    def receive(self, deadline: float) -> Any:
+        """The child's next message; ChildTimeout (the child killed) when none came by
+        `deadline` (time.monotonic), ChildDied when the child ended."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError(f"the {self.name} process is gone")
+        remaining = max(deadline - time.monotonic(), 0.0)
+        try:
+            ready = conn.poll(remaining)
+        except (EOFError, OSError):
+            ready = True
+        if not ready:
+            self.kill()
+            raise ChildTimeout
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            code = self._proc.exitcode if self._proc is not None else None
+            self.kill()
+            raise ChildDied(code) from None
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.pid is not None:  # pid None: never started
+            self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc, self._conn = None, None
+
+    def close(self) -> None:
+        """Ask the child to stop (None), then make sure it did."""
+        if self._conn is not None and self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+                self._proc.join(2)
+            except OSError:
+                pass
+        self.kill()
+
+
 @dataclass
 class _Pending:
     path: Path
@@ -147,30 +274,19 @@ class ParseWorker:
                  pdf_parser: str = "auto") -> None:
         self.timeout_s = timeout_s
         self.pdf_parser = pdf_parser  # RAG_PDF_PARSER
-        self.max_text_chars = max_text_chars  # RAG_MAX_TEXT_CHARS
-        self.max_memory_mb = max_memory_mb  # RAG_PARSE_MAX_MEMORY_MB
-        self._ctx = mp.get_context("spawn")
-        self._proc: Any = None
-        self._conn: Connection | None = None
+        self._child = LimitedChild(_serve, name="ingest-parser", import_main=True,
+                                   max_text_chars=max_text_chars,  # RAG_MAX_TEXT_CHARS
+                                   max_memory_mb=max_memory_mb)  # RAG_PARSE_MAX_MEMORY_MB
         self._pending: _Pending | None = None
 
-    def _start(self) -> None:
-        parent, child = self._ctx.Pipe()
-        limits = ParseLimits(self.max_text_chars, self.max_memory_mb, parent_pid=os.getpid())
-        self._proc = self._ctx.Process(target=_serve, args=(child, limits), daemon=True,
-                                       name="ingest-parser")
-        self._proc.start()
-        child.close()
-        self._conn = parent
+    @property
+    def _proc(self) -> Any:  # the child process, or None (tests read its pid)
+        return self._child._proc
 
     def submit(self, path: Path, passwords: Sequence[str], max_bytes: int | None) -> None:
         if self._pending is not None:
             raise RuntimeError("a file is already being parsed")
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
-        if self._conn is None:
-            raise RuntimeError("the parser process did not start")
-        self._conn.send((str(path), list(passwords), max_bytes, self.pdf_parser))
+        self._child.send((str(path), list(passwords), max_bytes, self.pdf_parser))
         # until the child says it started (spawning takes a moment), allow a generous margin
         self._pending = _Pending(path, time.monotonic() + self.timeout_s + 60)
 
@@ -179,7 +295,7 @@ class ParseWorker:
 
         `on_progress(fraction)` is called as the parser reports pages done (large PDFs)."""
         pending, self._pending = self._pending, None
-        if pending is None or self._conn is None:
+        if pending is None:
             raise RuntimeError("nothing was submitted")
         while True:
             got = self._receive(pending)
@@ -202,45 +318,20 @@ class ParseWorker:
         return got
 
     def _receive(self, pending: _Pending) -> Any:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("the parser process is gone")
-        remaining = max(pending.deadline - time.monotonic(), 0.0)
         try:
-            ready = conn.poll(remaining)
-        except (EOFError, OSError):
-            ready = True
-        if not ready:
-            self._kill()
-            raise ParseTimeout(self._timeout_message(pending.path))
-        try:
-            return conn.recv()
-        except (EOFError, OSError):
-            code = self._proc.exitcode if self._proc is not None else None
-            self._kill()
-            raise ParseError(f"{pending.path.name}: the parser process died (exit code {code})"
-                             ) from None
+            return self._child.receive(pending.deadline)
+        except ChildTimeout:
+            raise ParseTimeout(self._timeout_message(pending.path)) from None
+        except ChildDied as exc:
+            raise ParseError(f"{pending.path.name}: the parser process died (exit code "
+                             f"{exc.exitcode})") from None
 
     def _timeout_message(self, path: Path) -> str:
         return (f"{path.name}: parsing took longer than {self.timeout_s:g} s and was stopped "
                 "(raise RAG_PARSE_TIMEOUT_S if the file is just large)")
 
-    def _kill(self) -> None:
-        if self._proc is not None and self._proc.pid is not None:  # pid None: never started
-            self._proc.kill()
-            self._proc.join(5)
-        if self._conn is not None:
-            self._conn.close()
-        self._proc, self._conn = None, None
-
     def close(self) -> None:
-        if self._conn is not None and self._proc is not None and self._proc.is_alive():
-            try:
-                self._conn.send(None)
-                self._proc.join(2)
-            except OSError:
-                pass
-        self._kill()
+        self._child.close()
 
     def __enter__(self) -> ParseWorker:
         return self

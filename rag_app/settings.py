@@ -251,6 +251,21 @@ class Settings(BaseSettings):
                                   description="Most files one upload in the chat UI may add.")
     upload_batch_max_mb: float = Field(default=200.0, gt=0, le=100_000,
                                        description="Most megabytes one upload may add in all.")
+    view_timeout_s: float = Field(
+        default=15.0, gt=0, le=3600,
+        description="Time limit for drawing one cited PDF page or section in the chat (in a "
+        "child process); past it the stored passage is shown instead.")
+    view_max_memory_mb: int = Field(
+        default=1024, ge=0,
+        description="Address-space limit of the citation viewer's process (RLIMIT_AS); 0: no "
+        "limit.")
+    view_max_pixels: int = Field(
+        default=4_000_000, ge=100_000, le=100_000_000,
+        description="A cited PDF page is drawn with at most this many pixels (a poster-size page "
+        "at a lower scale).")
+    view_cache_mb: float = Field(
+        default=64.0, ge=0, le=4096,
+        description="Memory for recently drawn citations, shared by all sessions; 0: none.")
 
     # --- the HTTP API (python -m rag_app api) ------------------------------------------------
     api_key: SecretStr | None = Field(

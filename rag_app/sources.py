@@ -168,10 +168,12 @@ def render_pdf_pages(
     scale: float = 1.5,
     password: str | None = None,
     max_pages: int = 2,
+    max_pixels: int = _MAX_PIXELS,
 ) -> list[PageView]:
     """Render the cited page(s) with pypdfium2 and draw translucent highlight boxes (Pillow)
     over the characters of the passage found on each page. Chunks spanning two pages get marks
-    on both; at most `max_pages` pages from `page_start` are rendered. A page out of range or an
+    on both; at most `max_pages` pages from `page_start` are rendered, each at a lower scale when
+it would have more than `max_pixels` pixels. A page out of range or an
     unreadable PDF raises SourceError with a message that says what is wrong."""
     import pypdfium2 as pdfium
 
@@ -201,14 +203,16 @@ def render_pdf_pages(
                         f"{path.name} has {count} page(s); page {number} does not exist "
                         "(the file may have changed since it was ingested)"
                     )
-            return [_render_page(pdf, n, passage, scale) for n in range(page_start, last + 1)]
+            return [_render_page(pdf, n, passage, scale, max_pixels)
+                    for n in range(page_start, last + 1)]
         except pdfium.PdfiumError as exc:
             raise SourceError(f"{path.name}: page {page_start} cannot be rendered ({exc})") from exc
         finally:
             pdf.close()
 
 
-def _render_page(pdf: Any, number: int, passage: str, scale: float) -> PageView:
+def _render_page(pdf: Any, number: int, passage: str, scale: float, max_pixels: int
+                 ) -> PageView:
     import pypdfium2.raw as pdfium_c
     from PIL import Image, ImageDraw
 
@@ -216,7 +220,7 @@ def _render_page(pdf: Any, number: int, passage: str, scale: float) -> PageView:
     textpage = None
     try:
         width_pt, height_pt = page.get_size()
-        scale = min(scale, (_MAX_PIXELS / max(width_pt * height_pt, 1.0)) ** 0.5)
+        scale = min(scale, (max_pixels / max(width_pt * height_pt, 1.0)) ** 0.5)
         bitmap = page.render(scale=scale)
         try:
             image = bitmap.to_pil().convert("RGBA")  # a copy: the bitmap's memory is freed next

@@ -10,12 +10,15 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from rag_app.answer import NO_LLM_LABEL, NOT_FOUND
 from rag_app.ui.text import md, short_paths
+
+if TYPE_CHECKING:
+    from rag_app.ui.viewer import Viewer, ViewLimits
 
 PREVIEW_CHARS = 420
 
@@ -232,23 +235,21 @@ def _open(key: str, citation: dict[str, Any]) -> None:
     st.session_state["open_citation"] = None if same else (key, citation)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _pdf_pages(path: str, mtime_ns: int, start: int, end: int | None,
-               passage: str) -> list[tuple[int, bytes, int]]:
-    from rag_app.sources import render_pdf_pages
+@st.cache_resource(show_spinner=False)
+def _viewer(key: str, _limits: ViewLimits) -> Viewer:
+    from rag_app.ui.viewer import Viewer
 
-    return [(v.page, v.png, v.marks) for v in render_pdf_pages(Path(path), start, end, passage)]
+    return Viewer(_limits)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _section(path: str, mtime_ns: int, passage: str, headings: tuple[str, ...],
-             quotes: tuple[str, ...] = ()) -> tuple[str, str]:
-    """The section holding the passage, with the quotes marked (else the whole passage)."""
-    from rag_app.sources import find_passage_spans, passage_html, section_view
+def viewer() -> Viewer:
+    """The process's citation viewer (child processes and a cache shared by all sessions), one
+    per set of RAG_VIEW_* limits."""
+    from rag_app.settings import Settings
+    from rag_app.ui.viewer import ViewLimits
 
-    view = section_view(Path(path), passage, headings)
-    spans = [span for q in quotes for span in find_passage_spans(view.text, q, min_words=1)]
-    return view.title, passage_html(view.text, sorted(spans) or view.spans)
+    limits = ViewLimits.from_settings(Settings())
+    return _viewer(repr(limits), limits)
 
 
 def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> None:
@@ -266,25 +267,24 @@ def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> N
             return
         from rag_app.errors import RagError
 
-        mtime = path.stat().st_mtime_ns
         try:
             quotes = tuple(citation.get("quotes") or ())
             if path.suffix.lower() == ".pdf" and citation.get("page_start"):
-                args = (str(path), mtime, int(citation["page_start"]), citation.get("page_end"))
                 # the quoted words marked; the whole passage when they cannot be located
-                pages = _pdf_pages(*args, " ".join(quotes)) if quotes else []
-                if not any(marks for _, _, marks in pages):
-                    pages = _pdf_pages(*args, citation["passage"])
+                pages = viewer().pdf_pages(path, int(citation["page_start"]),
+                                           citation.get("page_end"), quotes,
+                                           citation["passage"])
                 for page, png, marks in pages:
                     note = "" if marks else " (the passage could not be located on this page)"
                     st.image(png, caption=md(f"{citation['source']} — page {page}{note}"))
             else:
-                title, html = _section(str(path), mtime, citation["passage"],
-                                       tuple(hit.get("headings", ())), quotes)
+                title, html = viewer().section(path, citation["passage"],
+                                               tuple(hit.get("headings", ())), quotes)
                 st.caption(md(title))
                 st.html(html)
         except RagError as exc:
-            st.warning(f"Cannot show the page: {md(short_paths(str(exc)))}")
+            st.warning(f"Cannot show the page: {md(short_paths(str(exc)))}. This is the passage "
+                       "as indexed.")
             st.markdown(md(citation["passage"]))
         st.download_button("Download the original file", data=path.read_bytes,
                            file_name=path.name, key=f"dl-{citation['chunk_id']}",
