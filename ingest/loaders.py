@@ -16,6 +16,8 @@ One loader per kind, chosen by file suffix (`SUPPORTED_SUFFIXES`):
   is dropped from the text and its `title` becomes the title, else the first level-1 heading.
 - **html** (BeautifulSoup): visible text of the main content only; split at `<h1>`–`<h6>`.
 - **text**: one section with the whole (decoded, normalised) text; chunking happens later.
+- **docx**, **pptx**, **xlsx**, **csv**, **epub**: ingest/office.py (headings, slides, sheets
+  and chapters as sections; tables as Markdown tables of whole rows under their header).
 
 Every section of a Markdown or HTML file begins with its own heading, as plain text on the first
 line (markers such as `##` removed), so a chunk can be found by its heading; `headings` holds the
@@ -57,8 +59,8 @@ from rag_app.errors import (
 )
 from rag_app.records import LoadedDocument, Section
 
-__all__ = ["SUPPORTED_SUFFIXES", "PdfParser", "ProgressCallback", "glued_share", "kind_of",
-           "load_file", "normalise_text"]
+__all__ = ["SUPPORTED_SUFFIXES", "PdfParser", "ProgressCallback", "glued_share",
+           "html_sections", "kind_of", "load_file", "normalise_text"]
 
 SUPPORTED_SUFFIXES: dict[str, str] = {
     ".pdf": "pdf",
@@ -69,6 +71,11 @@ SUPPORTED_SUFFIXES: dict[str, str] = {
     ".rst": "text",
     ".html": "html",
     ".htm": "html",
+    ".docx": "docx",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".csv": "csv",
+    ".epub": "epub",
 }
 
 ProgressCallback = Callable[[int, int], None]
@@ -120,6 +127,10 @@ def load_file(
         raise EmptyDocument(f"{path} is empty (0 bytes)")
     if kind == "pdf":
         return _load_pdf(path, passwords, progress, pdf_parser)
+    if kind in ("docx", "pptx", "xlsx", "csv", "epub"):
+        from ingest.office import load_office  # python-docx & co. load only when needed
+
+        return load_office(path, kind)
     data = _read_bytes(path)
     if kind == "markdown":
         return _load_markdown(path, data)
@@ -842,6 +853,23 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     if not sections:
         raise EmptyDocument(f"{path} has no visible text in its main content")
     return LoadedDocument(kind="html", sections=tuple(sections), title=title or builder.first_h1)
+
+
+def html_sections(data: bytes) -> list[Section]:
+    """The sections of an HTML (or XHTML) document's main content, as `load_file` makes them
+    for an .html file; used for the chapters of EPUB books."""
+    import warnings
+
+    from bs4 import XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():  # XHTML read as HTML, on purpose (as browsers do)
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = _parse_html(_decode(Path("chapter.xhtml"), data, _declared_charset(data)))
+    root = _main_content(soup)
+    _drop_invisible(root)
+    builder = _HtmlSectionBuilder()
+    builder.walk(root)
+    return builder.finish()
 
 
 def _declared_charset(data: bytes) -> str | None:
