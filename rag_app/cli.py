@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="another host name browsers may use to reach the server (e.g. "
                        "the proxy's); localhost, 127.0.0.1 and --host are always answered")
+    api = sub.add_parser("api", help="serve the HTTP API (OpenAI-compatible chat with "
+                         "sources, search, documents) on 127.0.0.1 unless told otherwise")
+    api.add_argument("--collection", help="collection name (RAG_COLLECTION)")
+    api.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only; any "
+                     "other needs RAG_API_KEY)")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                     help="another host name clients may use to reach the server (e.g. a "
+                     "proxy's)")
     return p
 
 
@@ -187,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ask(args, settings)
         if args.command == "serve":
             return serve(args, settings)
+        if args.command == "api":
+            from rag_app.api.server import serve as serve_api
+
+            return serve_api(settings, args.host, args.port, args.allowed_host)
         if args.command == "stats":
             info = stats(settings)
             if args.json:
