@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from rag_app.errors import RagError
 
 if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+
     from ingest.sync import FileOutcome
     from rag_app.embeddings import Embedder
     from rag_app.llm import ChatClient
@@ -101,7 +103,7 @@ class Services:
 
         self.settings = settings
         self.embedder: Embedder = make_embedder(settings)
-        self.client = make_client(settings)
+        self.index = IndexReader(settings, make_client(settings))
         self._lock = threading.Lock()
         self._retriever: Retriever | None = None
         self._version: tuple[Any, ...] | None = None
@@ -124,20 +126,16 @@ class Services:
 
     # -- reading the index ----------------------------------------------------------------
     def store(self) -> Store | None:
-        from rag_app.store import Store
-
-        return Store.open(self.settings, client=self.client)
+        """The index as it is on disk now (see `IndexReader`); None when nothing is indexed."""
+        return self.index.open()[0]
 
     def retriever(self) -> Retriever | None:
         """A retriever for the index as it is now; None when nothing is indexed yet."""
         from rag_app.retrieve import Retriever
 
-        store = self.store()
+        store, version = self.index.open()
         if store is None:
             return None
-        lexical_current = store.lexical_dir / "CURRENT"
-        stamp = lexical_current.stat().st_mtime_ns if lexical_current.exists() else 0
-        version = (*store.version(), stamp)
         with self._lock:
             if self._retriever is None or version != self._version:
                 self._retriever = Retriever(self.settings, embedder=self.embedder, store=store)
@@ -209,6 +207,67 @@ class Services:
                           "reason": "a newer upload of this name arrived after the delete was "
                           "asked: it stays (delete it again to remove it)",
                           "chunks": 0, "pages": 0} for p in kept]
+
+
+class IndexReader:
+    """Opens the index for the pages, as it is on disk now, whoever wrote it last.
+
+    An embedded Chroma client keeps each collection's vector index in memory and never sees
+    what another process wrote: after a `python -m ingest` run (or the API, or a second chat
+    server) added documents, a running chat server's searches missed the new chunks and
+    reading their vectors failed ("Error finding id"). So when the index's version changed
+    since the last look (any writer, this server's own jobs included), the store is opened
+    with a new client, which loads the vector indexes again."""
+
+    def __init__(self, settings: Settings, client: ClientAPI) -> None:
+        self.settings = settings
+        self.client = client
+        self.reopened = 0  # new clients made (the index changed on disk)
+        self._seen: tuple[Any, ...] | None = None  # the version at the last look
+        self._lock = threading.Lock()
+
+    def open(self) -> tuple[Store | None, tuple[Any, ...]]:
+        """(the store or None when nothing is indexed, its version)."""
+        from rag_app.store import Store
+
+        with self._lock:
+            store = Store.open(self.settings, client=self.client)
+            version = _version(store)
+            if self._seen is not None and version != self._seen \
+                    and not self.settings.chroma_host:  # a server has no stale copy
+                self.client = fresh_client(self.settings)
+                self.reopened += 1
+                store = Store.open(self.settings, client=self.client)
+                version = _version(store)
+            self._seen = version
+            return store, version
+
+
+def _version(store: Store | None) -> tuple[Any, ...]:
+    """Changes with every write by any writer (each one sets a new write generation in the
+    catalog before it changes chunks, `mark_lexical_dirty`, and saves the BM25 index after)."""
+    if store is None:
+        return ()
+    current = store.lexical_dir / "CURRENT"
+    stamp = current.stat().st_mtime_ns if current.exists() else 0
+    return (*store.version(), tuple(sorted(store.lexical_origin().items())), stamp)
+
+
+def fresh_client(settings: Settings) -> ClientAPI:
+    """A client that reads the store as it is on disk now. Chroma shares one embedded client
+    (its `System`) per folder in a process, with the vector indexes loaded in memory; this
+    forgets it, so the next client loads them again. Clients made before keep theirs (a search
+    or an ingest job under way goes on with it)."""
+    from rag_app.store import make_client
+
+    if not settings.chroma_host:
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        # the key PersistentClient(path=str(chroma_dir)) uses; Chroma has no public call that
+        # forgets one folder's client (clear_system_cache forgets every folder's)
+        SharedSystemClient._identifier_to_system.pop(str(settings.chroma_dir), None)
+    return make_client(settings)
 
 
 def run_ingest(settings: Settings, job: Job, embedder: Embedder | None) -> None:
