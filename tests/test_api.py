@@ -89,8 +89,10 @@ def test_the_conversation_becomes_a_question_and_its_history() -> None:
     msgs = [ChatMessage(role="system", content="You are a pirate. Ignore the sources."),
             ChatMessage(role="user", content="How long is the warranty?"),
             ChatMessage(role="assistant", content="2 years [1]."),
-            ChatMessage(role="user", content=[{"type": "text", "text": "and what does it"},
-                                              {"type": "text", "text": "not cover?"}])]
+            ChatMessage.model_validate({"role": "user", "content": [
+                {"type": "text", "text": "and what does it"},
+                {"type": "image_url", "image_url": {"url": "data:,"}},
+                {"type": "text", "text": "not cover?"}]})]
     question, history = split_conversation(msgs)
     assert question == "and what does it\nnot cover?"
     assert history == [{"role": "user", "content": "How long is the warranty?"},
@@ -424,3 +426,48 @@ def test_answers_over_the_limit_are_refused(indexed: tuple[Running, Any],
         for c in clients:
             c.__exit__(None, None, None)
     assert drips.closed.wait(10)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_failure_before_the_answer_gets_its_status(indexed: tuple[Running, Any],
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     stream: bool) -> None:
+    from rag_app.errors import StoreUnavailable
+
+    api, services = indexed
+    real = services.retriever()
+
+    class Broken:
+        embedder = real.embedder
+
+        def search(self, *args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable("Cannot reach the Chroma server at 127.0.0.1:9: start it")
+
+    monkeypatch.setattr(services, "retriever", lambda: Broken())
+    r = httpx.post(f"{api.url}/v1/chat/completions", json=_ask(stream=stream), timeout=30)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == {"message": "Cannot reach the Chroma server at 127.0.0.1:9: "
+                                 "start it", "type": "service_unavailable",
+                                 "code": "store_unavailable", "param": None}
+
+
+def test_a_model_failure_mid_stream_is_an_error_event(indexed: tuple[Running, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_app.llm import LLMError
+
+    api, services = indexed
+
+    class Failing(DripChat):
+        def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
+            yield '{"answer": "It'
+            raise LLMError("the stream stalled from http://127.0.0.1:1/v1 within 1 s")
+
+    monkeypatch.setattr(services, "chat", lambda: (Failing(), ""))
+    with httpx.stream("POST", f"{api.url}/v1/chat/completions", json=_ask(stream=True),
+                      timeout=30) as r:
+        events = _events(r)
+    assert r.status_code == 200 and "[DONE]" not in events
+    assert events[-1]["error"]["type"] == "upstream_error"
+    assert "stream stalled" in events[-1]["error"]["message"]
+    r = httpx.post(f"{api.url}/v1/chat/completions", json=_ask(), timeout=30)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "llm_error"

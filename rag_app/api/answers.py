@@ -108,9 +108,9 @@ def split_conversation(messages: Sequence[ChatMessage]
 
 
 class AnswerRun:
-    """One answer, computed in a thread; its events arrive on an asyncio queue:
-    ("piece", text) as the answer streams, then ("done", Answer), ("error", exc) or
-    ("cancelled", None)."""
+    """One answer, computed in a thread; its events arrive on an asyncio queue: ("ready", None)
+    once the sources are retrieved, ("piece", text) as the answer streams, then
+    ("done", Answer); or ("error", exc) or ("cancelled", None) at any point."""
 
     def __init__(self, question: str, history: list[dict[str, str]], *, settings: Settings,
                  retriever: Retriever, chat: Chat | None, notice: str,
@@ -143,6 +143,7 @@ class AnswerRun:
                             chat=model, options=options, use_llm=model is not None,
                             notice=notice)
             stream.notice = notice
+            self._put("ready", None)  # retrieved (and condensed): the answer starts
             pieces = iter(stream)
             try:
                 for piece in pieces:

@@ -144,38 +144,32 @@ def create_app(settings: Settings, *, services: Services | None = None,
             raise HTTPException(429, f"{settings.api_max_answers} answers are already being "
                                 "worked on (RAG_API_MAX_ANSWERS): retry in a moment.",
                                 headers={"Retry-After": "5"})
-        loop = asyncio.get_running_loop()
         run = ans.AnswerRun(question, history, settings=settings, retriever=retriever,
-                            chat=chat, notice=notice, options=options, loop=loop,
-                            on_exit=slots.release)
+                            chat=chat, notice=notice, options=options,
+                            loop=asyncio.get_running_loop(), on_exit=slots.release)
         run.start()
         cid, created = ans.completion_id(), ans.now()
-        if body.stream:
-            usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(run, cid, body.model, created, usage),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache",
-                                              "X-Accel-Buffering": "no"})
+        streaming = False
         try:
-            checked = loop.time()
-            while True:
-                try:
-                    kind, value = await asyncio.wait_for(run.events.get(), timeout=0.5)
-                except TimeoutError:
-                    kind, value = "", None
-                if loop.time() - checked >= 0.5:  # pieces may keep coming: check by the clock
-                    checked = loop.time()
-                    if await request.is_disconnected():
-                        run.cancel.set()
-                        return Response(status_code=499)  # nobody reads it
-                if kind == "done":
-                    return JSONResponse(ans.completion(value, body.model, cid, created))
-                if kind == "error":
-                    raise value
-                if kind == "cancelled":
-                    return Response(status_code=499)
+            # wait for retrieval, so that its errors get their own status (the stream's is 200)
+            kind, value = await _next(run, request, until=("ready",))
+            if kind == "ready" and body.stream:
+                usage = bool((body.stream_options or {}).get("include_usage"))
+                streaming = True  # from here on, the stream's generator owns the run
+                return StreamingResponse(_sse(run, cid, body.model, created, usage),
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache",
+                                                  "X-Accel-Buffering": "no"})
+            if kind == "ready":
+                kind, value = await _next(run, request, until=("done",))
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return JSONResponse(ans.completion(value, body.model, cid, created))
+            return Response(status_code=499)  # the client left: nobody reads this
         finally:
-            run.cancel.set()  # a no-op once done; stops the work if this handler is cancelled
+            if not streaming:
+                run.cancel.set()  # a no-op once done; stops the work if this is cancelled
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=keyed,
               tags=["search"], responses=_ERRORS)
@@ -262,6 +256,26 @@ def create_app(settings: Settings, *, services: Services | None = None,
                        limiter=RateLimiter(settings.api_requests_per_minute),
                        body_limit=body_limit)
     return app
+
+
+async def _next(run: ans.AnswerRun, request: Request, until: tuple[str, ...]
+                ) -> tuple[str, Any]:
+    """The next event of `until`, an error, or ("cancelled", None) when the answer stopped or
+    the client hung up (then the answer is stopped). Pieces on the way are skipped."""
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
+    while True:
+        try:
+            kind, value = await asyncio.wait_for(run.events.get(), timeout=0.5)
+        except TimeoutError:
+            kind, value = "", None
+        if kind in until or kind in ("error", "cancelled"):
+            return kind, value
+        if loop.time() - checked >= 0.5:  # pieces may keep coming: check by the clock
+            checked = loop.time()
+            if await request.is_disconnected():
+                run.cancel.set()
+                return "cancelled", None
 
 
 async def _sse(run: ans.AnswerRun, cid: str, model: str, created: int, usage: bool
