@@ -296,13 +296,10 @@ async def _sse(run: ans.AnswerRun, cid: str, model: str, created: int, usage: bo
                 yield _event(ans.chunk(cid, model, created, {"content": value}))
             elif kind == "done":
                 yield _event(ans.final_chunk(value, "".join(streamed), cid, model, created))
-                if usage:  # OpenAI's usage chunk; only the prompt is counted (by the server)
-                    prompt = value.timings.prompt_tokens
+                if usage:  # OpenAI's usage chunk: the answer path does not count tokens
                     yield _event({"id": cid, "object": "chat.completion.chunk",
                                   "created": created, "model": model, "choices": [],
-                                  "usage": None if prompt is None else {
-                                      "prompt_tokens": prompt, "completion_tokens": 0,
-                                      "total_tokens": prompt}})
+                                  "usage": None})
                 yield "data: [DONE]\n\n"
                 return
             elif kind == "error":
