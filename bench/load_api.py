@@ -7,9 +7,12 @@ data/samples is ingested into a throwaway store (`rag_app.service.sync_paths`, t
 embedding model); `python -m rag_app api`'s app (`rag_app.api.app.create_app`, the chat's
 `Services`) runs under uvicorn on 127.0.0.1 in this process. For each number of clients, that
 many threads each ask `--per-client` questions of data/eval/samples-qa.jsonl (round robin) with
-the official `openai` client, streamed; then, unless `--no-chat-path`, as many threads ask the
-same questions through `rag_app.answering.answer` directly, sharing one retriever and one chat
+the official `openai` client, streamed; then, unless `--no-chat-path`, as many threads ask as
+many questions through `rag_app.answering.answer` directly, sharing one retriever and one chat
 client as the chat UI's sessions do (bench/load_answer.py measures that path's failures).
+The chat path's row asks the questions after the API row's (the same question twice would be
+read from llama.cpp's prompt cache), so the two rows' questions differ: read them as "about
+the same", not as a fine comparison. The warm-up question is one no row asks.
 
 - stub: tests/openai_stub.py's "json" model (a fixed answer in three pieces, no delay): what
   the API itself costs (retrieval, the checks, HTTP, SSE).
@@ -51,6 +54,7 @@ class Row:
     first_s: list[float] = field(default_factory=list)
     total_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    messages: Counter[str] = field(default_factory=Counter)  # each error's message, counted
     found: int = 0
 
     @property
@@ -113,10 +117,12 @@ def ask_api(base_url: str, model: str, question: str, row: Row, lock: threading.
     except APIStatusError as exc:
         with lock:
             row.errors[f"HTTP {exc.status_code}"] += 1
+            row.messages[str(exc)[:300]] += 1
         return
     except Exception as exc:  # noqa: BLE001 - counted by kind
         with lock:
             row.errors[type(exc).__name__] += 1
+            row.messages[f"{type(exc).__name__}: {str(exc)[:300]}"] += 1
         return
     with lock:
         row.total_s.append(time.perf_counter() - t0)
@@ -141,6 +147,7 @@ def ask_chat_path(services: Any, question: str, row: Row, lock: threading.Lock) 
     except Exception as exc:  # noqa: BLE001 - counted by kind
         with lock:
             row.errors[type(exc).__name__] += 1
+            row.messages[f"{type(exc).__name__}: {str(exc)[:300]}"] += 1
         return
     with lock:
         row.total_s.append(time.perf_counter() - t0)
@@ -150,13 +157,13 @@ def ask_chat_path(services: Any, question: str, row: Row, lock: threading.Lock) 
 
 
 def run_row(path: str, clients: int, questions: Sequence[str], per_client: int,
-            ask: Callable[[str, Row, threading.Lock], None]) -> Row:
+            ask: Callable[[str, Row, threading.Lock], None], offset: int = 0) -> Row:
     row = Row(path, clients)
     lock = threading.Lock()
 
     def client(i: int) -> None:
         for j in range(per_client):
-            ask(questions[(i * per_client + j) % len(questions)], row, lock)
+            ask(questions[(offset + i * per_client + j) % len(questions)], row, lock)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
@@ -225,15 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         services.retriever()
         rows: list[Row] = []
         with running_api(create_app(settings, services=services)) as base_url:
-            ask_api(base_url, "samples", questions[0], Row("warm-up", 1), threading.Lock())
+            # warm-up with a question no row asks (llama.cpp reuses a prompt it just read)
+            ask_api(base_url, "samples", questions[-1], Row("warm-up", 1), threading.Lock())
             for n in counts:
-                rows.append(run_row("API (openai client, streamed)", n, questions, per_client,
+                rows.append(run_row("API (openai client, streamed)", n, questions[:-1],
+                                    per_client,
                                     lambda q, r, lk: ask_api(base_url, "samples", q, r, lk)))
-                print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
-                if not args.no_chat_path:
-                    rows.append(run_row("chat path (answer() in threads)", n, questions,
+                print(table(rows[-1:]).splitlines()[-1], *rows[-1].messages, sep="\n",
+                      file=sys.stderr)
+                if not args.no_chat_path:  # the questions after the API row's
+                    rows.append(run_row("chat path (answer() in threads)", n, questions[:-1],
                                         per_client,
-                                        lambda q, r, lk: ask_chat_path(services, q, r, lk)))
+                                        lambda q, r, lk: ask_chat_path(services, q, r, lk),
+                                        offset=n * per_client))
                     print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
     import platform
 
@@ -241,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} "
           f"cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print(table(rows))
+    for r in rows:
+        for message, n in r.messages.most_common():
+            print(f"\n{r.path}, {r.clients} clients, ×{n}: {message}")
     return 0
 
 
