@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DOCS ?= data/samples
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ask test test-fast lint bench eval clean browser
+.PHONY: help install run ask test test-fast lint bench eval clean browser ocr
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,11 +61,21 @@ browser: ## install Debian's chromium for the browser tests (never `playwright i
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; \
 	else echo "install chromium (Debian package) for the browser tests" >&2; exit 1; fi
 
+TESSERACT ?= tesseract
+OCR_PACKAGES ?= tesseract-ocr tesseract-ocr-eng
+
+ocr: ## install Debian's tesseract-ocr, which reads scanned PDF pages and images (RAG_OCR)
+	@if command -v $(TESSERACT) >/dev/null 2>&1; then echo "tesseract: $$(command -v $(TESSERACT))"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(OCR_PACKAGES); \
+	else echo "install Tesseract OCR (Debian package tesseract-ocr) to read scans" >&2; exit 1; fi
+
 # Run in a pytest process of their own: after the browser test in the same process, the server
 # test's middleware check finds an event loop left running (asyncio.run from a running loop).
 OWN_PROCESS := tests/test_ui_hostile.py tests/test_ui_server.py tests/test_uploads.py
 
-test: install browser ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server, chromium)
+test: install browser ocr ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server, chromium)
 	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
 	$(PY) -m pytest $(addprefix --ignore=,$(OWN_PROCESS))

@@ -48,6 +48,14 @@ from pypdf import PageObject, PdfReader
 from pypdf.errors import DependencyError
 from pypdf.generic import DictionaryObject
 
+from ingest.ocr import (
+    IMAGE_SUFFIXES,
+    OcrOptions,
+    PdfPageOcr,
+    engine_problem,
+    load_image,
+    ocr_note,
+)
 from rag_app.errors import (
     EmptyDocument,
     FileTooLarge,
@@ -76,6 +84,7 @@ SUPPORTED_SUFFIXES: dict[str, str] = {
     ".xlsx": "xlsx",
     ".csv": "csv",
     ".epub": "epub",
+    **{suffix: "image" for suffix in IMAGE_SUFFIXES},
 }
 
 ProgressCallback = Callable[[int, int], None]
@@ -99,14 +108,18 @@ def load_file(
     max_bytes: int | None = None,
     progress: ProgressCallback | None = None,
     pdf_parser: PdfParser = "auto",
+    ocr: OcrOptions | None = None,
 ) -> LoadedDocument:
     """Read `path` and return its text as sections.
 
     `passwords` are tried, in order, on encrypted PDFs. Files larger than `max_bytes` are
     refused before they are parsed. `progress(done, total)` is called after each PDF page.
-    `pdf_parser` chooses how PDF text is extracted (see the module docstring).
+    `pdf_parser` chooses how PDF text is extracted (see the module docstring). `ocr` says how
+    scanned PDF pages and images are read (ingest/ocr.py; None: the defaults, on where
+    Tesseract is installed).
     Raises a `LoadError` subclass when the file cannot be turned into text.
     """
+    ocr = ocr or OcrOptions()
     kind = kind_of(path)
     if kind is None:
         known = ", ".join(sorted(SUPPORTED_SUFFIXES))
@@ -126,7 +139,9 @@ def load_file(
     if size == 0:
         raise EmptyDocument(f"{path} is empty (0 bytes)")
     if kind == "pdf":
-        return _load_pdf(path, passwords, progress, pdf_parser)
+        return _load_pdf(path, passwords, progress, pdf_parser, ocr)
+    if kind == "image":
+        return load_image(path, ocr)
     if kind in ("docx", "pptx", "xlsx", "csv", "epub"):
         from ingest.office import load_office  # python-docx & co. load only when needed
 
@@ -358,7 +373,8 @@ PageReader = Callable[[int], tuple[str, bool]]
 
 
 def _load_pdf(
-    path: Path, passwords: Sequence[str], progress: ProgressCallback | None, parser: PdfParser
+    path: Path, passwords: Sequence[str], progress: ProgressCallback | None, parser: PdfParser,
+    ocr: OcrOptions,
 ) -> LoadedDocument:
     try:
         handle = path.open("rb")
@@ -366,7 +382,7 @@ def _load_pdf(
         raise LoadError(f"{path} cannot be read ({exc.strerror or exc}); check it exists") from exc
     with handle:
         if parser == "pypdfium2":  # pdfium opens the file by name; the handle proves it readable
-            return _load_pdf_pdfium(path, passwords, progress)
+            return _load_pdf_pdfium(path, passwords, progress, ocr)
         try:
             reader = PdfReader(handle, strict=False)
         except DependencyError as exc:
@@ -381,11 +397,12 @@ def _load_pdf(
         if count == 0:
             raise EmptyDocument(f"{path} has no pages")
         fallback = _PdfiumFallback(path, password) if parser == "auto" else None
+        scans = PdfPageOcr(path, password, ocr)
         try:
-            return _pdf_pages(
-                path, count, _pypdf_reader(reader, fallback), lambda: _pdf_title(reader), progress
-            )
+            return _pdf_pages(path, count, _pypdf_reader(reader, fallback),
+                              lambda: _pdf_title(reader), progress, scans)
         finally:
+            scans.close()
             if fallback is not None:
                 fallback.close()
 
@@ -430,7 +447,7 @@ class _PdfiumFallback:
 
 
 def _load_pdf_pdfium(
-    path: Path, passwords: Sequence[str], progress: ProgressCallback | None
+    path: Path, passwords: Sequence[str], progress: ProgressCallback | None, ocr: OcrOptions
 ) -> LoadedDocument:
     document = _open_pdfium(path, passwords)
     try:
@@ -443,6 +460,7 @@ def _load_pdf_pdfium(
             lambda number: _read_pdfium_page(document, number),
             lambda: _tidy_title(document.get_metadata_value("Title")),
             progress,
+            PdfPageOcr(path, None, ocr, document=document),
         )
     finally:
         document.close()
@@ -555,23 +573,40 @@ def _page_has_marks(page: PageObject) -> bool:
         return True
 
 
+def _ocr_hint(scans: PdfPageOcr) -> str:
+    if scans.options.mode == "off":
+        return "OCR is off (RAG_OCR=off); set RAG_OCR=auto"
+    return engine_problem(scans.options.languages) or "OCR is not available"
+
+
 def _pdf_pages(
     path: Path,
     count: int,
     read: PageReader,
     title: Callable[[], str | None],
     progress: ProgressCallback | None,
+    scans: PdfPageOcr,
 ) -> LoadedDocument:
+    """Every page read by `read`; pages that draw something and have no text, or only a little
+    on a page that is a picture, read again by OCR (`scans`) when it is enabled."""
     sections: list[Section] = []
     no_text: list[int] = []  # draws something, but has no extractable text
     blank: list[int] = []  # draws nothing at all
     failed: dict[int, str] = {}
+    ocr_failed: dict[int, str] = {}
+    use_ocr = scans.options.enabled
     for number in range(1, count + 1):
         try:
             text, marks = read(number)
         except Exception as exc:  # noqa: BLE001 - any failure costs this page only
             failed[number] = _short(exc)
         else:
+            if use_ocr and marks:
+                try:
+                    if scans.wants(number, text):
+                        text = scans.read(number, text)
+                except Exception as exc:  # noqa: BLE001 - the page keeps its layer's text
+                    ocr_failed[number] = _short(exc)
             if text:
                 sections.append(Section(text=text, page_start=number, page_end=number))
             elif marks:
@@ -582,9 +617,15 @@ def _pdf_pages(
             progress(number, count)
 
     warnings: list[str] = []
+    if scans.pages:
+        warnings.append(ocr_note(scans.pages, scans.options.languages, scans.seconds))
+    if ocr_failed:
+        warnings.append(_pages_phrase(sorted(ocr_failed), "was", "were")
+                        + f" not read by OCR ({next(iter(ocr_failed.values()))})")
     if no_text:
         warnings.append(
-            _pages_phrase(no_text, "has no text layer", "have no text layer") + " (needs OCR)"
+            _pages_phrase(no_text, "has no text layer", "have no text layer")
+            + (", and OCR found no text" if use_ocr else " (needs OCR)")
         )
     if failed:
         first_reason = next(iter(failed.values()))
@@ -601,9 +642,14 @@ def _pdf_pages(
             warnings=tuple(warnings),
         )
     if no_text:
+        if use_ocr:
+            raise EmptyDocument(
+                f"{path} has no text layer on any of its {count} page(s), and OCR "
+                f"({scans.options.languages}) found no text on them either: check the scan's "
+                "quality and RAG_OCR_LANGUAGES" + (f"; also {warnings[-1]}" if failed else ""))
         raise NeedsOCR(
             f"{path} has no text layer on any of its {count} page(s) (scanned or image-only); "
-            "run OCR on it (e.g. ocrmypdf) and ingest the result"
+            f"reading it needs OCR: {_ocr_hint(scans)}"
             + (f"; also {warnings[-1]}" if failed else "")
         )
     if failed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ingest.ocr import read_ocr_note
 from ingest.sync import STATUSES, FileOutcome, SyncReport
 
 
@@ -115,9 +116,23 @@ def _line(o: FileOutcome) -> str:
     elif o.status == "removed":
         detail = f"{o.chunks_removed} chunks removed"
     text = f"{o.status:<9} {o.source}" + (f" — {detail}" if detail else "")
-    for w in o.warnings:
-        text += f"\n          warning: {w}"
+    for w in o.warnings:  # the OCR note is news, not a problem
+        text += f"\n          {'note' if read_ocr_note(w) else 'warning'}: {w}"
     return text
+
+
+def ocr_totals(report: SyncReport) -> tuple[int, float]:
+    """(pages read by OCR, seconds OCR took) over the files this run parsed."""
+    pages, seconds = 0, 0.0
+    for outcome in report.outcomes:
+        if outcome.status not in ("ingested", "updated"):
+            continue
+        for warning in outcome.warnings:
+            found = read_ocr_note(warning)
+            if found is not None:
+                pages += found[0]
+                seconds += found[1]
+    return pages, seconds
 
 
 def print_summary(report: SyncReport) -> None:
@@ -149,6 +164,10 @@ def print_summary(report: SyncReport) -> None:
         table.add_row("chunks added", str(report.chunks_added))
         table.add_row("chunks removed", str(report.chunks_removed))
         table.add_row("pages read", str(report.pages))
+        ocr_pages, ocr_seconds = ocr_totals(report)
+        if ocr_pages:
+            table.add_row("pages read by OCR", str(ocr_pages))
+            table.add_row("OCR seconds", f"{ocr_seconds:.1f}")
         table.add_row("chunks in collection", str(report.chunks_total))
         table.add_row("seconds", f"{report.seconds:.1f}")
         table.add_row("chunks/s", f"{rate:.1f}")

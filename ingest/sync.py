@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.loaders import kind_of
+from ingest.ocr import OcrOptions
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
 from rag_app.embeddings import Embedder
@@ -599,7 +600,8 @@ class Ingestor:
         self.reporter.start(len(work), sum(c.size for c, _, _ in work))
         s = self.settings
         with ParseWorker(s.parse_timeout_s, max_text_chars=s.max_text_chars,
-                         max_memory_mb=s.parse_max_memory_mb, pdf_parser=s.pdf_parser) as worker:
+                         max_memory_mb=s.parse_max_memory_mb, pdf_parser=s.pdf_parser,
+                         ocr=OcrOptions(s.ocr, s.ocr_languages)) as worker:
             self._process(work, worker, target, report)
 
         if rebuild:

@@ -107,7 +107,7 @@ def _serve(conn: Connection, limits: ParseLimits | None = None) -> None:  # runs
             return
         if request is None:
             return
-        path, passwords, max_bytes, pdf_parser = request
+        path, passwords, max_bytes, pdf_parser, ocr = request
 
         def progress(done: int, total: int, last: list[float] = [0.0]) -> None:  # noqa: B006
             now = time.monotonic()  # at most two progress messages a second
@@ -119,7 +119,7 @@ def _serve(conn: Connection, limits: ParseLimits | None = None) -> None:  # runs
         conn.send(("started", started))  # the time limit counts from here
         try:
             result: Any = load_file(Path(path), passwords=passwords, max_bytes=max_bytes,
-                                    pdf_parser=pdf_parser, progress=progress)
+                                    pdf_parser=pdf_parser, progress=progress, ocr=ocr)
             result = _too_much_text(path, result, limits) or result
         except LoadError as exc:
             result = exc
@@ -271,9 +271,10 @@ class ParseWorker:
     def __init__(self, timeout_s: float, *,
                  max_text_chars: int = ParseLimits.max_text_chars,
                  max_memory_mb: int = ParseLimits.max_memory_mb,
-                 pdf_parser: str = "auto") -> None:
+                 pdf_parser: str = "auto", ocr: Any = None) -> None:
         self.timeout_s = timeout_s
         self.pdf_parser = pdf_parser  # RAG_PDF_PARSER
+        self.ocr = ocr  # ingest.ocr.OcrOptions (RAG_OCR, RAG_OCR_LANGUAGES); None: defaults
         self._child = LimitedChild(_serve, name="ingest-parser", import_main=True,
                                    max_text_chars=max_text_chars,  # RAG_MAX_TEXT_CHARS
                                    max_memory_mb=max_memory_mb)  # RAG_PARSE_MAX_MEMORY_MB
@@ -286,7 +287,7 @@ class ParseWorker:
     def submit(self, path: Path, passwords: Sequence[str], max_bytes: int | None) -> None:
         if self._pending is not None:
             raise RuntimeError("a file is already being parsed")
-        self._child.send((str(path), list(passwords), max_bytes, self.pdf_parser))
+        self._child.send((str(path), list(passwords), max_bytes, self.pdf_parser, self.ocr))
         # until the child says it started (spawning takes a moment), allow a generous margin
         self._pending = _Pending(path, time.monotonic() + self.timeout_s + 60)
 

@@ -112,6 +112,17 @@ class Settings(BaseSettings):
         "ran together; pypdfium2: pypdfium2 only (~13x faster); pypdf: pypdf only. A change "
         "re-chunks the index once, by itself.",
     )
+    ocr: Literal["auto", "off"] = Field(
+        default="auto",
+        description="Scanned PDF pages (no text layer, or a picture with little text) and "
+        "images (.png .jpg .tiff) read by Tesseract OCR. auto: where it is installed (make ocr); "
+        "off: never (such pages are reported as needing OCR).",
+    )
+    ocr_languages: str = Field(
+        default="eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
+        description="Tesseract language codes joined by '+', e.g. eng+deu; each needs its "
+        "package (apt-get install tesseract-ocr-deu).",
+    )
     failed_files: Literal["keep", "remove"] = Field(
         default="keep",
         description="A file that was indexed and now fails (truncated, replaced by an "

@@ -13,6 +13,7 @@ import pytest
 from pypdf import PdfWriter
 
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_of, load_file, normalise_text
+from ingest.ocr import OcrOptions
 from rag_app.errors import (
     EmptyDocument,
     FileTooLarge,
@@ -25,6 +26,8 @@ from rag_app.errors import (
 from rag_app.records import LoadedDocument
 from tests.pdfgen import make_pdf
 from tests.shared_data import shared_path
+
+NO_OCR = OcrOptions(mode="off")  # scanned pages stay "needs OCR" (tests/test_ocr.py: with OCR)
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -56,7 +59,16 @@ def encrypted_pdf(path: Path, pages: list[str], *, user: str, owner: str | None)
         ("a.rst", "text"),
         ("a.html", "html"),
         ("a.HTM", "html"),
-        ("a.docx", None),
+        ("a.docx", "docx"),
+        ("a.PPTX", "pptx"),
+        ("a.xlsx", "xlsx"),
+        ("a.csv", "csv"),
+        ("a.epub", "epub"),
+        ("a.png", "image"),
+        ("a.JPG", "image"),
+        ("a.tif", "image"),
+        ("a.doc", None),
+        ("a.xls", None),
         ("Makefile", None),
     ],
 )
@@ -66,12 +78,13 @@ def test_kind_of(name: str, kind: str | None) -> None:
 
 def test_supported_suffixes_are_lower_case_with_dot() -> None:
     assert all(s.startswith(".") and s == s.lower() for s in SUPPORTED_SUFFIXES)
-    assert set(SUPPORTED_SUFFIXES.values()) == {"pdf", "markdown", "text", "html"}
+    assert set(SUPPORTED_SUFFIXES.values()) == {"pdf", "markdown", "text", "html", "docx", "pptx",
+                                                 "xlsx", "csv", "epub", "image"}
 
 
 def test_unsupported_suffix(tmp_path: Path) -> None:
-    path = write(tmp_path / "report.docx", "x")
-    with pytest.raises(UnsupportedFile, match=r"report\.docx.*supported: "):
+    path = write(tmp_path / "report.doc", "x")
+    with pytest.raises(UnsupportedFile, match=r"report\.doc.*supported: "):
         load_file(path)
 
 
@@ -455,16 +468,16 @@ def test_pdf_one_section_per_page(tmp_path: Path) -> None:
 
 def test_pdf_pages_without_text_are_listed(tmp_path: Path) -> None:
     pages = ["one", "", "", "", "five", "six", "", "eight"]
-    doc = load_file(make_pdf(tmp_path / "s.pdf", pages))
+    doc = load_file(make_pdf(tmp_path / "s.pdf", pages), ocr=NO_OCR)
     assert [s.page_start for s in doc.sections] == [1, 5, 6, 8]
     assert doc.warnings == ("pages 2-4, 7 have no text layer (needs OCR)",)
-    single = load_file(make_pdf(tmp_path / "t.pdf", ["one", ""]))
+    single = load_file(make_pdf(tmp_path / "t.pdf", ["one", ""]), ocr=NO_OCR)
     assert single.warnings == ("page 2 has no text layer (needs OCR)",)
 
 
 def test_pdf_without_any_text_needs_ocr(tmp_path: Path) -> None:
-    with pytest.raises(NeedsOCR, match=r"scan\.pdf has no text layer.*OCR"):
-        load_file(make_pdf(tmp_path / "scan.pdf", ["", ""]))
+    with pytest.raises(NeedsOCR, match=r"scan\.pdf has no text layer.*OCR is off"):
+        load_file(make_pdf(tmp_path / "scan.pdf", ["", ""]), ocr=NO_OCR)
 
 
 def test_pdf_with_only_blank_pages_is_empty(tmp_path: Path) -> None:
@@ -660,7 +673,8 @@ def test_encrypted_with_right_password_loads(docs: Path, name: str, password: st
 @pytest.mark.timeout(60)
 def test_graph_encrypted_opens_then_needs_ocr(docs: Path) -> None:
     with pytest.raises(NeedsOCR):
-        load_file(docs / "pdf-encrypted" / "graph-encrypted.pdf", passwords=["user"])
+        load_file(docs / "pdf-encrypted" / "graph-encrypted.pdf", passwords=["user"],
+                  ocr=NO_OCR)
 
 
 BAD_PDFS = [
@@ -719,9 +733,9 @@ def test_content_stream_errors_keeps_the_readable_pages(docs: Path) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("name", ["congress.pdf", "scanned-R-FAQ-3p.pdf"])
-def test_scanned_pdfs_need_ocr(docs: Path, name: str) -> None:
+def test_scanned_pdfs_need_ocr_when_it_is_off(docs: Path, name: str) -> None:
     with pytest.raises(NeedsOCR, match="no text layer"):
-        load_file(docs / "pdf-scanned" / name)
+        load_file(docs / "pdf-scanned" / name, ocr=NO_OCR)
 
 
 @pytest.mark.slow

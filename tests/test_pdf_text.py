@@ -21,11 +21,14 @@ from pypdf import PdfWriter
 import ingest.loaders as loaders
 from bench.pdf_text import STUDY, make_glued_pdf
 from ingest.loaders import GLUED_PAGE_SHARE, PdfParser, glued_share, load_file
+from ingest.ocr import OcrOptions
 from ingest.sync import Ingestor, _only_code_changed
 from rag_app.errors import EmptyDocument, LoadError, NeedsOCR, NeedsPassword, ParseError
 from tests.conftest import make_settings
 from tests.pdfgen import make_pdf
 from tests.shared_data import shared_path
+
+NO_OCR = OcrOptions(mode="off")  # pages without text stay "needs OCR" (with OCR: test_ocr.py)
 
 PARSERS = ["auto", "pypdfium2", "pypdf"]
 
@@ -67,7 +70,7 @@ def test_pypdf_runs_the_words_together(tmp_path: Path) -> None:
 def test_default_and_pdfium_keep_the_words_apart(tmp_path: Path, parser: PdfParser) -> None:
     glued = make_glued_pdf(tmp_path / "glued.pdf", [STUDY, "", STUDY.upper()], title="Glued")
     calls: list[tuple[int, int]] = []
-    doc = load_file(glued, pdf_parser=parser,
+    doc = load_file(glued, pdf_parser=parser, ocr=NO_OCR,
                     progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert doc.title == "Glued" and doc.pages == 3
@@ -76,7 +79,7 @@ def test_default_and_pdfium_keep_the_words_apart(tmp_path: Path, parser: PdfPars
     assert _words(doc.sections[0].text) == _words(STUDY)
     assert _words(doc.sections[1].text) == _words(STUDY.upper())
     assert all(glued_share(s.text) == 0.0 for s in doc.sections)
-    assert load_file(glued) == load_file(glued, pdf_parser="auto")  # auto is the default
+    assert load_file(glued, ocr=NO_OCR) == load_file(glued, pdf_parser="auto", ocr=NO_OCR)
 
 
 def test_auto_changes_only_the_glued_pages(tmp_path: Path) -> None:
@@ -87,7 +90,7 @@ def test_auto_changes_only_the_glued_pages(tmp_path: Path) -> None:
     path = tmp_path / "mixed.pdf"
     with path.open("wb") as handle:
         merged.write(handle)
-    auto, old = load_file(path), load_file(path, pdf_parser="pypdf")
+    auto, old = load_file(path, ocr=NO_OCR), load_file(path, pdf_parser="pypdf", ocr=NO_OCR)
     assert [s.page_start for s in auto.sections] == [s.page_start for s in old.sections] == [
         1, 2, 4]
     assert auto.warnings == old.warnings == ("page 3 has no text layer (needs OCR)",)
@@ -143,11 +146,11 @@ def test_pages_progress_and_title(tmp_path: Path, parser: PdfParser) -> None:
 @pytest.mark.parametrize("parser", PARSERS)
 def test_pages_without_text(tmp_path: Path, parser: PdfParser) -> None:
     pages = ["one", "", "", "", "five", "six", "", "eight"]
-    doc = load_file(make_pdf(tmp_path / "s.pdf", pages), pdf_parser=parser)
+    doc = load_file(make_pdf(tmp_path / "s.pdf", pages), pdf_parser=parser, ocr=NO_OCR)
     assert [s.page_start for s in doc.sections] == [1, 5, 6, 8]
     assert doc.warnings == ("pages 2-4, 7 have no text layer (needs OCR)",)
     with pytest.raises(NeedsOCR, match=r"scan\.pdf has no text layer.*OCR"):
-        load_file(make_pdf(tmp_path / "scan.pdf", ["", ""]), pdf_parser=parser)
+        load_file(make_pdf(tmp_path / "scan.pdf", ["", ""]), pdf_parser=parser, ocr=NO_OCR)
 
 
 @pytest.mark.parametrize("parser", PARSERS)
@@ -262,9 +265,10 @@ def test_shared_damaged_and_encrypted_files_with_pdfium() -> None:
         assert doc.pages == 1 and doc.sections[0].text.strip()
     with pytest.raises(NeedsOCR):
         load_file(docs / "pdf-encrypted" / "graph-encrypted.pdf", passwords=["user"],
-                  pdf_parser="pypdfium2")
+                  pdf_parser="pypdfium2", ocr=NO_OCR)
     with pytest.raises(NeedsOCR):
-        load_file(docs / "pdf-scanned" / "scanned-R-FAQ-3p.pdf", pdf_parser="pypdfium2")
+        load_file(docs / "pdf-scanned" / "scanned-R-FAQ-3p.pdf", pdf_parser="pypdfium2",
+                  ocr=NO_OCR)
 
 
 # --- the parser in the index fingerprint -------------------------------------------------------

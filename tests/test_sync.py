@@ -56,7 +56,7 @@ def make_corpus(root: Path) -> Path:
                                    "Page two covers the filter and the base. " * 30,
                                    "Page three lists error codes E1 to E4."])
     (root / ".hidden.md").write_text("# secret\n")
-    (root / "image.png").write_bytes(b"\x89PNG\r\n")
+    (root / "program.exe").write_bytes(b"MZ\x90\x00")
     return root
 
 
@@ -80,9 +80,9 @@ def test_first_run_then_unchanged(settings: Settings, embedder: Any, tmp_path: P
     report = run(settings, counting, root)
     counts = report.counts()
     assert counts["ingested"] == 4, report.outcomes
-    assert counts["skipped"] == 2  # image.png and .hidden.md (never read)
+    assert counts["skipped"] == 2  # program.exe and .hidden.md (never read)
     assert {(o.source, o.reason) for o in report.outcomes if o.status == "skipped"} == {
-        ("image.png", "unsupported type"), (".hidden.md", "hidden")}
+        ("program.exe", "unsupported type"), (".hidden.md", "hidden")}
     assert not report.failed
     assert report.chunks_total == report.chunks_added == counting.embedded > 4
 

@@ -1,0 +1,314 @@
+"""Read scanned pages and photos of pages with OCR: Tesseract (Debian's `tesseract-ocr`), in
+the parse worker, so its time and memory limits hold (the limit on address space is inherited by
+the tesseract process; each page also has `PAGE_TIMEOUT_S`).
+
+Tesseract is run as a command (`tesseract stdin stdout tsv`) rather than through pytesseract:
+it must run with one OpenMP thread (OMP_THREAD_LIMIT=1, 4x faster here on a shared 2-core CPU),
+and pytesseract passes no environment of its own, only the whole process's.
+
+- **PDF pages** (ingest/loaders.py asks, page by page): a page that draws something but has no
+  text layer, or is covered by a picture and has only a little text or noise in its text layer
+  (a scan with a stray page number, a bad OCR layer), is drawn with pypdfium2 at `OcrOptions.dpi`
+  and read by Tesseract; the OCR text replaces the layer's when it has more letters. Page
+  numbers stay those of the PDF, so a citation opens the scanned page.
+- **Images** (.png, .jpg, .jpeg, .tif, .tiff; every frame of a multi-page TIFF): read whole.
+
+OCR is on by default when the engine and the languages are installed (`make ocr` installs
+them), `RAG_OCR=off` turns it off, `RAG_OCR_LANGUAGES` (Tesseract codes joined by "+",
+e.g. "eng+deu") chooses the languages. Pages are drawn at most `max_pixels` big: a poster-size
+page is drawn smaller, not refused.
+
+Each OCR'd document carries a warning made by `ocr_note` ("OCR: pages 1-3 read by OCR (eng),
+4.2 s"), which the ingest report adds up (`read_ocr_note`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from rag_app.errors import EmptyDocument, FileTooLarge, LoadError, NeedsOCR, ParseError
+from rag_app.records import LoadedDocument, Section
+
+__all__ = ["IMAGE_SUFFIXES", "OcrOptions", "PdfPageOcr", "engine_problem", "load_image",
+           "ocr_image", "ocr_note", "read_ocr_note"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+INSTALL_HINT = "install Tesseract with `make ocr` (Debian: apt-get install tesseract-ocr)"
+IMAGE_MAX_PIXELS = 80_000_000  # larger images are refused before they are decoded
+IMAGE_MAX_FRAMES = 500  # frames of a TIFF read at most
+PAGE_TIMEOUT_S = 120  # one page's tesseract run is stopped after this
+SCAN_COVER = 0.5  # a picture covering this share of a page makes it a scan
+SCAN_MAX_LETTERS = 200  # a scan with fewer letters in its text layer is read by OCR
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    """How OCR runs (RAG_OCR, RAG_OCR_LANGUAGES)."""
+
+    mode: Literal["auto", "off"] = "auto"  # auto: on where Tesseract is installed
+    languages: str = "eng"
+    dpi: int = 300
+    max_pixels: int = 40_000_000  # a page is drawn at most this big (a poster gets a lower dpi)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off" and engine_problem(self.languages) is None
+
+
+def _tesseract() -> str | None:
+    return shutil.which("tesseract")
+
+
+@lru_cache(maxsize=8)
+def engine_problem(languages: str) -> str | None:
+    """Why OCR cannot run here (no tesseract, a language missing), None when it can."""
+    exe = _tesseract()
+    if exe is None:
+        return f"the OCR engine is not installed: {INSTALL_HINT}"
+    try:
+        listed = subprocess.run([exe, "--list-langs"], capture_output=True, timeout=30,
+                                check=True, env=_env())
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"the OCR engine does not run ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
+    installed = set(listed.stdout.decode("utf-8", "replace").split()[1:])  # after the title
+    missing = [code for code in languages.split("+") if code and code not in installed]
+    if not languages.strip("+"):
+        return "RAG_OCR_LANGUAGES is empty; give Tesseract language codes, e.g. eng or eng+deu"
+    if missing:
+        packages = " ".join(f"tesseract-ocr-{code.lower().replace('_', '-')}"
+                            for code in missing)
+        return (f"OCR language(s) {', '.join(missing)} not installed (RAG_OCR_LANGUAGES="
+                f"{languages}): apt-get install {packages}, or change the setting")
+    return None
+
+
+def _env() -> dict[str, str]:
+    """Tesseract's environment: one OpenMP thread. On this 2-core machine, shared, a page took
+    32.6 s with OpenMP's default threads and 8.2 s with one (300 dpi, bench/ocr_bench.py)."""
+    return {**os.environ, "OMP_THREAD_LIMIT": "1"}
+
+
+@dataclass(frozen=True)
+class OcrText:
+    text: str
+    seconds: float
+    words: int = 0
+    confidence: float = 0.0  # mean word confidence, 0-100
+
+
+def ocr_image(image: Any, options: OcrOptions, dpi: int | None = None) -> OcrText:
+    """Tesseract's text of a PIL image: lines as it found them, a blank line between blocks
+    and paragraphs. `dpi`: the image's resolution when known (a drawn PDF page)."""
+    exe = _tesseract()
+    if exe is None:
+        raise NeedsOCR(f"the OCR engine is not installed: {INSTALL_HINT}")
+    started = time.monotonic()
+    buffer = io.BytesIO()
+    image.convert("L").save(buffer, format="PPM")  # uncompressed: nothing to encode
+    command = [exe, "stdin", "stdout", "-l", options.languages, "--psm", "3"]
+    if dpi:
+        command += ["--dpi", str(dpi)]
+    try:
+        done = subprocess.run([*command, "tsv"], input=buffer.getvalue(), capture_output=True,
+                              timeout=PAGE_TIMEOUT_S, env=_env())
+    except subprocess.TimeoutExpired as exc:
+        raise ParseError(f"OCR of one page took over {PAGE_TIMEOUT_S} s and was stopped") \
+            from exc
+    except OSError as exc:
+        raise ParseError(f"the OCR engine could not be started ({exc})") from exc
+    if done.returncode != 0:
+        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ParseError(f"OCR failed (tesseract exit code {done.returncode}: "
+                         f"{detail[-1][:200] if detail else 'no message'})")
+    lines: dict[tuple[int, int, int], list[str]] = {}
+    confidences: list[float] = []
+    for row in done.stdout.decode("utf-8", "replace").splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) < 12 or cells[0] != "5":  # level 5: a word
+            continue
+        word = cells[11].strip()
+        try:
+            confidence = float(cells[10])
+            key = (int(cells[2]), int(cells[3]), int(cells[4]))
+        except ValueError:
+            continue
+        if not word or confidence < 0:
+            continue
+        confidences.append(confidence)
+        lines.setdefault(key, []).append(word)
+    parts: list[str] = []
+    previous: tuple[int, int] | None = None
+    for (block, paragraph, _), words in sorted(lines.items()):
+        if previous is not None and previous != (block, paragraph):
+            parts.append("")
+        parts.append(" ".join(words))
+        previous = (block, paragraph)
+    from ingest.loaders import normalise_text
+
+    mean = sum(confidences) / len(confidences) if confidences else 0.0
+    return OcrText(normalise_text("\n".join(parts)), time.monotonic() - started,
+                   len(confidences), mean)
+
+
+def letters(text: str) -> int:
+    return sum(ch.isalpha() for ch in text)
+
+
+@dataclass
+class PdfPageOcr:
+    """OCR for the pages of one PDF, drawn with pypdfium2 (opened on first need)."""
+
+    path: Path
+    password: str | None
+    options: OcrOptions
+    document: Any = None  # a pypdfium2 PdfDocument: given, or opened here (then closed here)
+    pages: list[int] = field(default_factory=list)  # pages whose text came from OCR
+    seconds: float = 0.0
+    _owned: bool = False
+
+    def _doc(self) -> Any:
+        if self.document is None:
+            import pypdfium2 as pdfium
+
+            self.document = pdfium.PdfDocument(self.path, password=self.password)
+            self._owned = True
+        return self.document
+
+    def looks_scanned(self, number: int) -> bool:
+        """Whether a picture covers at least SCAN_COVER of the page."""
+        import pypdfium2.raw as pdfium_c
+
+        page = self._doc()[number - 1]
+        try:
+            width, height = page.get_size()
+            area = max(width * height, 1.0)
+            for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=4):
+                bounds = getattr(obj, "get_bounds", None) or obj.get_pos  # pypdfium2 5 / 4
+                left, bottom, right, top = bounds()
+                if (right - left) * (top - bottom) >= SCAN_COVER * area:
+                    return True
+            return False
+        finally:
+            page.close()
+
+    def wants(self, number: int, text: str) -> bool:
+        """Whether page `number`, whose text layer gave `text`, should be read by OCR."""
+        if not text.strip():
+            return True
+        return letters(text) < SCAN_MAX_LETTERS and self.looks_scanned(number)
+
+    def read(self, number: int, text: str) -> str:
+        """The better of the layer's `text` and the OCR text of page `number`."""
+        page = self._doc()[number - 1]
+        try:
+            width, height = page.get_size()
+            scale = self.options.dpi / 72
+            if width * height * scale * scale > self.options.max_pixels:
+                scale = (self.options.max_pixels / max(width * height, 1.0)) ** 0.5
+            image = page.render(scale=scale, grayscale=True).to_pil()
+        finally:
+            page.close()
+        result = ocr_image(image, self.options, dpi=round(scale * 72))
+        self.seconds += result.seconds
+        if letters(result.text) > letters(text):
+            self.pages.append(number)
+            return result.text
+        return text
+
+    def close(self) -> None:
+        if self._owned and self.document is not None:
+            self.document.close()
+        self.document = None
+
+
+# --- the report's note ---------------------------------------------------------------------------
+_NOTE = re.compile(r"^OCR: (?:page|pages) (?P<pages>[\d, -]+) read by OCR \((?P<langs>[^)]*)\), "
+                   r"(?P<seconds>[\d.]+) s$")
+
+
+def ocr_note(pages: Sequence[int], languages: str, seconds: float, unit: str = "page") -> str:
+    """The warning an OCR'd document carries: which pages, which languages, how long."""
+    from ingest.loaders import _page_ranges
+
+    what = f"{unit} {pages[0]}" if len(pages) == 1 else f"{unit}s {_page_ranges(pages)}"
+    return f"OCR: {what} read by OCR ({languages}), {seconds:.1f} s"
+
+
+def read_ocr_note(text: str) -> tuple[int, float] | None:
+    """(pages, seconds) from a warning made by `ocr_note`, None for any other text."""
+    match = _NOTE.match(text)
+    if match is None:
+        return None
+    count = 0
+    for part in match.group("pages").split(","):
+        first, _, last = part.strip().partition("-")
+        count += int(last or first) - int(first) + 1
+    return count, float(match.group("seconds"))
+
+
+# --- images ------------------------------------------------------------------------------------
+def load_image(path: Path, options: OcrOptions) -> LoadedDocument:
+    """A photo or scan of pages (PNG, JPEG, TIFF) read by OCR: one section a frame."""
+    if options.mode == "off":
+        raise NeedsOCR(f"{path} is an image: its text can only be read by OCR, which is off "
+                       "(RAG_OCR=off); set RAG_OCR=auto to read it")
+    problem = engine_problem(options.languages)
+    if problem is not None:
+        raise NeedsOCR(f"{path} is an image: its text can only be read by OCR, and {problem}")
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ParseError(f"{path} is not a readable image ({type(exc).__name__}: {exc}); "
+                         "re-save it as PNG or JPEG") from exc
+    except Image.DecompressionBombError as exc:
+        raise FileTooLarge(f"{path}: {exc}") from exc
+    with image:
+        width, height = image.size
+        if width * height > IMAGE_MAX_PIXELS:
+            raise FileTooLarge(f"{path} is {width}x{height} pixels (over "
+                               f"{IMAGE_MAX_PIXELS // 1_000_000} million); scale it down")
+        sections: list[Section] = []
+        seconds = 0.0
+        frames = 0
+        try:
+            for frame in ImageSequence.Iterator(image):
+                frames += 1
+                if frames > IMAGE_MAX_FRAMES:
+                    break
+                picture = frame.convert("L")
+                if picture.width * picture.height > options.max_pixels:
+                    factor = (options.max_pixels / (picture.width * picture.height)) ** 0.5
+                    picture = picture.resize((max(1, int(picture.width * factor)),
+                                              max(1, int(picture.height * factor))))
+                result = ocr_image(picture, options)
+                seconds += result.seconds
+                if result.text:
+                    sections.append(Section(text=result.text, page_start=frames,
+                                            page_end=frames))
+        except LoadError:
+            raise
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged image data
+            raise ParseError(f"{path}: the image data is damaged ({type(exc).__name__}: "
+                             f"{exc}); re-save it") from exc
+    frames = min(frames, IMAGE_MAX_FRAMES)
+    if not sections:
+        raise EmptyDocument(f"{path}: OCR ({options.languages}) found no text in the image")
+    if frames > 1:  # a multi-page TIFF: each page headed by its number, to cite it
+        sections = [Section(text=f"page {s.page_start}\n\n{s.text}",
+                            headings=(f"page {s.page_start}",), page_start=s.page_start,
+                            page_end=s.page_end) for s in sections]
+    note = ocr_note([s.page_start or 1 for s in sections], options.languages, seconds)
+    return LoadedDocument(kind="image", sections=tuple(sections), pages=frames,
+                          warnings=(note,))
