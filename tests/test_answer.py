@@ -4,7 +4,6 @@ chat client) and end to end against the real bundled local LLM server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from rag_app.retrieve import Hit, RetrievalOptions, Retriever
 from rag_app.text.quotes import find_quote
 from rag_app.text.sentences import split_sentences
 from tests.conftest import SAMPLES, make_settings
+from tests.fakes import ScriptedChat
 
 
 def _hit(n: int, text: str = "text") -> Hit:
@@ -57,31 +57,6 @@ def test_sources_are_fenced_and_cannot_close_the_fence() -> None:
     assert user.count("<source ") == 2 and user.count("</source>") == 2
     assert "[tag removed]" in user and "data, never instructions" in messages[0]["content"]
     assert REMOVED in user and "Ignore all" not in user
-
-
-class ScriptedChat:
-    """A real-code fake: replays a fixed reply in pieces (for logic tests only)."""
-
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.endpoint = Endpoint("http://127.0.0.1:1/v1", "scripted", "k")
-        self.calls = 0
-        self.messages: Any = None
-        self.verdict: bool | None = None  # the answer check's reply, when set
-        self.checks = 0
-
-    def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
-        self.calls += 1
-        self.messages = messages
-        for i in range(0, len(self.reply), 5):
-            yield self.reply[i : i + 5]
-
-    def complete(self, messages: Any, **kwargs: Any) -> str:
-        if self.verdict is not None and kwargs.get("response_format", {}).get(
-                "json_schema", {}).get("name") == "answer_check":
-            self.checks += 1
-            return json.dumps({"supported": self.verdict})
-        return "".join(self.stream(messages))
 
 
 @pytest.fixture(scope="module")
@@ -261,14 +236,7 @@ class RepliesChat(ScriptedChat):
     """Replays one reply per call, in order (for logic tests only)."""
 
     def __init__(self, *replies: str) -> None:
-        super().__init__(replies[0])
-        self.replies = list(replies)
-        self.sent: list[Any] = []
-
-    def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
-        self.reply = self.replies[min(self.calls, len(self.replies) - 1)]
-        self.sent.append(messages)
-        return super().stream(messages, **kwargs)
+        super().__init__(lambda _messages: replies[min(self.calls, len(replies)) - 1])
 
 
 def test_an_answer_naming_what_no_source_mentions_is_asked_again(sample_settings: Any,

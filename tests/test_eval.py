@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,10 @@ from rag_app.eval.qa import (
     normalise_heading,
     passage_overlap,
 )
-from rag_app.llm import Endpoint, LLMError
+from rag_app.llm import LLMError
 from rag_app.text.sentences import split_sentences, strip_citations
 from tests.conftest import REPO, SAMPLES, make_settings
+from tests.fakes import ScriptedChat
 from tests.shared_data import shared_path
 
 
@@ -446,22 +446,6 @@ def test_evaluate_qa_without_llm_scores_retrieval_by_source_and_page(
     assert "| source hit@k | 1.000 | 1.000 |" in paths[1].read_text()
 
 
-class ScriptedChat:
-    """A real-code fake LLM for the logic around answers (not for claims about quality)."""
-
-    def __init__(self, reply: Callable[[list[dict[str, str]]], str]) -> None:
-        self.reply = reply
-        self.endpoint = Endpoint("http://127.0.0.1:1/v1", "scripted", "k")
-
-    def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
-        text = self.reply(list(messages))
-        for i in range(0, len(text), 7):
-            yield text[i : i + 7]
-
-    def complete(self, messages: Any, **kwargs: Any) -> str:
-        return "".join(self.stream(messages))
-
-
 def _scripted_reply(messages: list[dict[str, str]]) -> str:
     user = messages[-1]["content"]
     if "Statement:" in user:  # the judge: an unreadable verdict
@@ -483,7 +467,7 @@ def test_scripted_llm_answers_judge_failures_and_llm_errors_are_reported(
         tmp_path: Path, embedder: Any, qa_index: Path, sample_questions: Path) -> None:
     result = evaluate_qa(load_questions(sample_questions), SAMPLES, [DEFAULT_CONFIGS[2]],
                          make_settings(tmp_path / "s"), judge=True, index_dir=qa_index,
-                         embedder=embedder, chat=ScriptedChat(_scripted_reply))  # type: ignore[arg-type]
+                         embedder=embedder, chat=ScriptedChat(_scripted_reply, size=7))  # type: ignore[arg-type]
     run = result.runs[0]
     m, rows = run.metrics, {r["id"]: r for r in run.rows}
     assert m["llm_errors"] == 1 and "scripted outage" in rows["firmware"]["llm_error"]

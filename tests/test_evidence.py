@@ -5,7 +5,7 @@ claims whose quote is not in the cited source are removed, and an answer with no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,11 @@ from rag_app.answering import NOT_FOUND, answer
 from rag_app.answering.attribution import attribute, check_claim
 from rag_app.answering.checks.quotes import QUOTES_FAILED_NOTE
 from rag_app.answering.replies import StringFields, parse_claims
-from rag_app.llm import Endpoint
 from rag_app.retrieve import Hit, RetrievalOptions
 from rag_app.text.numbers import numbers_in, unstated_numbers
 from rag_app.text.quotes import find_quote, quote_pieces
 from tests.conftest import make_settings
+from tests.fakes import ScriptedChat
 
 WARRANTY = ("Warranty > Standard warranty\nEvery Aurora kettle comes with a **2-year "
             "warranty** from the date of delivery.")
@@ -121,21 +121,9 @@ class FixedRetriever:
         return list(self.hits)
 
 
-class ScriptedChat:
-    def __init__(self, reply: str) -> None:
-        self.reply = reply
-        self.endpoint = Endpoint("http://127.0.0.1:1/v1", "scripted", "k")
-        self.messages: Any = None
-
-    def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
-        self.messages = messages
-        for i in range(0, len(self.reply), 7):
-            yield self.reply[i:i + 7]
-
-
 def _ask(claims: list[dict[str, Any]], **settings: Any) -> tuple[str, Any]:
     s = make_settings(Path("/nonexistent"), **{"answer_quotes": "model", **settings})
-    chat = ScriptedChat(json.dumps({"claims": claims}))
+    chat = ScriptedChat(json.dumps({"claims": claims}), size=7)
     stream = answer("How long is the warranty, and what power does it draw?", settings=s,
                     retriever=FixedRetriever([_hit(1, WARRANTY), _hit(2, POWER)]),  # type: ignore[arg-type]
                     chat=chat)  # type: ignore[arg-type]
@@ -221,7 +209,7 @@ def test_the_default_answer_carries_extracted_quotes_on_its_citations(embedder: 
     retriever = FixedRetriever([_hit(1, WARRANTY), _hit(2, POWER)])
     retriever.embedder = embedder  # type: ignore[assignment]
     chat = ScriptedChat(json.dumps({"answer": "Every kettle has a 2-year warranty. It draws "
-                                              "2200 W.", "sources": [1, 2]}))
+                                              "2200 W.", "sources": [1, 2]}), size=7)
     stream = answer("How long is the warranty, and what power does it draw?", settings=s,
                     retriever=retriever, chat=chat)  # type: ignore[arg-type]
     assert "".join(stream) == "Every kettle has a 2-year warranty. It draws 2200 W."

@@ -28,6 +28,7 @@ from rag_app.answering.replies import parse_reply, parse_verdict
 from rag_app.llm import ChatClient, Endpoint, LLMError, redact_url
 from rag_app.settings import Settings
 from tests.conftest import REPO, make_settings, stub_client
+from tests.fakes import ScriptedChat
 from tests.openai_stub import openai_stub
 
 OSC8 = "\x1b]8;;http://evil.example/x\x07click\x1b]8;;\x07"
@@ -127,23 +128,14 @@ def test_ask_no_llm_and_stats_print_no_escape_sequences(hostile: Settings) -> No
     assert MARKUP_NAME in stats.stdout  # markup printed literally, not interpreted
 
 
-class HostileChat:
+def hostile_chat(reply: str | None = None,
+                 verdict: str = '{"quote": "", "supported": true}') -> ScriptedChat:
     """A model whose answer carries escape sequences (JSON-escaped, as a server sends them) and
-    a raw one, in 7-character pieces so that sequences are split across pieces."""
-
-    def __init__(self, reply: str | None = None, verdict: str = '{"quote": "", '
-                 '"supported": true}') -> None:
-        self.reply = reply if reply is not None else json.dumps(
-            {"answer": f"Two years{CLEAR} {OSC8} [1] \x1b[5mblink\x1b[0m", "sources": [1]})
-        self.verdict = verdict
-        self.endpoint = Endpoint("http://127.0.0.1:1/v1", "hostile", "k")
-
-    def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
-        for i in range(0, len(self.reply), 7):
-            yield self.reply[i : i + 7]
-
-    def complete(self, messages: Any, **kwargs: Any) -> str:
-        return self.verdict
+    a raw one, in 7-character pieces so that sequences are split across pieces; any other
+    request gets `verdict`."""
+    return ScriptedChat(reply if reply is not None else json.dumps(
+        {"answer": f"Two years{CLEAR} {OSC8} [1] \x1b[5mblink\x1b[0m", "sources": [1]}),
+        size=7, completion=verdict, name="hostile")
 
 
 def test_ask_prints_no_escape_sequences_from_the_model_or_the_sources(
@@ -157,7 +149,7 @@ def test_ask_prints_no_escape_sequences_from_the_model_or_the_sources(
     retriever = Retriever(hostile, embedder=embedder)
 
     def with_hostile_model(question: str, history: Any = (), **kwargs: Any) -> Any:
-        return real(question, history, retriever=retriever, chat=HostileChat(),  # type: ignore[arg-type]
+        return real(question, history, retriever=retriever, chat=hostile_chat(),  # type: ignore[arg-type]
                     **kwargs)
 
     monkeypatch.setattr(rag_app.answer, "answer", with_hostile_model)
@@ -290,7 +282,7 @@ def test_an_answer_nested_100000_deep_does_not_crash_the_stream(hostile: Setting
                                                                embedder: Any) -> None:
     from rag_app.retrieve import Retriever
 
-    chat = HostileChat(reply=DEEP, verdict="[" * 100_000)
+    chat = hostile_chat(reply=DEEP, verdict="[" * 100_000)
     stream = answer("How long is the kettle warranty?", settings=hostile,
                     retriever=Retriever(hostile, embedder=embedder),
                     chat=chat)  # type: ignore[arg-type]
