@@ -274,3 +274,9 @@ def test_office_files_are_ingested_and_found(embedder: Any, tmp_path: Path) -> N
     top = retriever.search("price of the Aurora kettle deluxe", RetrievalOptions(k=1))[0]
     assert "| Product | Price (EUR) | Warranty (years) |" in top.text  # the row with its header
     assert "149.5" in top.text
+
+
+def test_the_upload_widget_accepts_every_supported_type() -> None:
+    from rag_app.ui.documents import UPLOAD_TYPES
+
+    assert sorted(UPLOAD_TYPES) == sorted(s.lstrip(".") for s in SUPPORTED_SUFFIXES)

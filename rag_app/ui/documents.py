@@ -19,7 +19,8 @@ from rag_app.ui.services import (
 from rag_app.ui.state import explain, load_settings, services
 from rag_app.ui.text import folder_label, md, short_paths
 
-UPLOAD_TYPES = ["pdf", "md", "markdown", "txt", "text", "rst", "html", "htm"]
+UPLOAD_TYPES = ["pdf", "md", "markdown", "txt", "text", "rst", "html", "htm", "docx", "pptx",
+                "xlsx", "csv", "epub", "png", "jpg", "jpeg", "tif", "tiff"]  # = SUPPORTED_SUFFIXES
 
 
 def render() -> None:
