@@ -47,7 +47,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8501
 
 run: install ## the chat on http://127.0.0.1:8501 (ingests data/samples, or DOCS=folder, when the index is empty)
-	$(PY) -m rag_app serve --docs $(DOCS) --host $(HOST) --port $(PORT)
+	@trap : INT; $(PY) -m rag_app serve --docs $(DOCS) --host $(HOST) --port $(PORT) || [ $$? -eq 130 ]
 
 ask: install ## answer Q="your question" from the index (local LLM unless OPENAI_BASE_URL is set)
 	$(PY) -m rag_app ask "$(Q)"
