@@ -90,8 +90,9 @@ lint: install ## ruff and mypy only
 	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
 
-bench: install ## ingest speed: this project vs the LangChain tutorial pipeline (prints a table)
+bench: install ocr ## ingest speed: this project vs the LangChain tutorial pipeline; OCR per page (prints tables)
 	$(PY) bench/ingest_bench.py
+	$(PY) bench/ocr_bench.py --threads
 
 EVAL ?= qa data/eval/samples-qa.jsonl --docs data/samples -c hybrid
 
