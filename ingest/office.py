@@ -451,7 +451,8 @@ def _load_xlsx(path: Path) -> LoadedDocument:
                 sheet.reset_dimensions()
             rows = ((number, values) for number, values in
                     enumerate(sheet.iter_rows(values_only=True), start=1))
-            sections.extend(_sheet_sections(str(sheet.title), _dense(rows), budget))
+            sections.extend(_sheet_sections(str(sheet.title), _dense(rows, str(sheet.title),
+                                                                      budget), budget))
             if budget.left <= 0:
                 break
         title = workbook.properties.title if workbook.properties is not None else None
@@ -460,9 +461,10 @@ def _load_xlsx(path: Path) -> LoadedDocument:
     return _finish(path, "xlsx", sections, title=title, warnings=budget.warnings)
 
 
-def _dense(rows: Iterable[tuple[int, Sequence[object]]]) -> Iterator[tuple[int, Sequence[object]]]:
-    """Rows as they come, but a long run of empty rows ends the sheet (a hostile sheet can
-    state a million empty rows)."""
+def _dense(rows: Iterable[tuple[int, Sequence[object]]], name: str, budget: _CellBudget
+           ) -> Iterator[tuple[int, Sequence[object]]]:
+    """Rows as they come, but a run of 10,000 empty rows ends the sheet, with a warning (a
+    hostile sheet can state a million empty rows)."""
     empty = 0
     for number, values in rows:
         if any(value is not None and value != "" for value in values):
@@ -470,7 +472,9 @@ def _dense(rows: Iterable[tuple[int, Sequence[object]]]) -> Iterator[tuple[int, 
             yield number, values
         else:
             empty += 1
-            if empty > 10_000:
+            if empty >= 10_000:
+                budget.warn(f"{name}: rows from {number + 1} on were not read (10,000 empty "
+                            "rows before them)")
                 return
 
 
@@ -485,11 +489,10 @@ def _load_csv(path: Path, data: bytes) -> LoadedDocument:
         dialect = csv.excel
     budget = _CellBudget()
     reader = csv.reader(io.StringIO(text), dialect)
-    try:
-        rows = [(number, row) for number, row in enumerate(reader, start=1)]
+    try:  # rows are read as the budget allows: a huge file is never held as lists
+        sections = _sheet_sections(path.stem, enumerate(reader, start=1), budget)
     except csv.Error as exc:
         raise ParseError(f"{path} is not readable CSV ({exc}); check its quoting") from exc
-    sections = _sheet_sections(path.stem, rows, budget)
     return _finish(path, "csv", sections, warnings=budget.warnings)
 
 

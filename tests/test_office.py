@@ -235,6 +235,38 @@ def test_huge_sheets_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert sum(s.text.count("| Model") for s in doc.sections) < 40
 
 
+def test_a_sheet_that_lies_about_its_size_is_read_as_it_is(tmp_path: Path) -> None:
+    """The sheet says A1:XFD1048576 and has a cell in its last column: read in milliseconds,
+    256 columns at most, with a warning."""
+    import re
+
+    path = make_xlsx(tmp_path / "lying.xlsx", rows=5)
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    xml = parts["xl/worksheets/sheet1.xml"].decode()
+    xml = re.sub(r'<dimension ref="[^"]*"/>', '<dimension ref="A1:XFD1048576"/>', xml)
+    xml = xml.replace("</sheetData>", '<row r="9"><c r="XFD9" t="inlineStr"><is><t>far</t>'
+                      "</is></c></row></sheetData>")
+    parts["xl/worksheets/sheet1.xml"] = xml.encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    doc = load_file(path)
+    assert "Prices: only the first 256 columns were read" in doc.warnings
+    assert all(s.text.count("\n") < 20 for s in doc.sections)
+    assert "| Aurora kettle deluxe | 149.5 | 5 |" in " ".join(s.text for s in doc.sections)
+
+
+def test_a_large_csv_is_read_within_the_cell_budget(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(office, "SHEET_MAX_CELLS", 1000)
+    path = tmp_path / "log.csv"
+    path.write_text("id,event\n" + "".join(f"{n},started\n" for n in range(200_000)))
+    doc = load_file(path)
+    assert any("were not read (over 1,000 cells" in w for w in doc.warnings)
+    assert sum(s.text.count("started") for s in doc.sections) < 600
+
+
 def test_empty_word_file_is_empty(tmp_path: Path) -> None:
     import docx
 
