@@ -63,6 +63,7 @@ from rag_app.errors import (
     NeedsOCR,
     NeedsPassword,
     ParseError,
+    ParseTimeout,
     UnsupportedFile,
 )
 from rag_app.records import LoadedDocument, Section
@@ -594,6 +595,7 @@ def _pdf_pages(
     blank: list[int] = []  # draws nothing at all
     failed: dict[int, str] = {}
     ocr_failed: dict[int, str] = {}
+    over_budget: list[int] = []  # pages OCR would have read, left when its time was spent
     use_ocr = scans.options.enabled
     for number in range(1, count + 1):
         try:
@@ -604,7 +606,10 @@ def _pdf_pages(
             if use_ocr and marks:
                 try:
                     if scans.wants(number, text):
-                        text = scans.read(number, text)
+                        if scans.spent():
+                            over_budget.append(number)
+                        else:
+                            text = scans.read(number, text)
                 except Exception as exc:  # noqa: BLE001 - the page keeps its layer's text
                     ocr_failed[number] = _short(exc)
             if text:
@@ -622,6 +627,11 @@ def _pdf_pages(
     if ocr_failed:
         warnings.append(_pages_phrase(sorted(ocr_failed), "was", "were")
                         + f" not read by OCR ({next(iter(ocr_failed.values()))})")
+    if over_budget:
+        warnings.append(_pages_phrase(over_budget, "was", "were") + " not read by OCR: the "
+                        f"file's OCR time ({scans.options.budget_s:g} s, most of "
+                        "RAG_PARSE_TIMEOUT_S) was spent; raise RAG_PARSE_TIMEOUT_S to read them")
+        no_text = [n for n in no_text if n not in set(over_budget)]
     if no_text:
         warnings.append(
             _pages_phrase(no_text, "has no text layer", "have no text layer")
@@ -641,6 +651,11 @@ def _pdf_pages(
             pages=count,
             warnings=tuple(warnings),
         )
+    if over_budget:
+        raise ParseTimeout(f"{path}: OCR read {len(scans.pages)} page(s) in "
+                           f"{scans.seconds:.0f} s and found no text before its time "
+                           f"({scans.options.budget_s:g} s) was spent; raise "
+                           "RAG_PARSE_TIMEOUT_S to read the other pages")
     if no_text:
         if use_ocr:
             raise EmptyDocument(

@@ -59,6 +59,7 @@ class OcrOptions:
     languages: str = "eng"
     dpi: int = 300
     max_pixels: int = 40_000_000  # a page is drawn at most this big (a poster gets a lower dpi)
+    budget_s: float = 0.0  # OCR time for one file, then pages are left unread; 0: no limit
 
     @property
     def enabled(self) -> bool:
@@ -207,8 +208,13 @@ class PdfPageOcr:
             return True
         return letters(text) < SCAN_MAX_LETTERS and self.looks_scanned(number)
 
+    def spent(self) -> bool:
+        """Whether this file's OCR time budget (`OcrOptions.budget_s`) is used up."""
+        return 0 < self.options.budget_s <= self.seconds
+
     def read(self, number: int, text: str) -> str:
         """The better of the layer's `text` and the OCR text of page `number`."""
+        started = time.monotonic()
         page = self._doc()[number - 1]
         try:
             width, height = page.get_size()
@@ -219,7 +225,7 @@ class PdfPageOcr:
         finally:
             page.close()
         result = ocr_image(image, self.options, dpi=round(scale * 72))
-        self.seconds += result.seconds
+        self.seconds += time.monotonic() - started  # drawing included
         if letters(result.text) > letters(text):
             self.pages.append(number)
             return result.text
@@ -282,10 +288,20 @@ def load_image(path: Path, options: OcrOptions) -> LoadedDocument:
         sections: list[Section] = []
         seconds = 0.0
         frames = 0
+        warnings: list[str] = []
         try:
             for frame in ImageSequence.Iterator(image):
                 frames += 1
                 if frames > IMAGE_MAX_FRAMES:
+                    warnings.append(f"pages from {frames} on were not read (at most "
+                                    f"{IMAGE_MAX_FRAMES} pages of an image are)")
+                    break
+                if 0 < options.budget_s <= seconds:
+                    warnings.append(f"pages from {frames} on were not read by OCR: the file's "
+                                    f"OCR time ({options.budget_s:g} s, most of "
+                                    "RAG_PARSE_TIMEOUT_S) was spent; raise RAG_PARSE_TIMEOUT_S "
+                                    "to read them")
+                    frames -= 1
                     break
                 picture = frame.convert("L")
                 if picture.width * picture.height > options.max_pixels:
@@ -302,7 +318,7 @@ def load_image(path: Path, options: OcrOptions) -> LoadedDocument:
         except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged image data
             raise ParseError(f"{path}: the image data is damaged ({type(exc).__name__}: "
                              f"{exc}); re-save it") from exc
-    frames = min(frames, IMAGE_MAX_FRAMES)
+    frames = min(frames, IMAGE_MAX_FRAMES)  # the frames looked at
     if not sections:
         raise EmptyDocument(f"{path}: OCR ({options.languages}) found no text in the image")
     if frames > 1:  # a multi-page TIFF: each page headed by its number, to cite it
@@ -311,4 +327,4 @@ def load_image(path: Path, options: OcrOptions) -> LoadedDocument:
                             page_end=s.page_end) for s in sections]
     note = ocr_note([s.page_start or 1 for s in sections], options.languages, seconds)
     return LoadedDocument(kind="image", sections=tuple(sections), pages=frames,
-                          warnings=(note,))
+                          warnings=(note, *warnings))

@@ -601,7 +601,8 @@ class Ingestor:
         s = self.settings
         with ParseWorker(s.parse_timeout_s, max_text_chars=s.max_text_chars,
                          max_memory_mb=s.parse_max_memory_mb, pdf_parser=s.pdf_parser,
-                         ocr=OcrOptions(s.ocr, s.ocr_languages)) as worker:
+                         ocr=OcrOptions(s.ocr, s.ocr_languages,
+                                        budget_s=0.8 * s.parse_timeout_s)) as worker:
             self._process(work, worker, target, report)
 
         if rebuild:

@@ -105,6 +105,28 @@ def test_a_multi_page_tiff_keeps_its_page_numbers(tmp_path: Path) -> None:
     assert "nordlys heater" in words(doc.sections[1].text)
 
 
+def test_ocr_stops_at_its_time_budget_and_keeps_what_it_read(tmp_path: Path) -> None:
+    """A long scan must not fail whole at the parse time limit: OCR stops when the file's
+    budget (most of RAG_PARSE_TIMEOUT_S) is spent; the pages read so far are kept."""
+    writer = PdfWriter()
+    writer.append(scanned_pdf(tmp_path / "a.pdf", HEATER))
+    writer.append(scanned_pdf(tmp_path / "b.pdf", KETTLE))
+    path = tmp_path / "long-scan.pdf"
+    with path.open("wb") as handle:
+        writer.write(handle)
+    doc = load_file(path, ocr=OcrOptions(budget_s=0.001))
+    assert [s.page_start for s in doc.sections] == [1]
+    assert "nordlys heater" in words(doc.sections[0].text)
+    assert doc.warnings[1] == ("page 2 was not read by OCR: the file's OCR time (0.001 s, most "
+                               "of RAG_PARSE_TIMEOUT_S) was spent; raise RAG_PARSE_TIMEOUT_S "
+                               "to read them")
+    fax = tmp_path / "fax.tiff"
+    picture(tmp_path / "c", HEATER).save(fax, save_all=True,
+                                         append_images=[picture(tmp_path / "d", KETTLE)])
+    doc = load_file(fax, ocr=OcrOptions(budget_s=0.001))
+    assert doc.pages == 1 and "pages from 2 on were not read by OCR" in doc.warnings[1]
+
+
 def test_off_or_missing_language_says_what_to_do(tmp_path: Path) -> None:
     scan = scanned_pdf(tmp_path / "scan.pdf", HEATER)
     image = tmp_path / "photo.png"
