@@ -199,6 +199,22 @@ def test_not_a_zip_and_encrypted_office_files_say_what_to_do(tmp_path: Path) -> 
         load_file(ole)
 
 
+def test_drm_epub_is_refused_and_font_obfuscation_is_not_drm(tmp_path: Path) -> None:
+    def with_encryption(name: str, uri: str) -> Path:
+        path = make_epub(tmp_path / name)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("META-INF/encryption.xml",
+                             '<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+                             f'<EncryptedData><CipherData><CipherReference URI="{uri}"/>'
+                             "</CipherData></EncryptedData></encryption>")
+        return path
+
+    with pytest.raises(ParseError, match=r"drm\.epub is DRM-protected"):
+        load_file(with_encryption("drm.epub", "EPUB/chap_01.xhtml"))
+    doc = load_file(with_encryption("fonts.epub", "EPUB/fonts/serif.otf"))
+    assert any("lighthouse" in s.text for s in doc.sections)
+
+
 def test_macros_are_ignored_with_a_warning(tmp_path: Path) -> None:
     path = make_docx(tmp_path / "macro.docx")
     with zipfile.ZipFile(path, "a") as archive:
