@@ -39,8 +39,8 @@ from typing import Any, Literal
 from rag_app.errors import EmptyDocument, FileTooLarge, LoadError, NeedsOCR, ParseError
 from rag_app.records import LoadedDocument, Section
 
-__all__ = ["IMAGE_SUFFIXES", "OcrOptions", "PdfPageOcr", "engine_problem", "load_image",
-           "ocr_image", "ocr_note", "read_ocr_note"]
+__all__ = ["IMAGE_SUFFIXES", "OcrOptions", "OcrWord", "PdfPageOcr", "engine_problem",
+           "load_image", "ocr_image", "ocr_note", "ocr_words", "read_ocr_note"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 INSTALL_HINT = "install Tesseract with `make ocr` (Debian: apt-get install tesseract-ocr)"
@@ -107,13 +107,26 @@ class OcrText:
     confidence: float = 0.0  # mean word confidence, 0-100
 
 
-def ocr_image(image: Any, options: OcrOptions, dpi: int | None = None) -> OcrText:
-    """Tesseract's text of a PIL image: lines as it found them, a blank line between blocks
-    and paragraphs. `dpi`: the image's resolution when known (a drawn PDF page)."""
+@dataclass(frozen=True)
+class OcrWord:
+    """A word Tesseract found, with its box in the image's pixels."""
+
+    text: str
+    left: int
+    top: int
+    right: int
+    bottom: int
+    confidence: float  # 0-100
+    line: tuple[int, int, int]  # (block, paragraph, line) numbers
+
+
+def ocr_words(image: Any, options: OcrOptions, dpi: int | None = None) -> list[OcrWord]:
+    """Tesseract's words of a PIL image, in reading order, with their boxes. `dpi`: the
+    image's resolution when known (a drawn PDF page). Raises NeedsOCR without the engine,
+    ParseError when it fails or takes over PAGE_TIMEOUT_S."""
     exe = _tesseract()
     if exe is None:
         raise NeedsOCR(f"the OCR engine is not installed: {INSTALL_HINT}")
-    started = time.monotonic()
     buffer = io.BytesIO()
     image.convert("L").save(buffer, format="PPM")  # uncompressed: nothing to encode
     command = [exe, "stdin", "stdout", "-l", options.languages, "--psm", "3"]
@@ -131,34 +144,42 @@ def ocr_image(image: Any, options: OcrOptions, dpi: int | None = None) -> OcrTex
         detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise ParseError(f"OCR failed (tesseract exit code {done.returncode}: "
                          f"{detail[-1][:200] if detail else 'no message'})")
-    lines: dict[tuple[int, int, int], list[str]] = {}
-    confidences: list[float] = []
+    words: list[OcrWord] = []
     for row in done.stdout.decode("utf-8", "replace").splitlines()[1:]:
         cells = row.split("\t")
         if len(cells) < 12 or cells[0] != "5":  # level 5: a word
             continue
-        word = cells[11].strip()
+        text = cells[11].strip()
         try:
             confidence = float(cells[10])
-            key = (int(cells[2]), int(cells[3]), int(cells[4]))
+            line = (int(cells[2]), int(cells[3]), int(cells[4]))
+            left, top, width, height = (int(cells[i]) for i in (6, 7, 8, 9))
         except ValueError:
             continue
-        if not word or confidence < 0:
-            continue
-        confidences.append(confidence)
-        lines.setdefault(key, []).append(word)
+        if text and confidence >= 0:
+            words.append(OcrWord(text, left, top, left + width, top + height, confidence, line))
+    return words
+
+
+def ocr_image(image: Any, options: OcrOptions, dpi: int | None = None) -> OcrText:
+    """Tesseract's text of a PIL image: lines as it found them, a blank line between blocks
+    and paragraphs. `dpi`: the image's resolution when known (a drawn PDF page)."""
+    started = time.monotonic()
+    words = ocr_words(image, options, dpi)
     parts: list[str] = []
-    previous: tuple[int, int] | None = None
-    for (block, paragraph, _), words in sorted(lines.items()):
-        if previous is not None and previous != (block, paragraph):
-            parts.append("")
-        parts.append(" ".join(words))
-        previous = (block, paragraph)
+    previous: OcrWord | None = None
+    for word in words:
+        if previous is not None and previous.line != word.line:
+            same_paragraph = previous.line[:2] == word.line[:2]
+            parts.append("\n" if same_paragraph else "\n\n")
+        elif previous is not None:
+            parts.append(" ")
+        parts.append(word.text)
+        previous = word
     from ingest.loaders import normalise_text
 
-    mean = sum(confidences) / len(confidences) if confidences else 0.0
-    return OcrText(normalise_text("\n".join(parts)), time.monotonic() - started,
-                   len(confidences), mean)
+    mean = sum(w.confidence for w in words) / len(words) if words else 0.0
+    return OcrText(normalise_text("".join(parts)), time.monotonic() - started, len(words), mean)
 
 
 def letters(text: str) -> int:

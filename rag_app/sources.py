@@ -248,6 +248,8 @@ def _render_page(pdf: Any, number: int, passage: str, scale: float, max_pixels: 
                 box = (min(x0, x1) - 2, min(y0, y1) - 2, max(x0, x1) + 2, max(y0, y1) + 2)
                 draw.rectangle(box, fill=_FILL, outline=_OUTLINE)
                 marks += 1
+        if not chars.strip():  # a scanned page: OCR's word boxes give the marks
+            marks = _mark_scanned(image, passage, draw)
         out = io.BytesIO()
         Image.alpha_composite(image, overlay).convert("RGB").save(out, format="PNG")
         return PageView(number, out.getvalue(), marks, image.width, image.height)
@@ -255,6 +257,32 @@ def _render_page(pdf: Any, number: int, passage: str, scale: float, max_pixels: 
         if textpage is not None:
             textpage.close()
         page.close()
+
+
+def _mark_scanned(image: Any, passage: str, draw: Any) -> int:
+    """Mark the passage's words on a drawn page that has no text layer, with the boxes of the
+    words Tesseract finds on the drawing (ingest/ocr.py; none without the engine)."""
+    from ingest.ocr import OcrOptions, ocr_words
+
+    options = OcrOptions()
+    if not options.enabled:
+        return 0
+    try:
+        words = ocr_words(image, options)
+    except LoadError:
+        return 0
+    text, starts = "", []
+    for word in words:
+        starts.append(len(text))
+        text += word.text + " "
+    marks = 0
+    for start, end in find_passage_spans(text, passage):
+        for word, at in zip(words, starts, strict=True):
+            if at < end and at + len(word.text) > start:
+                draw.rectangle((word.left - 2, word.top - 2, word.right + 2, word.bottom + 2),
+                               fill=_FILL, outline=_OUTLINE)
+                marks += 1
+    return marks
 
 
 # --- Markdown / HTML / text sections -----------------------------------------------------------

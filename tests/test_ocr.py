@@ -142,6 +142,18 @@ def test_off_or_missing_language_says_what_to_do(tmp_path: Path) -> None:
         load_file(scan, ocr=klingon)
 
 
+def test_the_citation_viewer_marks_the_passage_on_a_scanned_page(tmp_path: Path) -> None:
+    """A scanned page has no text layer to find the passage in: OCR's word boxes give the
+    marks, over the passage's words only."""
+    from rag_app.sources import render_pdf_pages
+
+    path = mixed_pdf(tmp_path / "manual.pdf", tmp_path)
+    [view] = render_pdf_pages(path, 2, 2, "serviced every 18 months by an authorised technician")
+    assert 5 <= view.marks <= 10  # the 8 words, give or take one Tesseract splits or joins
+    [other] = render_pdf_pages(path, 2, 2, "a sentence that is nowhere on this page at all")
+    assert other.marks == 0
+
+
 def test_the_report_note_reads_back() -> None:
     assert read_ocr_note(ocr_note([2, 3, 4, 9], "eng", 12.34)) == (4, 12.3)
     assert read_ocr_note(ocr_note([7], "eng+deu", 1.0)) == (1, 1.0)
