@@ -186,6 +186,19 @@ class Settings(BaseSettings):
         "the source says at no cost, 'must not' where it says 'must', TRUE for FALSE, a price "
         "from another row of a price list. The sentence stays, marked with the reason.",
     )
+    answer_confidence: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Flag an answer sentence whose names, code or figures the model was unsure "
+        "of: the probability it gave to their first token is under RAG_ANSWER_CONFIDENCE_MIN "
+        "(the model nearly wrote something else there). auto: with the bundled local model; "
+        "on: with any endpoint (it must return log-probabilities, as OpenAI, llama.cpp and "
+        "vLLM do); off: never.",
+    )
+    answer_confidence_min: float = Field(
+        default=0.6, ge=0.0, le=1.0,
+        description="The least probability the model may give the first token of a name, a "
+        "piece of code or a figure in its answer before the sentence is flagged as unsure.",
+    )
     answer_quotes: Literal["extract", "model"] = Field(
         default="extract",
         description="Where each answer sentence's quote comes from. extract: the model answers "
@@ -293,8 +306,10 @@ class Settings(BaseSettings):
         description="Requests one client address may make per minute (0: no limit).",
     )
     api_max_answers: int = Field(
-        default=8, ge=1, le=1024,
-        description="Chat completions answered or waiting at once; more are refused (429).",
+        default=4, ge=1, le=1024,
+        description="Chat completions answered or waiting at once; more are refused (429). "
+        "The bundled model answers one at a time: more waiting than fit in "
+        "RAG_LLM_FIRST_TOKEN_TIMEOUT_S fail anyway.",
     )
 
     # --- logging -------------------------------------------------------------------------
