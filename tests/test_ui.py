@@ -372,8 +372,18 @@ def test_feedback_and_export_keep_the_question_answer_and_citations(env: dict[st
     assert {"Markdown", "JSON"} <= labels
 
 
-def test_the_embedding_map_marks_the_last_question_and_its_passages(env: dict[str, str]
-                                                                    ) -> None:
+def test_the_embedding_map_marks_the_last_question_and_its_passages(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import rag_app.eval.maps as maps
+
+    fits: list[int] = []
+    fit = maps.embedding_map
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        fits.append(1)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(maps, "embedding_map", counted)
     at = ask(ok(app()), "How long is the standard warranty?")
     at.switch_page("views/embedding_map_page.py")
     at = ok(at.run())
@@ -381,4 +391,13 @@ def test_the_embedding_map_marks_the_last_question_and_its_passages(env: dict[st
     kinds = {getattr(e, "type", "") for e in at.main}
     assert {"arrow_vega_lite_chart", "vega_lite_chart"} & kinds, f"no chart drawn: {kinds}"
     shown = unescape(texts(at))
-    assert "Last question:" in shown and "3 of its passages ringed" in shown
+    assert "Last question:" in shown and "3 of its passages are ringed" in shown
+    assert "red diamond" in shown and "star" not in shown and "questions" not in shown
+    drawn = len(fits)
+    assert drawn <= 1  # 0: an earlier test of this module drew the map of this index
+    # a new question is placed on the same layout: no new fit (REVIEW L7)
+    at.switch_page("views/chat_page.py")
+    at = ask(ok(at.run()), "How do I descale the AK-200 kettle?")
+    at.switch_page("views/embedding_map_page.py")
+    at = ok(at.run())
+    assert "How do I descale" in unescape(texts(at)) and len(fits) == drawn

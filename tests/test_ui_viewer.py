@@ -171,13 +171,17 @@ def test_the_card_shows_the_stored_passage_and_why_when_drawing_is_stopped(
         files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
+    import rag_app.ui.components as components
+
     monkeypatch.setenv("RAG_VIEW_TIMEOUT_S", "1")
+    # the file counts as indexed (the look-up in the index: tests/test_ui_deleted_source.py)
+    monkeypatch.setattr(components, "indexed_path", lambda hit, source: files["slow"])
     passage = "Priming: " + SENTENCE
     citation = {"number": 1, "chunk_id": "c1", "source": "slow.pdf", "page_start": 1,
                 "page_end": 1, "passage": passage, "location": "slow.pdf p. 1", "quotes": []}
     at = AppTest.from_function(_card, default_timeout=60)
     at.session_state["citation"] = citation
-    at.session_state["hits"] = [{"chunk_id": "c1", "root": str(files["slow"].parent)}]
+    at.session_state["hits"] = [{"chunk_id": "c1", "root_id": "0123456789abcdef"}]
     at = at.run()
     assert not at.exception, [e.value for e in at.exception]
     warning = " ".join(str(w.value) for w in at.warning)

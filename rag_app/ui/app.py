@@ -32,6 +32,7 @@ def main() -> None:
         st.error(f"The settings are invalid: {md(short_paths(str(exc)))}. Fix them in .env or "
                  "the RAG_* environment variables (see .env.example) and reload.")
         st.stop()
+    keep_chat_in_url()
     views = Path(__file__).parent / "views"
     pages = [
         st.Page(views / "chat_page.py", title="Chat", icon=":material/chat:",
@@ -42,6 +43,14 @@ def main() -> None:
                 icon=":material/scatter_plot:", url_path="map"),
     ]
     st.navigation(pages).run()
+
+
+def keep_chat_in_url() -> None:
+    """`?chat=<id>` stays in the URL on every page: moving to the Documents page and back (which
+    drops query parameters) and then reloading opens the same chat, not an empty one."""
+    conv = st.session_state.get("conversation")
+    if conv is not None and conv.messages and not st.query_params.get("chat"):
+        st.query_params["chat"] = conv.id
 
 
 def exposure_banner() -> None:

@@ -18,6 +18,7 @@ from rag_app.conversations import (
     make_title,
 )
 from rag_app.service import describe_llm
+from rag_app.store import StoredChunk
 from rag_app.ui import components
 from rag_app.ui.state import explain, load_settings, services, session_options
 from rag_app.ui.text import md, short_paths
@@ -54,6 +55,50 @@ def _switch(conv_id: str | None) -> None:
         st.query_params.pop("chat", None)
 
 
+def _rename(store: ConversationStore, conv: Conversation, name: str) -> None:
+    title = make_title(name) if name.strip() else ""
+    if title:
+        conv.title = title
+        store.save(conv)
+
+
+def _delete(store: ConversationStore, conv_id: str) -> None:
+    store.delete(conv_id)
+    _switch(None)
+
+
+def when(stamp: float, now: float) -> str:
+    """A chat's last change for the list: 'today 14:05', 'yesterday 09:30', '3 Dec', or
+    '3 Dec 2025' in another year (the server's local time)."""
+    from datetime import datetime
+
+    then, today = datetime.fromtimestamp(stamp), datetime.fromtimestamp(now)
+    days = (today.date() - then.date()).days
+    if days == 0:
+        return then.strftime("today %H:%M")
+    if days == 1:
+        return then.strftime("yesterday %H:%M")
+    day = f"{then.day} {then.strftime('%b')}"
+    return day if then.year == today.year else f"{day} {then.year}"
+
+
+def chat_labels(past: Iterable[Any], now: float) -> dict[str, str]:
+    """Each past chat's label: its title and when it last changed; chats with the same title
+    and time get #2, #3… (oldest first), so no two labels are the same."""
+    items = list(past)
+    labels = {item.id: f"{item.title or NEW_CHAT} · {when(item.updated, now)}" for item in items}
+    seen: dict[str, int] = {}
+    for item in sorted(items, key=lambda i: (i.updated, i.id)):
+        label = labels[item.id]
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            labels[item.id] = f"{label} #{seen[label]}"
+    return labels
+
+
+NEW_CHAT = "New chat"
+
+
 def _sidebar(store: ConversationStore, conv: Conversation, info: dict[str, Any]) -> None:
     settings = load_settings()
     with st.sidebar:
@@ -62,10 +107,23 @@ def _sidebar(store: ConversationStore, conv: Conversation, info: dict[str, Any])
         past = store.list(limit=30)
         if past:
             st.caption("Past chats")
+            labels = chat_labels(past, time.time())
             for item in past:
-                st.button(md(item.title or "New chat"), key=f"past-{item.id}",
-                          on_click=_switch, args=(item.id,), type="tertiary",
-                          disabled=item.id == conv.id)
+                is_open = item.id == conv.id
+                st.button(md(labels[item.id]), key=f"past-{item.id}", on_click=_switch,
+                          args=(item.id,), type="secondary" if is_open else "tertiary",
+                          icon=":material/chat:" if is_open else None, width="stretch",
+                          help="The open chat" if is_open else "Open this chat")
+        if conv.messages:
+            with st.popover("Rename or delete this chat", icon=":material/edit:",
+                            width="stretch"):
+                name = st.text_input("Name", value=conv.title, max_chars=200,
+                                     key=f"rename-{conv.id}")
+                st.button("Rename", key=f"do-rename-{conv.id}", on_click=_rename,
+                          args=(store, conv, name))
+                sure = st.checkbox("Yes, delete this chat", key=f"sure-{conv.id}")
+                st.button("Delete this chat", key=f"do-delete-{conv.id}", disabled=not sure,
+                          icon=":material/delete:", on_click=_delete, args=(store, conv.id))
         if conv.messages:
             c1, c2 = st.columns(2)
             c1.download_button("Markdown", data=lambda: export_markdown(conv),
@@ -79,23 +137,34 @@ def _sidebar(store: ConversationStore, conv: Conversation, info: dict[str, Any])
         opts = session_options()
         # on_change="ignore": changing a setting never reruns the page, so it never cuts off
         # an answer being written; the next question uses it.
-        opts["k"] = st.slider("Passages given to the model (k)", 1, 15, opts["k"],
-                              key="opt-k", on_change="ignore")
+        opts["k"] = st.slider("Passages the model reads", 1, 15, opts["k"],
+                              key="opt-k", on_change="ignore",
+                              help="How many passages of your documents are found for each "
+                              "question and given to the model. More can find an answer "
+                              "spread over several places, but the answer takes longer.")
         modes = ["hybrid", "dense", "lexical"]
-        opts["mode"] = st.selectbox("Retrieval", modes, index=modes.index(opts["mode"]),
-                                    key="opt-mode", on_change="ignore",
-                                    help="hybrid: meaning (dense) and exact words (BM25) fused")
+        plain = {"hybrid": "By meaning and by exact words", "dense": "By meaning only",
+                 "lexical": "By exact words only"}
+        opts["mode"] = st.selectbox("How passages are found", modes,
+                                    index=modes.index(opts["mode"]), key="opt-mode",
+                                    on_change="ignore", format_func=plain.__getitem__,
+                                    help="By meaning finds passages that say the same thing "
+                                    "in other words; by exact words finds names, codes and "
+                                    "numbers. Both together work best for most questions.")
         choices = ["", *_source_choices(info)]
         current = opts["source"] if opts["source"] in choices else ""
         opts["source"] = st.selectbox("Only search in", choices, index=choices.index(current),
                                       key="opt-source", on_change="ignore",
                                       format_func=lambda s: s or "all documents")
-        opts["mmr"] = st.toggle("Diversify passages (MMR)", opts["mmr"], key="opt-mmr",
-                                on_change="ignore")
+        opts["mmr"] = st.toggle("Prefer passages that say different things", opts["mmr"],
+                                key="opt-mmr", on_change="ignore",
+                                help="Skips passages that repeat what a better one already "
+                                "says, so the model sees more of your documents (MMR).")
         opts["answer_check"] = st.toggle(
-            "Check each answer against its sources", opts["answer_check"],
+            "Double-check each answer", opts["answer_check"],
             key="opt-check", on_change="ignore",
-            help="A second, short model call; a rejected answer becomes 'not found'.")
+            help="Asks the model once more, briefly, whether the passages really state the "
+            "answer; if not, you get 'not found' instead of a doubtful answer.")
         st.divider()
         st.caption(f"LLM: {md(describe_llm(settings))}  \nCollection: "
                    f"{md(settings.collection)} in the "
@@ -141,10 +210,60 @@ def render() -> None:
                 "`python -m ingest FOLDER`.")
     for i, message in enumerate(conv.messages):
         _draw(store, conv, i, message)
+    if not conv.messages and info.get("chunks"):
+        _examples()
     question = st.chat_input("Ask a question about your documents", submit_mode="stop",
                              disabled=not info.get("chunks"), max_chars=2000)
+    question = question or st.session_state.pop("example_question", None)
     if question:
         _ask(store, conv, question.strip())
+
+
+def _examples() -> None:
+    """An empty chat offers a few questions made from the documents' own headings."""
+    store = services().store()
+    if store is None:
+        return
+    questions = example_questions(store.version(), _rows(store))
+    if not questions:
+        return
+    st.caption("Not sure where to start? Try one of these:")
+    for n, question in enumerate(questions):
+        st.button(md(question), key=f"example-{n}", icon=":material/lightbulb:",
+                  on_click=st.session_state.__setitem__, args=("example_question", question))
+
+
+def _rows(store: Any) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    """(file, heading path, title) of up to 300 passages, read without their text."""
+    got = store.chunks.get(limit=300, include=["metadatas"])
+    rows = []
+    for meta in got.get("metadatas") or []:
+        chunk = StoredChunk.from_row("", "", meta)
+        rows.append((chunk.source, chunk.headings, chunk.title or ""))
+    return tuple(rows)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def example_questions(version: tuple[Any, ...],
+                      rows: tuple[tuple[str, tuple[str, ...], str], ...]) -> list[str]:
+    """Up to three questions, each on another file: about a section's heading (the deepest one,
+    if it says something: at least two words) or, else, the document's title."""
+    out: list[str] = []
+    files: set[str] = set()
+    for source, headings, title in sorted(rows):
+        if source in files:
+            continue
+        topic = next((h for h in reversed(headings) if len(h.split()) >= 2), "")
+        if topic:
+            out.append(f"What do the documents say about {topic.strip().rstrip('?:.')}?")
+        elif len(title.split()) >= 2:
+            out.append(f"What is “{title.strip()}” about?")
+        else:
+            continue
+        files.add(source)
+        if len(out) == 3:
+            break
+    return out
 
 
 def _draw(store: ConversationStore, conv: Conversation, i: int, message: dict[str, Any]) -> None:
@@ -236,6 +355,7 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
                     message.update(content="".join(written), stopped=True)
             result = stream.result.to_dict()
             result["ui"] = {"sources_s": round(sources_s, 3)}
+            result["hits"] = components.saved_hits(result.get("hits", []))
             message.update(content=result["text"], result=result)
         except _NoIndex:
             message["error"] = ("No documents are indexed yet: add some on the Documents page "

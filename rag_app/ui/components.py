@@ -28,11 +28,27 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return flat if len(flat) <= limit else flat[:limit].rsplit(" ", 1)[0] + " …"
 
 
+NOT_FOUND_REASONS = {
+    "similarity": "no passage of the documents is close enough in meaning to the question.",
+    "names": "the question names something that none of the passages found mentions.",
+    "model": "the model read the passages found and said they do not answer it.",
+    "quotes": "the model's answer quoted words that are not in the passages it cited.",
+    "unsourced": "the answer named things no passage mentions, and asked again, the model "
+                 "found no answer.",
+    "kind": "the answer did not give the kind of value the question asks for (a price, a "
+            "date, a number…).",
+    "check": "a second check found that the passages cited do not state the answer.",
+}
+
+
 def source_list(hits: Sequence[dict[str, Any]], flagged: Sequence[int], *,
                 title: str = "Sources", expanded: bool = True) -> None:
-    """The retrieved passages: file, page or heading path, similarity, a preview."""
+    """The retrieved passages, most similar first: [n] (the number citations use), file, page
+    or heading path, similarity, a preview."""
     with st.expander(f"{md(title)} ({len(hits)})", expanded=expanded):
-        for n, hit in enumerate(hits, start=1):
+        numbered = sorted(enumerate(hits, start=1),
+                          key=lambda item: -float(item[1].get("similarity") or 0.0))
+        for n, hit in numbered:
             badge = " · :orange-badge[instruction-like text withheld]" if n in flagged else ""
             st.markdown(f"**[{n:d}]** {md(hit['location'])} · similarity "
                         f"{hit['similarity']:.2f}{badge}")
@@ -54,6 +70,9 @@ def answer_message(result: dict[str, Any], *, key: str,
         return
     if not result.get("found", True):
         st.markdown(md(NOT_FOUND))
+        reason = NOT_FOUND_REASONS.get(str(result.get("refused_by") or ""))
+        if reason:
+            st.caption(f"Why: {md(reason)}")
         if result.get("missing_names"):
             st.caption("The documents found do not mention "
                        f"{md(', '.join(result['missing_names']))}.")
@@ -73,7 +92,8 @@ def answer_message(result: dict[str, Any], *, key: str,
             with st.expander(f"The model's draft, {why}"):
                 st.markdown(md(result["draft"]))
         if hits:
-            source_list(hits, flagged, title="Nearest passages", expanded=True)
+            source_list(hits, flagged, title="Nearest passages (they do not answer it)",
+                        expanded=False)
         return
     evidence(result, stopped=stopped)
     if result.get("first_answer"):
@@ -252,17 +272,55 @@ def viewer() -> Viewer:
     return _viewer(repr(limits), limits)
 
 
+def root_id(root: str) -> str:
+    """A folder as saved chats name it: a short hash, never its path (the chat files and their
+    exports do not reveal where documents live on this machine)."""
+    import hashlib
+
+    return hashlib.sha256(root.encode()).hexdigest()[:16]
+
+
+def saved_hits(hits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The retrieved passages as a chat saves them: the folder as `root_id`, no path."""
+    out = []
+    for hit in hits:
+        kept = {k: v for k, v in hit.items() if k != "root"}
+        if hit.get("root"):
+            kept["root_id"] = root_id(str(hit["root"]))
+        out.append(kept)
+    return out
+
+
+def indexed_path(hit: dict[str, Any], source: str) -> Path | None:
+    """The file of a saved passage, if the index still holds it (the folder given as
+    `root_id`, or as a path in chats saved before); None when it was deleted or never was."""
+    from rag_app.ui.state import services
+
+    wanted = str(hit.get("root_id") or (root_id(str(hit["root"])) if hit.get("root") else ""))
+    store = services().store() if wanted else None
+    if store is None:
+        return None
+    for record in store.file_records().values():
+        if record.source == source and root_id(record.root) == wanted:
+            return Path(record.root) / record.source
+    return None
+
+
 def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> None:
     """The cited passage at its place: the PDF page with the passage marked, or the section
-    of a Markdown/HTML/text file with the passage marked; and the original file."""
+    of a Markdown/HTML/text file with the passage marked; and the original file. Only a file
+    the index still holds is opened: a deleted document's passage is shown as it was indexed,
+    saying so (REVIEW L10)."""
     hit = next((h for h in hits if h.get("chunk_id") == citation["chunk_id"]), {})
-    root = hit.get("root", "")
-    path = Path(root) / citation["source"] if root else None
+    path = indexed_path(hit, citation["source"])
     with st.container(border=True, key=f"card-{citation['chunk_id']}"):
         st.markdown(f"**[{int(citation['number'])}] {md(citation['location'])}**")
         if path is None or not path.is_file():
-            st.warning("The original file is no longer where it was ingested from; this is the "
-                       "passage as indexed.")
+            st.warning("This document was deleted from the index (or moved) since this answer "
+                       "was given: below is its passage as it was indexed then, not the "
+                       "document as it is now." if path is None else
+                       "The original file is no longer where it was ingested from; this is "
+                       "the passage as indexed.")
             st.markdown(md(citation["passage"]))
             return
         from rag_app.errors import RagError

@@ -72,7 +72,9 @@ def render() -> None:
     c1.button("Re-ingest", icon=":material/refresh:", key="doc-reingest",
               disabled=not path.is_file(), on_click=reingest,
               help="Parse and index this file again (it is skipped if unchanged)")
-    confirm = c2.checkbox("Confirm delete", key="doc-confirm")
+    confirm = c2.checkbox("Confirm delete", key="doc-confirm",
+                          help="Saved chats keep the passages their answers quoted; their "
+                          "citations then say the document was deleted and no longer open it.")
 
     def delete() -> None:
         # the file as it is now: a newer upload of this name, arriving before the delete
@@ -179,12 +181,33 @@ def _jobs(svc: Any) -> None:
     panel()
 
 
+def stage_text(job: Job) -> str:
+    """What a running job is doing, in words: which file of how many, and its stage (reading
+    the file, then embedding its passages) with how far that stage is."""
+    from ingest.sync import PARSE_SHARE
+
+    if job.state == "queued":
+        return "waiting for the job before it"
+    if job.kind == "delete":
+        return "removing from the index"
+    if not job.current:
+        return "looking at the files"
+    which = (f"file {min(job.files_done + 1, job.files_total)} of {job.files_total}, "
+             if job.files_total > 1 else "")
+    if job.fraction < PARSE_SHARE:
+        done = job.fraction / PARSE_SHARE
+        stage = "reading the file" + (f" ({done:.0%} of its pages)" if done > 0 else "")
+    else:
+        done = (job.fraction - PARSE_SHARE) / (1 - PARSE_SHARE)
+        stage = f"embedding its passages ({done:.0%})"
+    return f"{which}{job.current}: {stage}"
+
+
 def _job(job: Job) -> None:
     with st.container(border=True):
         label = md(job.label)
         if job.state in ("queued", "running"):
-            what = f"{md(job.current)}" if job.current else "starting"
-            st.progress(job.progress, text=f"{label}: {md(job.state)} ({what})")
+            st.progress(job.progress, text=f"{label}: {md(stage_text(job))}")
         elif job.state == "failed":
             st.error(f"{label}: {md(short_paths(job.error))}")
         else:
