@@ -44,6 +44,15 @@ class Endpoint:
                 "api_key=***)")
 
 
+@dataclass(frozen=True)
+class TokenProb:
+    """One token of a reply as the server sampled it: its text, its log-probability and the
+    most likely tokens the model weighed in its place (text, log-probability)."""
+    text: str
+    logprob: float
+    alternatives: tuple[tuple[str, float], ...] = ()
+
+
 class Chat(Protocol):
     """What the answer path needs of a chat model: `ChatClient`, or a fake in tests."""
 
@@ -52,7 +61,8 @@ class Chat(Protocol):
     def stream(self, messages: Sequence[dict[str, str]], *, max_tokens: int | None = None,
                response_format: dict[str, Any] | None = None,
                temperature: float | None = None,
-               stats: dict[str, float] | None = None) -> Iterator[str]: ...
+               stats: dict[str, float] | None = None,
+               tokens: list[TokenProb] | None = None) -> Iterator[str]: ...
 
     def complete(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> str: ...
 
@@ -109,6 +119,22 @@ def _read_stats(event: Any, stats: dict[str, float]) -> None:
         if isinstance(timings.get("prompt_ms"), int | float):
             stats["prompt_ms"] = float(timings["prompt_ms"])
 
+TOP_LOGPROBS = 3  # the alternatives asked for each token, when log-probabilities are asked
+
+
+def _token_probs(choice: Any) -> list[TokenProb]:
+    """The tokens of a stream event's choice with their log-probabilities, if it has any."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+    out = []
+    for item in content:
+        if not isinstance(getattr(item, "logprob", None), int | float):
+            continue
+        top = tuple((alt.token, float(alt.logprob)) for alt in (item.top_logprobs or [])
+                    if isinstance(getattr(alt, "logprob", None), int | float))
+        out.append(TokenProb(item.token, float(item.logprob), top))
+    return out
+
+
 class ChatClient:
     """Streams chat completions; `stream()` yields text pieces as they arrive."""
 
@@ -127,13 +153,16 @@ class ChatClient:
     def stream(self, messages: Sequence[dict[str, str]], *, max_tokens: int | None = None,
                response_format: dict[str, Any] | None = None,
                temperature: float | None = None,
-               stats: dict[str, float] | None = None) -> Iterator[str]:
+               stats: dict[str, float] | None = None,
+               tokens: list[TokenProb] | None = None) -> Iterator[str]:
         """Yield the answer's text as it streams. Raises LLMError on any endpoint failure,
         including no first token within `llm_first_token_timeout_s`, a gap longer than
         `llm_idle_timeout_s` between pieces and no end within the overall deadline.
 
         `stats`, when given, receives what the server reports of the request: prompt_tokens
-        (read), cached_tokens (reused from the server's cache, llama.cpp), prompt_ms."""
+        (read), cached_tokens (reused from the server's cache, llama.cpp), prompt_ms.
+        `tokens`, when given, asks the server for log-probabilities and receives every token
+        with them, as it streams (a server that sends none leaves it empty)."""
         s = self._settings
         kwargs: dict[str, Any] = {
             "model": self.endpoint.model,
@@ -144,6 +173,9 @@ class ChatClient:
         }
         if response_format is not None:
             kwargs["response_format"] = response_format
+        if tokens is not None:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = TOP_LOGPROBS
         pieces: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
         holder: list[Any] = []  # the HTTP response, once the server answered
@@ -154,7 +186,8 @@ class ChatClient:
         # retry is only worth sending well before that (never as the caller leaves).
         retry_until = min(deadline, started + s.llm_first_token_timeout_s) - RETRY_MARGIN_S
         worker = threading.Thread(target=self._pump,
-                                  args=(kwargs, pieces, stop, holder, retry_until, stats),
+                                  args=(kwargs, pieces, stop, holder, retry_until, stats,
+                                        tokens),
                                   daemon=True, name="llm-stream")
         worker.start()
         first = True
@@ -231,7 +264,8 @@ class ChatClient:
 
     def _pump(self, kwargs: dict[str, Any], out: queue.Queue[Any], stop: threading.Event,
               holder: list[Any], retry_until: float,
-              stats: dict[str, float] | None = None) -> None:
+              stats: dict[str, float] | None = None,
+              tokens: list[TokenProb] | None = None) -> None:
         try:
             response = self._create(kwargs, stop, retry_until)
             if response is None:
@@ -247,6 +281,8 @@ class ChatClient:
                         _read_stats(event, stats)
                     if not event.choices:
                         continue
+                    if tokens is not None:
+                        tokens.extend(_token_probs(event.choices[0]))
                     text = event.choices[0].delta.content
                     if text:
                         out.put(text)

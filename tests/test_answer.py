@@ -495,6 +495,8 @@ def test_end_to_end_with_the_bundled_local_model(sample_settings: Any, embedder:
     assert "2" in text and result.found and result.grounded
     assert any(c.source == "warranty-and-returns.md" for c in result.citations)
     assert result.timings.first_token_s is not None
+    # the bundled server sent the probability of every token: the key terms were measured
+    assert any(c.confidence is not None for c in result.claims), result.claims
 
     # a retrieved document that carries instructions does not change the behaviour
     assert any(h.source == "notice.md" for h in stream.hits), "the injection must be in play"

@@ -278,6 +278,26 @@ def test_streamed_chat_completion(client: OpenAI, server: LocalLLMServer) -> Non
 
 
 @needs_small_model
+def test_the_stream_carries_each_token_with_its_probability(server: LocalLLMServer,
+                                                            tmp_path: Path) -> None:
+    """The answer's confidence check reads these: llama.cpp sends them while it streams."""
+    from rag_app.llm import ChatClient, Endpoint, TokenProb
+    from tests.conftest import make_settings
+
+    chat = ChatClient(Endpoint(server.base_url, server.model_name, server.api_key),
+                      make_settings(tmp_path))
+    tokens: list[TokenProb] = []
+    text = "".join(chat.stream([{"role": "user", "content": "What is the capital of France?"}],
+                               max_tokens=12, temperature=0.0, tokens=tokens))
+    assert "Paris" in text and len(tokens) > 1
+    assert all(t.logprob <= 0.0 for t in tokens) and any(t.alternatives for t in tokens)
+    assert text.strip() in "".join(t.text for t in tokens)
+    plain = "".join(chat.stream([{"role": "user", "content": "What is the capital of France?"}],
+                                max_tokens=12, temperature=0.0))
+    assert plain == text  # asking for probabilities changes nothing in the answer
+
+
+@needs_small_model
 def test_the_server_wants_its_own_api_key(server: LocalLLMServer) -> None:
     stranger = OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
     with pytest.raises(AuthenticationError):

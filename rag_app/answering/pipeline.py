@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rag_app.answering import context as ctx
-from rag_app.answering.checks import POST, PRE, Check, Draft, Inputs, Verdict
+from rag_app.answering.checks import POST, PRE, Check, Draft, Inputs, Verdict, confidence
 from rag_app.answering.prompts import (
     ANSWER_SCHEMA,
     NO_LLM_LABEL,
@@ -30,7 +30,7 @@ from rag_app.answering.replies import (
 from rag_app.compress import best_sentences
 from rag_app.errors import ConfigError
 from rag_app.guard import LinkFilter, looks_like_instructions, neutralise
-from rag_app.llm import Chat, LLMError, RequestRejected
+from rag_app.llm import Chat, LLMError, RequestRejected, TokenProb
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever, describe_location
 from rag_app.text.quotes import find_quote
 
@@ -75,6 +75,7 @@ class AnswerStream:
         self._checked: bool | None = None
         self._names: dict[str, list[str]] = {}  # the names a check's verdict was about
         self._first_answer = ""
+        self._tokens: list[TokenProb] | None = None  # the last reply's, when asked for
 
     @property
     def finished(self) -> bool:
@@ -200,7 +201,7 @@ class AnswerStream:
             return Draft("", [], reply=reply, json_reply=True, raw_claims=claims)
         text, numbers = parse_reply(reply)
         return Draft(without_dangling_colon(text), numbers, reply=reply, json_reply=json_reply,
-                     shown=not json_reply or extractor.seen)
+                     shown=not json_reply or extractor.seen, tokens=self._tokens)
 
     def _ask_again(self, draft: Draft, turn: str, sources: list[str]
                    ) -> Generator[str, None, Draft | None]:
@@ -210,9 +211,11 @@ class AnswerStream:
                     {"role": "assistant", "content": draft.reply},
                     {"role": "user", "content": turn}]
         extractor, links, raw = StringFields("answer"), LinkFilter(sources), []
+        tokens = self._wanted_tokens()
         t = time.perf_counter()
         try:
-            for piece in self._chat.stream(messages, response_format=ANSWER_SCHEMA) \
+            for piece in self._chat.stream(messages, response_format=ANSWER_SCHEMA,
+                                           tokens=tokens) \
                     if self._chat is not None else ():
                 raw.append(piece)
                 out = links.feed(extractor.feed(piece))
@@ -230,7 +233,7 @@ class AnswerStream:
         text, numbers = parse_reply(reply)
         if not text.strip():
             return None
-        return Draft(without_dangling_colon(text), numbers, reply=reply)
+        return Draft(without_dangling_colon(text), numbers, reply=reply, tokens=tokens)
 
     def _generate(self, *, json_reply: bool) -> Iterator[str]:
         if self._chat is None:
@@ -239,8 +242,10 @@ class AnswerStream:
         messages = self._messages(json_reply=json_reply)
         schema = (QUOTED_SCHEMA if quoted else ANSWER_SCHEMA) if json_reply else None
         stats: dict[str, float] = {}
+        self._tokens = self._wanted_tokens()
         try:
-            for piece in self._chat.stream(messages, stats=stats, response_format=schema):
+            for piece in self._chat.stream(messages, stats=stats, response_format=schema,
+                                           tokens=self._tokens):
                 if self.timings.first_token_s is None:
                     self.timings.first_token_s = time.perf_counter() - self._started
                 yield piece
@@ -248,6 +253,11 @@ class AnswerStream:
             if "prompt_tokens" in stats:
                 self.timings.prompt_tokens = int(stats["prompt_tokens"])
                 self.timings.cached_tokens = int(stats.get("cached_tokens", 0))
+
+    def _wanted_tokens(self) -> list[TokenProb] | None:
+        """A list for the reply's tokens and their probabilities when the confidence check
+        will read them, else None (the server is not asked for them)."""
+        return [] if confidence.wanted(self._settings) else None
 
     def _messages(self, *, json_reply: bool) -> list[dict[str, str]]:
         return build_messages(self.query, self._prompt_hits, json_reply=json_reply,

@@ -38,10 +38,14 @@ class Claim:
     supported: bool
     reason: str = ""  # why it is unsupported
     score: float | None = None  # extracted quotes: how well the quote matches (see attribute)
+    # the least probability the model gave the first token of one of its names, code or
+    # figures (checks/confidence.py); None: not measured
+    confidence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "source": self.source, "quote": self.quote,
-                "supported": self.supported, "reason": self.reason, "score": self.score}
+                "supported": self.supported, "reason": self.reason, "score": self.score,
+                "confidence": self.confidence}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ of this folder, with a docstring naming the measured reason it exists, and one l
 from __future__ import annotations
 
 from rag_app.answering.checks import (
+    confidence,
     contradiction,
     judge,
     kinds,
@@ -42,6 +43,7 @@ POST: list[Check] = [
     judge.Judge(),  # RAG_ANSWER_CHECK: the model, asked apart, says the passages do not state it
     support.Support(),  # each sentence's quote; a sentence nothing supports is flagged
     contradiction.Contradiction(),  # a sentence its quote contradicts ("a fee" / "at no cost")
+    confidence.Confidence(),  # names or figures the model was unsure of (token probabilities)
     whole.Whole(),  # an answer that stops inside an open bracket, quote or code span
 ]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rag_app.answering.records import Claim, Refusal
 
 if TYPE_CHECKING:
-    from rag_app.llm import Chat
+    from rag_app.llm import Chat, TokenProb
     from rag_app.retrieve import Hit
     from rag_app.settings import Settings
 
@@ -40,6 +40,7 @@ class Draft:
     full: str = ""  # all the model said, when checks dropped part of it
     removed_links: int = 0
     notes: list[str] = field(default_factory=list)  # shown after the answer when it stands
+    tokens: list[TokenProb] | None = None  # the reply's tokens with their probabilities
 
     @property
     def kept(self) -> str:

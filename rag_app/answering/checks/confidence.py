@@ -1,0 +1,135 @@
+"""A sentence whose names, code or figures the model was unsure of is flagged.
+
+The small bundled model answers wrongly from the right passage: asked which keystroke searches
+the history backwards, it wrote `C-n` (the passage lists `C-r` two lines away); asked for the
+log-normal's parameters, `mean` and `sd` (the normal's, one row up). Such a sentence reads as
+right, and its quote supports it (the passage does say `C-n`). What gives it away is the model
+itself: where it picked the wrong item, it hesitated. The server sends the probability of every
+token it wrote (`logprobs`); a name, a piece of code or a figure whose first token had a
+probability under `answer_confidence_min` is a guess between things the passage offers.
+
+Measured on live runs with the bundled 1.5B model (README, "Answers that never mislead"): the
+first token of a key term had a probability under 0.6 in most wrong answers and in few right
+ones. The sentence keeps its quote and is flagged with the reason, so the reader checks it.
+
+Only key terms count (code identifiers and calls, code in backticks, versions and figures not
+in the question, key chords such as C-r): the model's choice of plain words ("To", "you can")
+says nothing about whether the answer is right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
+from rag_app.answering.records import Claim
+from rag_app.names import answer_names
+from rag_app.text.numbers import numbers_in
+
+if TYPE_CHECKING:
+    from rag_app.llm import TokenProb
+    from rag_app.settings import Settings
+
+_CODE = re.compile(r"`([^`\n]{1,80})`")
+# key chords and short options: C-r, M-d, C-x C-s, -e (a part of one or two characters)
+_CHORD = re.compile(r"(?<![\w-])(?:[A-Za-z]{1,2}-[A-Za-z0-9]{1,2})(?![\w-])")
+_ANSWER_KEY = re.compile(r'"answer"\s*:\s*"')
+
+
+def wanted(settings: Settings) -> bool:
+    """Is the check on (so that the reply's token probabilities are asked for)?"""
+    if settings.answer_confidence == "off":
+        return False
+    return settings.answer_confidence == "on" or not settings.openai_base_url
+
+
+def key_terms(sentence: str, question: str) -> list[str]:
+    """The terms of an answer sentence that only the passages could have given it, and that
+    the model had to choose: names and code, code in backticks, figures and chords — not those
+    the question itself gives."""
+    asked = question.lower()
+    given = [term.strip() for term in (*_CODE.findall(sentence), *_CHORD.findall(sentence))]
+    out: list[str] = []
+    for term in (*answer_names(sentence, question),  # leaves out the question's own names
+                 *(t for t in given if t and t.lower() not in asked),
+                 *sorted(numbers_in(sentence) - numbers_in(question))):
+        if term not in out:
+            out.append(term)
+    return out
+
+
+class Confidence:
+    name = "confidence"
+    timing = None
+
+    def enabled(self, settings: Settings) -> bool:
+        return wanted(settings)
+
+    def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
+        if not draft.tokens or draft.raw_claims is not None or not draft.claims:
+            return PASS
+        reply = Reply(draft.tokens, json_reply=draft.json_reply)
+        least = inputs.settings.answer_confidence_min
+        claims = [_checked(c, reply, inputs.query, least) for c in draft.claims]
+        if claims == draft.claims:
+            return PASS
+        return Verdict(draft=replace(draft, claims=claims))
+
+
+def _checked(claim: Claim, reply: Reply, question: str, least: float) -> Claim:
+    """The claim with the least probability of its key terms, flagged when that is under
+    `least` (a claim flagged already keeps its reason)."""
+    measured = []
+    for term in key_terms(claim.text, question):
+        found = reply.probability(term, near=claim.text)
+        if found is not None:
+            measured.append((found[0], term, found[1]))
+    if not measured:
+        return claim
+    p, term, others = min(measured, key=lambda m: m[0])
+    claim = replace(claim, confidence=round(p, 4))
+    if not claim.supported or p >= least:
+        return claim
+    also = f"; it also weighed {', '.join(repr(o) for o in others)}" if others else ""
+    return replace(claim, supported=False,
+                   reason=f"the model was unsure of {term!r} ({p:.0%}{also})")
+
+
+class Reply:
+    """The reply as the model wrote it, token by token, with the probability of each."""
+
+    def __init__(self, tokens: list[TokenProb], *, json_reply: bool) -> None:
+        self.tokens = tokens
+        self.json_reply = json_reply
+        self.text = "".join(t.text for t in tokens)
+        self.starts = []
+        pos = 0
+        for t in tokens:
+            self.starts.append(pos)
+            pos += len(t.text)
+        # where the answer's text starts: after "answer": " in a JSON reply
+        match = _ANSWER_KEY.search(self.text) if json_reply else None
+        self.begin = match.end() if match else 0
+
+    def _written(self, text: str) -> str:
+        """`text` as it stands in the reply (escaped inside a JSON string)."""
+        return json.dumps(text, ensure_ascii=False)[1:-1] if self.json_reply else text
+
+    def probability(self, term: str, *, near: str) -> tuple[float, list[str]] | None:
+        """The probability of the first token of `term` where the reply wrote it (after the
+        start of the sentence `near`, if found) and the other tokens the model weighed there;
+        None when the term cannot be found in the reply."""
+        start = self.text.find(self._written(near[:40]), self.begin)
+        at = self.text.find(self._written(term), start if start >= 0 else self.begin)
+        if at < 0:
+            return None
+        for i, (begin, token) in enumerate(zip(self.starts, self.tokens, strict=True)):
+            if begin + len(token.text) > at:
+                others = [alt.strip() for alt, _ in token.alternatives
+                          if alt.strip() and alt != token.text][:2]
+                return math.exp(self.tokens[i].logprob), others
+        return None

@@ -1,0 +1,94 @@
+"""The confidence check: a name, code or figure whose first token the model gave a low
+probability is flagged. Logic tests on token lists; the real server's tokens are tested in
+test_local_llm.py and, through the whole answer path, in test_answer.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rag_app.answering.checks.base import Draft, Inputs
+from rag_app.answering.checks.confidence import Confidence, Reply, key_terms, wanted
+from rag_app.answering.records import Claim
+from rag_app.llm import TokenProb
+from tests.conftest import make_settings
+
+QUESTION = "In the console's line editor, how do I cut everything to the right of the cursor?"
+
+
+def tokens_of(reply: str, unsure: dict[str, float], size: int = 3) -> list[TokenProb]:
+    """The reply in tokens of `size` characters, each certain except those where a term of
+    `unsure` starts (given its probability and an alternative)."""
+    starts = {reply.find(term): p for term, p in unsure.items()}
+    out = []
+    for i in range(0, len(reply), size):
+        p = next((p for at, p in starts.items() if i <= at < i + size), 1.0)
+        alts = (("C", math.log(0.3)),) if p < 1.0 else ()
+        out.append(TokenProb(reply[i:i + size], math.log(p), alts))
+    return out
+
+
+def check(answer: str, unsure: dict[str, float], *, question: str = QUESTION,
+          supported: bool = True, **settings: Any) -> list[Claim]:
+    reply = json.dumps({"answer": answer, "sources": [1]})
+    s = make_settings(Path("/nonexistent"), **settings)
+    draft = Draft(answer, [1], reply=reply, tokens=tokens_of(reply, unsure),
+                  claims=[Claim(answer, 1, "C-k Kill from cursor to end of command.", supported)])
+    inputs = Inputs(query=question, settings=s, hits=[], context=[], sources=[], chat=None,
+                    embedder=None)
+    verdict = Confidence()(inputs, draft)
+    return (verdict.draft or draft).claims
+
+
+def test_a_key_term_the_model_was_unsure_of_flags_its_sentence() -> None:
+    [claim] = check("Press `M-d` to cut it.", {"M-d": 0.25})
+    assert not claim.supported and claim.confidence == 0.25
+    assert claim.reason == "the model was unsure of 'M-d' (25%; it also weighed 'C')"
+
+
+def test_a_sure_answer_passes_with_its_confidence_recorded() -> None:
+    [claim] = check("Press `C-k` to cut it.", {"C-k": 0.9})
+    assert claim.supported and claim.confidence == 0.9 and claim.reason == ""
+
+
+def test_plain_words_never_count_only_names_code_and_figures() -> None:
+    [claim] = check("You press the key to cut it.", {"key": 0.1})
+    assert claim.supported and claim.confidence is None
+    assert key_terms("Use `fill = TRUE` with read.table in R 4.2.0 or C-r.", "How?") == [
+        "TRUE", "read.table", "4.2.0", "C-r", "fill = TRUE"]
+
+
+def test_what_the_question_gives_is_not_the_model_s_choice() -> None:
+    [claim] = check("Use read.table to read it.", {"read.table": 0.2},
+                    question="How does read.table read a file?")
+    assert claim.supported
+    [claim] = check("Use read.table to read it.", {"read.table": 0.2},
+                    question="How do I read a file?")
+    assert not claim.supported
+
+
+def test_terms_are_found_as_the_reply_escapes_them() -> None:
+    answer = 'Call f("x") with "quotes".'
+    reply = Reply(tokens_of(json.dumps({"answer": answer}), {'f(\\"x\\")': 0.2}),
+                  json_reply=True)
+    found = reply.probability('f("x")', near=answer)
+    assert found is not None and round(found[0], 2) == 0.2
+
+
+def test_a_flag_already_given_keeps_its_reason_and_the_setting_is_obeyed() -> None:
+    [claim] = check("Press `M-d` to cut it.", {"M-d": 0.25}, supported=False)
+    assert not claim.supported and claim.reason == "" and claim.confidence == 0.25
+    [claim] = check("Press `M-d` to cut it.", {"M-d": 0.25}, answer_confidence_min=0.2)
+    assert claim.supported
+
+
+def test_on_by_itself_with_the_bundled_model_only() -> None:
+    local = make_settings(Path("/nonexistent"))
+    remote = make_settings(Path("/nonexistent"), openai_base_url="http://127.0.0.1:9/v1",
+                           llm_model="m")
+    assert wanted(local) and not wanted(remote)
+    assert wanted(make_settings(Path("/nonexistent"), openai_base_url="http://127.0.0.1:9/v1",
+                                llm_model="m", answer_confidence="on"))
+    assert not wanted(make_settings(Path("/nonexistent"), answer_confidence="off"))
