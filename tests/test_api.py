@@ -20,7 +20,7 @@ from rag_app.api.answers import split_conversation
 from rag_app.api.app import create_app
 from rag_app.api.guard import RateLimiter
 from rag_app.api.schemas import ChatMessage
-from rag_app.api.server import exposure_problem
+from rag_app.api.server import exposure_problem, host_names
 from rag_app.errors import ConfigError
 from rag_app.llm import Endpoint
 from tests.conftest import SAMPLES, _free_port, make_settings
@@ -122,6 +122,10 @@ def test_an_address_others_can_reach_needs_a_key(tmp_path: Path,
     assert exposure_problem("::1", open_settings) == ""
     assert "RAG_API_KEY" in exposure_problem("0.0.0.0", open_settings)
     assert exposure_problem("0.0.0.0", make_settings(tmp_path, api_key=KEY)) == ""
+    # without a key only this machine's names are answered; with one, any
+    assert host_names("127.0.0.1", open_settings, ["api.lan"]) == [
+        "localhost", "127.0.0.1", "::1", "api.lan"]
+    assert host_names("0.0.0.0", make_settings(tmp_path, api_key=KEY)) == ["*"]
     # the CLI refuses before anything starts
     monkeypatch.setattr(cli, "Settings", lambda **kw: open_settings)
     assert cli.main(["api", "--host", "0.0.0.0", "--port", "1"]) == 2

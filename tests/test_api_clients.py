@@ -124,9 +124,14 @@ def test_langchain_chat_openai_gets_a_cited_answer(api: str) -> None:
     assert isinstance(reply.content, str)
     assert "2" in reply.content and "Sources:\n[" in reply.content, reply.content
     assert "warranty-and-returns.md" in reply.content
-    # a question the documents do not answer: refused before the model is asked
+    # a question the documents do not answer: refused before the model is asked; streamed
+    # too, with the usage chunk asked for (its usage is null)
     refused = llm.invoke("Who won the 1966 football World Cup?")
     assert isinstance(refused.content, str) and "Sources:" not in refused.content
+    streaming = ChatOpenAI(base_url=api, api_key=KEY, model="samples",  # type: ignore[arg-type]
+                           max_retries=0, timeout=600, stream_usage=True)
+    pieces = [c.content for c in streaming.stream("Who won the 1966 football World Cup?")]
+    assert "".join(str(p) for p in pieces) == refused.content
 
 
 def test_a_streaming_client_that_leaves_frees_the_model(api: str) -> None:

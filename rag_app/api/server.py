@@ -25,17 +25,26 @@ def exposure_problem(host: str, settings: Settings) -> str:
             "127.0.0.1.")
 
 
+def host_names(host: str, settings: Settings, extra: Sequence[str] = ()) -> list[str]:
+    """The Host names the API answers. Without a key, only this machine's and `extra` (a page
+    that rebinds its DNS name to 127.0.0.1 is refused); with one, the key is the guard, and
+    any name clients use is answered."""
+    from rag_app.ui.server import allowed_hosts
+
+    return allowed_hosts(host, list(extra)) if settings.api_key is None else ["*"]
+
+
 def serve(settings: Settings, host: str, port: int, extra_hosts: Sequence[str] = ()) -> int:
     import uvicorn
 
     from rag_app.api.app import create_app
-    from rag_app.ui.server import allowed_hosts, is_loopback
+    from rag_app.ui.server import is_loopback
 
     problem = exposure_problem(host, settings)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    app = create_app(settings, allowed_hosts=allowed_hosts(host, list(extra_hosts)))
+    app = create_app(settings, allowed_hosts=host_names(host, settings, extra_hosts))
     shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     where = "this machine only" if is_loopback(host) else "other machines too (key required)"
     print(f"API on http://{shown}:{port}/v1 ({where}); the schema is at /openapi.json. "
