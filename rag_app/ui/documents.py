@@ -53,7 +53,7 @@ def render() -> None:
         return r.source if rec is None or rec.name == r.source else f"{rec.name} ({r.source})"
 
     rows = [{"file": shown(r), "folder": folder_label(r.root, uploads), "kind": r.kind,
-             "pages": r.pages or None, "chunks": r.chunks,
+             "pages": str(r.pages) if r.pages else "", "chunks": r.chunks,
              "status": "failed (previous version kept)" if r.error else
              ("pending" if r.state != "done" else "indexed"),
              "last error": short_paths(r.error or "")} for r in info.files]
@@ -101,7 +101,8 @@ def _upload(settings: Any) -> None:
     st.subheader("Add documents")
     key = f"uploader-{st.session_state.get('uploader_round', 0)}"
     files = st.file_uploader(
-        f"PDF, Markdown, text or HTML; up to {settings.upload_max_mb:g} MB each",
+        f"Your documents, up to {settings.upload_max_mb:g} MB each (the kinds this app reads "
+        "are listed below)",
         type=UPLOAD_TYPES, accept_multiple_files=True, key=key,
         # whole megabytes, at least 1: Streamlit refuses 0 (REVIEW L3); save_upload keeps the
         # exact limit
@@ -193,14 +194,14 @@ def stage_text(job: Job) -> str:
     if not job.current:
         return "looking at the files"
     which = (f"file {min(job.files_done + 1, job.files_total)} of {job.files_total}, "
-             if job.files_total > 1 else "")
+             f"{job.current}: " if job.files_total > 1 else "")  # one file: named in the label
     if job.fraction < PARSE_SHARE:
         done = job.fraction / PARSE_SHARE
         stage = "reading the file" + (f" ({done:.0%} of its pages)" if done > 0 else "")
     else:
         done = (job.fraction - PARSE_SHARE) / (1 - PARSE_SHARE)
         stage = f"embedding its passages ({done:.0%})"
-    return f"{which}{job.current}: {stage}"
+    return f"{which}{stage}"
 
 
 def _job(job: Job) -> None:
