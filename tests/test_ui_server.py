@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import os
 import signal
 import socket
@@ -80,7 +81,10 @@ def _call(middleware: SecurityHeaders, scope_type: str, host: str, origin: str |
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     scope = {"type": scope_type, "headers": headers, "path": "/"}
-    asyncio.run(middleware(scope, receive, send))
+    # In a thread of its own: Playwright's sync API (the browser tests' session-wide fixture)
+    # leaves an event loop running in the main thread, and asyncio.run refuses to start there.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, middleware(scope, receive, send)).result()
     return sent
 
 
@@ -254,3 +258,15 @@ def test_streamlit_reads_the_shipped_config_wherever_it_is_started(tmp_path: Pat
                    "server.allowedHosts ['localhost', '127.0.0.1', '::1']",
                    "client.showErrorDetails none", "server.maxUploadSize 50",
                    "browser.gatherUsageStats False", "server.enableXsrfProtection True"]
+
+
+def test_the_middleware_check_runs_beside_a_running_event_loop() -> None:
+    """After the browser tests (Playwright's sync API keeps an event loop running in the main
+    thread for the session) the check above failed in the same pytest process: asyncio.run
+    cannot start from a running loop. So `make test` ran this file in a process of its own."""
+    mw = SecurityHeaders(lambda *a: None, allowed=lambda: ["127.0.0.1"])  # type: ignore[arg-type,return-value]
+
+    async def inside_a_loop() -> list[dict[str, Any]]:
+        return _call(mw, "http", "rebind.attacker.test:8501")
+
+    assert asyncio.run(inside_a_loop())[0]["status"] == 403
