@@ -154,6 +154,17 @@ def print_summary(report: SyncReport) -> None:
         if len(notable) > 50:
             issues.add_row("…", f"{len(notable) - 50} more", "(use --json for all)")
         console.print(issues)
+    cut = [o for o in report.outcomes if o.cut]
+    if cut:  # bounded by RAG_MAX_CHUNKS_PER_FILE: say what was kept and the setting to raise
+        part = Table(title="Files indexed in part", title_justify="left")
+        part.add_column("file")
+        part.add_column("what was kept")
+        for o in cut[:50]:
+            kept = next((w for w in o.warnings if w.startswith("only its first")), o.cut)
+            part.add_row(escape(o.source), escape(kept))
+        if len(cut) > 50:
+            part.add_row(f"{len(cut) - 50} more", "(use --json for all)")
+        console.print(part)
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")

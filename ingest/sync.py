@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from ingest.loaders import kind_of
 from ingest.ocr import OcrOptions
+from ingest.prose import check_prose
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
 from rag_app.embeddings import Embedder
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 WRITE_GROUP = 256  # chunks embedded and written together
 PARSE_SHARE = 0.3  # of a file's progress bar: parsing, then embedding
+NOT_PROSE, BUDGET = "not prose", "budget"  # FileRecord.cut: why a file holds fewer chunks
 STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
 DROP_MISSING_OPTION = "--drop-missing"  # the CLI's name for `drop_missing_roots=True`
 
@@ -69,6 +71,7 @@ class FileOutcome:
     pages: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    cut: str = ""  # "budget N": only the file's first N chunks were indexed
 
 
 @dataclass
@@ -591,12 +594,16 @@ class Ingestor:
         for cand in candidates:
             record = records.get(cand.key)
             fresh = (record is not None and record.state == "done" and not record.error
-                     and record.size == cand.size and record.mtime_ns == cand.mtime_ns)
+                     and record.size == cand.size and record.mtime_ns == cand.mtime_ns
+                     and self._cut_still_holds(record))
             if fresh:
                 report.outcomes.append(FileOutcome(cand.source, "unchanged", root=str(cand.root)))
                 continue
             work.append((cand, record, ""))
 
+        # Smallest first: a huge file never holds up the small ones queued behind it (sizes
+        # are known from the walk, before anything is parsed).
+        work.sort(key=lambda item: item[0].size)
         self.reporter.start(len(work), sum(c.size for c, _, _ in work))
         s = self.settings
         with ParseWorker(s.parse_timeout_s, max_text_chars=s.max_text_chars,
@@ -643,7 +650,7 @@ class Ingestor:
                     self._fail(store, record, cand, f"cannot read: {exc.strerror}", report)
                     continue
                 if record is not None and record.state == "done" and record.sha256 == digest \
-                        and not record.error:
+                        and not record.error and self._cut_still_holds(record):
                     store.put_file_records([_replace(record, size=cand.size,
                                                      mtime_ns=cand.mtime_ns)])
                     outcome = FileOutcome(cand.source, "unchanged", root=str(cand.root))
@@ -739,7 +746,21 @@ class Ingestor:
         old chunks are deleted, the new chunks written so far are deleted again (and a new
         file's record dropped), then the error is raised: the previous version stays whole."""
         doc = doc.with_valid_utf8()  # no text, heading or title from the file can break Chroma
-        chunks = splitter.split(doc, cand.source, cand.key)
+        refused = ""
+        if self.settings.refuse_non_prose:
+            refused = check_prose("\n\n".join(s.text for s in doc.sections)).reason
+        chunks = [] if refused else splitter.split(doc, cand.source, cand.key)
+        budget, warnings, cut = self.settings.max_chunks_per_file, list(doc.warnings), ""
+        if refused:
+            cut = NOT_PROSE
+        elif 0 < budget < len(chunks):
+            cut = f"{BUDGET} {budget}"
+            share = sum(len(c.text) for c in chunks[:budget]) / sum(len(c.text) for c in chunks)
+            warnings.append(f"only its first {budget} of {len(chunks)} chunks are indexed "
+                            f"(about {min(share, 0.99):.0%} of its text): "
+                            f"RAG_MAX_CHUNKS_PER_FILE={budget}; raise it (0: no limit) and "
+                            "run again to index the rest")
+            chunks = chunks[:budget]
         # Ids hash the file, position, text and metadata: a chunk already stored under its id
         # is identical, so only new ones are embedded. This resumes a big file after a crash
         # and makes an append to a long file cheap.
@@ -758,10 +779,25 @@ class Ingestor:
             _undo_write(store, base, record, todo)
             raise
         removed = store.delete_chunks(existing - {c.id for c in chunks})  # 3. old chunks
-        store.put_file_records([_replace(base, sha256=digest, state="done")])  # 4. record
+        store.put_file_records([_replace(base, sha256=digest, state="done", cut=cut)])  # 4.
+        if refused:  # recorded with no chunks: tried again only when it changes
+            return FileOutcome(cand.source, "skipped",
+                               f"{refused}; RAG_REFUSE_NON_PROSE=false indexes it anyway",
+                               root=str(cand.root), chunks_removed=removed, pages=doc.pages,
+                               warnings=warnings)
         status = "updated" if record is not None else "ingested"
         return FileOutcome(cand.source, status, root=str(cand.root), chunks_added=len(todo),
-                           chunks_removed=removed, pages=doc.pages, warnings=list(doc.warnings))
+                           chunks_removed=removed, pages=doc.pages, warnings=warnings, cut=cut)
+
+    def _cut_still_holds(self, record: FileRecord) -> bool:
+        """False when a file was cut (refused as not prose, or bounded by the chunk budget)
+        under settings that have changed since: it must be read again."""
+        if not record.cut:
+            return True
+        if record.cut == NOT_PROSE:
+            return self.settings.refuse_non_prose
+        budget = self.settings.max_chunks_per_file
+        return record.cut == f"{BUDGET} {budget}" and budget > 0
 
     def _embed_and_upsert(self, store: Store, chunks: list[Chunk], record: FileRecord) -> None:
         """Embed in batches of similar length (less padding) and write every WRITE_GROUP
@@ -848,7 +884,8 @@ class Ingestor:
             record = records.get(cand.key)
             if record is None:
                 status = "ingested"
-            elif record.state == "done" and not record.error and (
+            elif record.state == "done" and not record.error and self._cut_still_holds(
+                    record) and (
                     (record.size, record.mtime_ns) == (cand.size, cand.mtime_ns)
                     or record.sha256 == sha256_file(cand.path)):
                 status = "unchanged"

@@ -98,6 +98,18 @@ class Settings(BaseSettings):
         description="A file whose text is longer (in characters) fails instead of being "
         "chunked; 0: no limit. 20 M characters is about 10,000 pages of text.",
     )
+    max_chunks_per_file: int = Field(
+        default=10_000, ge=0,
+        description="Only the first this many chunks of a file are embedded (about 5 MB of "
+        "prose at 256 tokens; one chunk embeds in 10-30 ms on a laptop CPU), so one huge file "
+        "cannot hold a run for hours; the report says which files were cut. 0: no limit.",
+    )
+    refuse_non_prose: bool = Field(
+        default=True,
+        description="Refuse a text of 50,000 characters or more that is not prose (no word "
+        "separators, base64, minified data, one token repeated, figures only), with the "
+        "reason, instead of chunking it; false: index it anyway (up to max_chunks_per_file).",
+    )
     parse_max_memory_mb: int = Field(
         default=4096, ge=0,
         description="Address-space limit of the parser process (RLIMIT_AS); a file that needs "

@@ -97,6 +97,7 @@ class FileRecord:
     pages: int = 0
     kind: str = ""
     error: str = ""  # last failure; previous chunks are kept
+    cut: str = ""  # "": indexed whole; "budget N": only its first N chunks; "not prose": none
 
     def to_metadata(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "key"}
