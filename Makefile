@@ -71,20 +71,15 @@ ocr: ## install Debian's tesseract-ocr, which reads scanned PDF pages and images
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(OCR_PACKAGES); \
 	else echo "install Tesseract OCR (Debian package tesseract-ocr) to read scans" >&2; exit 1; fi
 
-# Run in a pytest process of their own: after the browser test in the same process, the server
-# test's middleware check finds an event loop left running (asyncio.run from a running loop).
-OWN_PROCESS := tests/test_ui_hostile.py tests/test_ui_server.py tests/test_uploads.py
-
 test: install browser ocr ## the whole suite: ruff, mypy, pytest (real model, real Chroma, a chroma server, chromium)
 	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
-	$(PY) -m pytest $(addprefix --ignore=,$(OWN_PROCESS))
-	$(PY) -m pytest $(OWN_PROCESS)
+	$(PY) -m pytest
 
 test-fast: install ## the edit loop: ruff, mypy and the tests not marked slow, server or browser (a few minutes)
 	$(PY) -m ruff check --no-cache .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not slow and not server and not browser" $(addprefix --ignore=,$(OWN_PROCESS))
+	$(PY) -m pytest -q -m "not slow and not server and not browser"
 
 lint: install ## ruff and mypy only
 	$(PY) -m ruff check --no-cache .
