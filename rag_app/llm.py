@@ -62,7 +62,8 @@ class Chat(Protocol):
                response_format: dict[str, Any] | None = None,
                temperature: float | None = None,
                stats: dict[str, float] | None = None,
-               tokens: list[TokenProb] | None = None) -> Iterator[str]: ...
+               tokens: list[TokenProb] | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]: ...
 
     def complete(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> str: ...
 
@@ -96,12 +97,31 @@ def connect(settings: Settings) -> tuple[ChatClient | None, str]:
 
 
 _DONE = object()
+_CANCELLED = object()
+CANCEL_POLL_S = 0.1  # how often a stream waiting for the server looks at its cancel event
 RETRY_MARGIN_S = 0.25  # no retry is sent this close to the moment its caller gives up
 # The overall deadline, when RAG_LLM_TOTAL_TIMEOUT_S is not set, allows this slow a generation.
 MIN_TOKENS_PER_S = 2.0
 _RETRY_AFTER_MAX_S = 60.0  # a server asking for a longer wait is not retried
 _RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 
+
+
+def _next(pieces: queue.Queue[Any], wait: float, cancel: threading.Event | None) -> Any:
+    """The next item of a stream within `wait` seconds (queue.Empty if none), or _CANCELLED
+    as soon as `cancel` is set."""
+    if cancel is None:
+        return pieces.get(timeout=wait)
+    end = time.monotonic() + wait
+    while not cancel.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            raise queue.Empty
+        try:
+            return pieces.get(timeout=min(left, CANCEL_POLL_S))
+        except queue.Empty:
+            continue
+    return _CANCELLED
 
 
 def _read_stats(event: Any, stats: dict[str, float]) -> None:
@@ -154,7 +174,8 @@ class ChatClient:
                response_format: dict[str, Any] | None = None,
                temperature: float | None = None,
                stats: dict[str, float] | None = None,
-               tokens: list[TokenProb] | None = None) -> Iterator[str]:
+               tokens: list[TokenProb] | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield the answer's text as it streams. Raises LLMError on any endpoint failure,
         including no first token within `llm_first_token_timeout_s`, a gap longer than
         `llm_idle_timeout_s` between pieces and no end within the overall deadline.
@@ -162,7 +183,10 @@ class ChatClient:
         `stats`, when given, receives what the server reports of the request: prompt_tokens
         (read), cached_tokens (reused from the server's cache, llama.cpp), prompt_ms.
         `tokens`, when given, asks the server for log-probabilities and receives every token
-        with them, as it streams (a server that sends none leaves it empty)."""
+        with them, as it streams (a server that sends none leaves it empty).
+        `cancel`, when set, ends the stream at once, even before the first token: the request
+        is closed as soon as the server has answered it (llama.cpp answers when it starts to
+        read the prompt), so a caller that left does not keep the model busy."""
         s = self._settings
         kwargs: dict[str, Any] = {
             "model": self.endpoint.model,
@@ -196,7 +220,7 @@ class ChatClient:
                 limit = s.llm_first_token_timeout_s if first else s.llm_idle_timeout_s
                 wait = min(limit, max(0.0, deadline - time.monotonic()))
                 try:
-                    item = pieces.get(timeout=wait)
+                    item = _next(pieces, wait, cancel)
                 except queue.Empty:
                     if wait < limit:
                         raise LLMError(
@@ -215,7 +239,7 @@ class ChatClient:
                         f"{'RAG_LLM_FIRST_TOKEN_TIMEOUT_S' if first else 'RAG_LLM_IDLE_TIMEOUT_S'}"
                         " or use a smaller model"
                     ) from None
-                if item is _DONE:
+                if item is _DONE or item is _CANCELLED:
                     return
                 if isinstance(item, BaseException):
                     raise self._explain(item) from None

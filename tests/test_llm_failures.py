@@ -81,3 +81,23 @@ def test_refused_connection_is_reported_quickly() -> None:
         client(f"http://127.0.0.1:{port}/v1", "ok", llm_max_retries=1).complete(MESSAGES)
     assert time.monotonic() - t0 < 15
     assert "cannot connect" in str(err.value) and f"127.0.0.1:{port}" in str(err.value)
+
+
+def test_a_cancelled_stream_ends_at_once_and_hangs_up_before_any_token(stub: Any) -> None:
+    """A caller that left (an API client that hung up) does not keep the model reading the
+    prompt: the stream ends at once and the request is closed as soon as the server answers
+    it (llama.cpp answers when the prompt starts to be read; the stub after 1 s)."""
+    import threading
+
+    cancel = threading.Event()
+    before = len(stub.hangups)
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    t0 = time.monotonic()
+    pieces = list(client(stub.base_url, "headers-stall",
+                         llm_first_token_timeout_s=30).stream(MESSAGES, cancel=cancel))
+    assert pieces == [] and time.monotonic() - t0 < 2.0
+    end = time.monotonic() + 10
+    while len(stub.hangups) == before and time.monotonic() < end:
+        time.sleep(0.05)
+    assert len(stub.hangups) > before  # the server saw the request closed, with no token sent

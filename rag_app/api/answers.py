@@ -72,7 +72,8 @@ class CancellableChat:
 
     def _pump(self, messages: Sequence[dict[str, str]], kwargs: dict[str, Any],
               out: queue.Queue[tuple[str, Any]], stop: threading.Event) -> None:
-        it = iter(self._inner.stream(messages, **kwargs))
+        # the model's request ends as soon as the client hangs up, even before the first token
+        it = iter(self._inner.stream(messages, **{**kwargs, "cancel": self._cancel}))
         try:
             for piece in it:
                 if stop.is_set() or self._cancel.is_set():
