@@ -92,3 +92,19 @@ def test_on_by_itself_with_the_bundled_model_only() -> None:
     assert wanted(make_settings(Path("/nonexistent"), openai_base_url="http://127.0.0.1:9/v1",
                                 llm_model="m", answer_confidence="on"))
     assert not wanted(make_settings(Path("/nonexistent"), answer_confidence="off"))
+
+
+def test_a_bare_answer_s_first_token_is_not_weighed_against_sentence_openings() -> None:
+    """At the start of the answer the model also chooses how to begin ("Modula-3" or "The
+    idea…"): opening words are no rivals; another term is."""
+    reply = json.dumps({"answer": "Modula-3", "sources": [1]})
+    start = reply.index("Modula")
+    opening = [TokenProb(reply[:start], 0.0), TokenProb("Mod", math.log(0.26),
+                                                         (("The", math.log(0.6)),)),
+               TokenProb(reply[start + 3:], 0.0)]
+    found = Reply(opening, json_reply=True).probability("Modula-3", near="Modula-3")
+    assert found is not None and found[0] == 1.0
+    rival = [opening[0], TokenProb("Mod", math.log(0.26), (("pascal", math.log(0.6)),)),
+             opening[2]]
+    found = Reply(rival, json_reply=True).probability("Modula-3", near="Modula-3")
+    assert found is not None and round(found[0], 2) == 0.30 and found[1] == ["pascal"]

@@ -9,8 +9,8 @@ token it wrote (`logprobs`); a name, a piece of code or a figure whose first tok
 probability under `answer_confidence_min` is a guess between things the passage offers.
 
 Measured on live runs with the bundled 1.5B model on the three dev sets (README, "Misleading
-answers, measured"): with the first token of a key term under 0.4, 8 of 24 wrong answers were
-flagged and 2 of 26 right ones; under 0.6, 11 of 24 and 4 of 26. The sentence keeps its quote
+answers, measured"): with the first token of a key term under 0.4, 8 of 28 wrong answers were
+flagged and 1 of 33 right ones; under 0.6, 11 of 28 and 2 of 33. The sentence keeps its quote
 and is flagged with the reason, so the reader checks it.
 
 Only key terms count (code identifiers and calls, code in backticks, versions and figures not
@@ -39,6 +39,7 @@ _CODE = re.compile(r"`([^`\n]{1,80})`")
 # key chords and short options: C-r, M-d, C-x C-s, -e (a part of one or two characters)
 _CHORD = re.compile(r"(?<![\w-])(?:[A-Za-z]{1,2}-[A-Za-z0-9]{1,2})(?![\w-])")
 _ANSWER_KEY = re.compile(r'"answer"\s*:\s*"')
+_OPENING = re.compile(r"\s*[A-Z][a-z]*")  # a capitalised word that may open a sentence
 
 
 def wanted(settings: Settings) -> bool:
@@ -128,9 +129,15 @@ class Reply:
         at = self.text.find(self._written(term), start if start >= 0 else self.begin)
         if at < 0:
             return None
-        for i, (begin, token) in enumerate(zip(self.starts, self.tokens, strict=True)):
+        for begin, token in zip(self.starts, self.tokens, strict=True):
             if begin + len(token.text) > at:
-                others = [alt.strip() for alt, _ in token.alternatives
-                          if alt.strip() and alt != token.text][:2]
-                return math.exp(self.tokens[i].logprob), others
+                p = math.exp(token.logprob)
+                rivals = [(alt, lp) for alt, lp in token.alternatives
+                          if alt.strip() and alt != token.text]
+                if begin <= self.begin:
+                    # the answer's first token also chooses how to begin: "5 working days"
+                    # or "We …", "Modula-3" or "The …"; a sentence's opening word is no rival
+                    rivals = [(alt, lp) for alt, lp in rivals if not _OPENING.fullmatch(alt)]
+                    p /= p + sum(math.exp(lp) for _, lp in rivals)
+                return p, [alt.strip() for alt, _ in rivals][:2]
         return None
