@@ -1,13 +1,15 @@
 """Is a file's text worth chunking? A cheap test, run on the parsed text before it is split.
 
 A file that is not prose costs time without giving anything a question can find: 5 MiB with no
-word separators became about 20,000 chunks (each piece of nonsense tokenises to ~4 characters
-per token) and held the small files queued behind it for more than 300 s. Such text is refused
-with the measure that failed, before it is split or embedded:
+word separators became about 20,000 chunks and held the small files queued behind it for more
+than 300 s (issue 26). Such text is refused with the measure that failed, before it is split or
+embedded:
 
 - runs: most of the text sits in runs of more than `LONG_WORD` characters without a space
   (no separators, base64, hex, minified JSON or JS, long lines of digits);
-- words: few of its tokens hold two letters in a row (tables of numbers, digit dumps);
+- words: few of its tokens (those with a letter or digit) hold two letters in a row (digit
+  dumps, hex); not asked of spreadsheets and CSV files (`tables=True`): a table of figures
+  under a header row is data a question can find, and the chunk budget bounds it;
 - repeats: the text compresses more than `MAX_COMPRESSION` times with zlib (one token or one
   line repeated; prose compresses about 3x, logs 5-15x).
 
@@ -41,6 +43,7 @@ _NO_SPACE_SCRIPTS = (
     "\uac00-\ud7af"  # Hangul syllables
 )
 _TOKEN = re.compile(rf"[{_NO_SPACE_SCRIPTS}]|[^\s{_NO_SPACE_SCRIPTS}]+")
+_ALNUM = re.compile(r"[^\W_]")
 _LETTERS = re.compile(rf"[^\W\d_]{{2,}}|[{_NO_SPACE_SCRIPTS}]")
 
 
@@ -67,8 +70,9 @@ def sample(text: str, limit: int = SAMPLE_CHARS) -> str:
     return "\n".join((text[:part], text[middle : middle + part], text[-part:]))
 
 
-def check_prose(text: str) -> ProseCheck:
-    """Measure `text` (a sample of it) and say why it is not prose, if it is not."""
+def check_prose(text: str, *, tables: bool = False) -> ProseCheck:
+    """Measure `text` (a sample of it) and say why it is not prose, if it is not. `tables`:
+    the text is a spreadsheet's or CSV file's rows (figures are expected)."""
     if len(text) < MIN_CHARS:
         return ProseCheck(1.0, 1.0, 1.0)
     part = sample(text)
@@ -76,7 +80,8 @@ def check_prose(text: str) -> ProseCheck:
     chars = sum(len(t) for t in tokens)
     words = [t for t in tokens if len(t) <= LONG_WORD]
     word_share = sum(len(t) for t in words) / chars if chars else 0.0
-    letter_share = sum(1 for t in words if _LETTERS.search(t)) / len(words) if words else 0.0
+    named = [t for t in words if _ALNUM.search(t)]  # not "|", "---" or "-"
+    letter_share = sum(1 for t in named if _LETTERS.search(t)) / len(named) if named else 0.0
     raw = part.encode("utf-8", "replace")
     compression = len(raw) / max(1, len(zlib.compress(raw, 6)))
     reason = ""
@@ -84,7 +89,7 @@ def check_prose(text: str) -> ProseCheck:
         reason = (f"not prose: {1 - word_share:.0%} of its text is in runs of more than "
                   f"{LONG_WORD} characters without a space (no word separators, base64, hex, "
                   "minified code or data)")
-    elif letter_share < MIN_LETTER_SHARE:
+    elif letter_share < MIN_LETTER_SHARE and not tables:
         reason = (f"not prose: only {letter_share:.0%} of its words hold letters (figures or "
                   "codes, not text)")
     elif compression > MAX_COMPRESSION:

@@ -21,6 +21,7 @@ import bisect
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -106,8 +107,15 @@ class Splitter:
             return by_chars
         return max(self._length(text), by_chars)
 
-    def split(self, doc: LoadedDocument, source: str, file_key: str) -> list[Chunk]:
-        pairs = list(self._pieces(doc))
+    def split(self, doc: LoadedDocument, source: str, file_key: str,
+              limit: int | None = None) -> list[Chunk]:
+        """The document's chunks, in order; with `limit`, only its first `limit` chunks (the
+        same ones, with the same ids, as without it), and the text after them is never
+        split: a budget (RAG_MAX_CHUNKS_PER_FILE) costs the time of what it keeps."""
+        pieces_iter = self._pieces(doc)
+        if limit is not None:  # each piece gives at least one chunk
+            pieces_iter = islice(pieces_iter, max(0, limit))
+        pairs = list(pieces_iter)
         pieces = [piece for piece, _ in pairs]
         unknown = [piece.text for piece, count in pairs if count is None]
         measured = iter(self._counter.count_tokens(unknown) if unknown else [])
@@ -117,6 +125,8 @@ class Splitter:
         for piece, count in zip(pieces, counts, strict=True):
             headings = tuple(_clip(h) for h in piece.headings)
             for text, tokens in self._enforce_limit(piece.text, count):
+                if limit is not None and len(chunks) >= limit:
+                    break
                 index = len(chunks)
                 meta = f"{piece.page_start}-{piece.page_end}|{'/'.join(headings)}|{title}"
                 chunks.append(

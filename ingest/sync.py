@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 WRITE_GROUP = 256  # chunks embedded and written together
 PARSE_SHARE = 0.3  # of a file's progress bar: parsing, then embedding
+TABLE_KINDS = ("csv", "xlsx")  # figures under a header row are expected: see ingest/prose.py
 NOT_PROSE, BUDGET = "not prose", "budget"  # FileRecord.cut: why a file holds fewer chunks
 STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
 DROP_MISSING_OPTION = "--drop-missing"  # the CLI's name for `drop_missing_roots=True`
@@ -748,19 +749,23 @@ class Ingestor:
         doc = doc.with_valid_utf8()  # no text, heading or title from the file can break Chroma
         refused = ""
         if self.settings.refuse_non_prose:
-            refused = check_prose("\n\n".join(s.text for s in doc.sections)).reason
-        chunks = [] if refused else splitter.split(doc, cand.source, cand.key)
+            refused = check_prose("\n\n".join(s.text for s in doc.sections),
+                                  tables=doc.kind in TABLE_KINDS).reason
         budget, warnings, cut = self.settings.max_chunks_per_file, list(doc.warnings), ""
+        # One chunk over the budget says the file is cut; the text after it is never split.
+        chunks = [] if refused else splitter.split(doc, cand.source, cand.key,
+                                                   limit=budget + 1 if budget else None)
         if refused:
             cut = NOT_PROSE
         elif 0 < budget < len(chunks):
             cut = f"{BUDGET} {budget}"
-            share = sum(len(c.text) for c in chunks[:budget]) / sum(len(c.text) for c in chunks)
-            warnings.append(f"only its first {budget} of {len(chunks)} chunks are indexed "
-                            f"(about {min(share, 0.99):.0%} of its text): "
-                            f"RAG_MAX_CHUNKS_PER_FILE={budget}; raise it (0: no limit) and "
-                            "run again to index the rest")
             chunks = chunks[:budget]
+            overlap = splitter.config.chunk_overlap / splitter.config.chunk_tokens
+            share = (sum(len(c.text) for c in chunks) * (1 - overlap)
+                     / max(1, sum(len(s.text) for s in doc.sections)))
+            warnings.append(f"only its first {budget} chunks are indexed (about "
+                            f"{min(share, 0.99):.0%} of its text): RAG_MAX_CHUNKS_PER_FILE="
+                            f"{budget}; raise it (0: no limit) and run again to index the rest")
         # Ids hash the file, position, text and metadata: a chunk already stored under its id
         # is identical, so only new ones are embedded. This resumes a big file after a crash
         # and makes an append to a long file cheap.

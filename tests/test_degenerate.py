@@ -144,8 +144,8 @@ def test_hostile_folder_refused_small_files_first(embedder: Any, tmp_path: Path,
         assert by[name].chunks_added == 0
     book = by["book.txt"]
     assert book.status == "ingested" and book.chunks_added == 20 and book.cut == "budget 20"
-    assert any("only its first 20 of" in w and "RAG_MAX_CHUNKS_PER_FILE=20" in w
-               for w in book.warnings), book.warnings
+    assert any("only its first 20 chunks are indexed (about " in w
+               and "RAG_MAX_CHUNKS_PER_FILE=20" in w for w in book.warnings), book.warnings
     assert counting.embedded == report.chunks_total == report.chunks_added
 
     store = Store.open(settings)
@@ -196,3 +196,38 @@ def test_indexed_file_replaced_by_nonsense_leaves_the_index(embedder: Any,
     allowed = make_settings(tmp_path / "state", refuse_non_prose=False, max_chunks_per_file=5)
     after = Ingestor(allowed, embedder).run([root]).outcomes[0]
     assert after.status == "updated" and after.chunks_added == 5 and after.cut == "budget 5"
+
+
+@pytest.mark.slow
+def test_split_with_a_limit_is_the_prefix_of_the_whole(embedder: Any, tmp_path: Path) -> None:
+    """The budget keeps the file's first chunks, with the ids a full split gives them (so a
+    raised budget embeds only the chunks after them), without splitting the rest."""
+    from ingest.loaders import load_file
+
+    settings = make_settings(tmp_path / "state")
+    _, splitter = Ingestor(settings, embedder).fingerprint()
+    for path in (REPO / "README.md", REPO / "data" / "samples" / "ak200-user-manual.pdf"):
+        doc = load_file(path)
+        whole = splitter.split(doc, path.name, "key")
+        assert len(whole) > 8
+        for limit in (1, 5, 8):
+            assert splitter.split(doc, path.name, "key", limit=limit) == whole[:limit]
+        assert splitter.split(doc, path.name, "key", limit=len(whole) + 1) == whole
+
+
+@pytest.mark.slow
+def test_a_table_of_figures_is_bounded_not_refused(embedder: Any, tmp_path: Path) -> None:
+    """Prices under a header row are data a question can find (BM25 finds a figure): a CSV
+    of figures is not refused for having few words, but the budget bounds it."""
+    rnd = random.Random(4)
+    root = tmp_path / "docs"
+    root.mkdir()
+    rows = [f"2020-01-{i % 28 + 1:02d},{rnd.random() * 100:.2f},{rnd.randint(1, 10**6)}"
+            for i in range(4_000)]
+    (root / "prices.csv").write_text("date,close,volume\n" + "\n".join(rows) + "\n")
+    (root / "dump.txt").write_text(" ".join(str(rnd.randint(0, 99_999)) for _ in range(20_000)))
+    settings = make_settings(tmp_path / "state", max_chunks_per_file=3)
+    report = Ingestor(settings, embedder).run([root])
+    by = {o.source: o for o in report.outcomes}
+    assert by["prices.csv"].status == "ingested" and by["prices.csv"].cut == "budget 3"
+    assert by["dump.txt"].status == "skipped" and "hold letters" in by["dump.txt"].reason
