@@ -93,8 +93,8 @@ def check_prose(text: str, *, tables: bool = False) -> ProseCheck:
         reason = (f"not prose: only {letter_share:.0%} of its words hold letters (figures or "
                   "codes, not text)")
     elif compression > MAX_COMPRESSION:
-        reason = (f"not prose: its text compresses {compression:.0f} times (one word or line "
-                  "repeated)")
+        reason = (f"not prose: its text compresses {compression:.0f} times (the same words "
+                  "or lines over and over)")
     return ProseCheck(word_share, letter_share, compression, reason)
 
 
