@@ -776,14 +776,16 @@ class Ingestor:
             mtime_ns=cand.mtime_ns, sha256=record.sha256 if record else "", state="pending",
             chunks=len(chunks), pages=doc.pages, kind=doc.kind,
         )
-        self._before_change(store)
+        stale = existing - {c.id for c in chunks}
+        if todo or stale:  # a refused new file changes no chunk: the BM25 index stays as it is
+            self._before_change(store)
         try:
             store.put_file_records([base])  # 1. intent
             self._embed_and_upsert(store, todo, base)  # 2. vectors, group by group
         except Exception:
             _undo_write(store, base, record, todo)
             raise
-        removed = store.delete_chunks(existing - {c.id for c in chunks})  # 3. old chunks
+        removed = store.delete_chunks(stale)  # 3. old chunks
         store.put_file_records([_replace(base, sha256=digest, state="done", cut=cut)])  # 4.
         if refused:  # recorded with no chunks: tried again only when it changes
             return FileOutcome(cand.source, "skipped",

@@ -189,6 +189,8 @@ def test_indexed_file_replaced_by_nonsense_leaves_the_index(embedder: Any,
     report: SyncReport = Ingestor(settings, embedder).run([root])
     outcome = report.outcomes[0]
     assert outcome.status == "skipped" and outcome.chunks_removed == 1, outcome
+    store = Store.open(settings)
+    assert store is not None and len(store.load_lexical()) == 0  # BM25 forgot it too
     assert "compresses" in outcome.reason
     assert report.chunks_total == 0
 
@@ -231,3 +233,12 @@ def test_a_table_of_figures_is_bounded_not_refused(embedder: Any, tmp_path: Path
     by = {o.source: o for o in report.outcomes}
     assert by["prices.csv"].status == "ingested" and by["prices.csv"].cut == "budget 3"
     assert by["dump.txt"].status == "skipped" and "hold letters" in by["dump.txt"].reason
+
+    # A new file refused in a later run changes no chunk: the BM25 index is not rebuilt.
+    store = Store.open(settings)
+    assert store is not None
+    built = store.lexical_dir.stat().st_mtime_ns
+    (root / "more.txt").write_text("lorem " * 20_000)
+    later = Ingestor(settings, embedder).run([root])
+    assert {o.source: o.status for o in later.outcomes}["more.txt"] == "skipped"
+    assert not store.lexical_is_dirty() and store.lexical_dir.stat().st_mtime_ns == built
