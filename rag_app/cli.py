@@ -100,7 +100,7 @@ def _url_host(host: str) -> str:
 
 
 def ask(args: argparse.Namespace, settings: Settings) -> int:
-    from rag_app.answer import answer
+    from rag_app.answering import answer
     from rag_app.retrieve import RetrievalOptions
 
     options = RetrievalOptions(k=args.k or settings.retrieval_k, mode=args.mode,

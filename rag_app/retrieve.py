@@ -253,7 +253,7 @@ class Retriever:
         """`top`, then for each name of the query that no hit of it mentions, the first fused
         candidate that does, else the first of BM25's top 20 for the name itself that does
         (at most MAX_NAMED_HITS). A name the documents never mention adds nothing: the answer
-        path then says "not found" (rag_app.answer)."""
+        path then says "not found" (rag_app.answering)."""
         missing = unmatched(distinctive_names(query), (h.named_text for h in top))
         chosen = {h.chunk_id for h in top}
         added: list[Hit] = []

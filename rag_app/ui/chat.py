@@ -305,7 +305,8 @@ def _draw_message(store: ConversationStore, conv: Conversation, i: int,
 
 
 def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
-    from rag_app.answer import answer, needs_condensing
+    from rag_app.answering import answer
+    from rag_app.answering.context import needs_condensing
     from rag_app.retrieve import RetrievalOptions
 
     if not question:

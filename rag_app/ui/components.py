@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from rag_app.answer import NO_LLM_LABEL, NOT_FOUND
+from rag_app.answering import NO_LLM_LABEL, NOT_FOUND
 from rag_app.ui.text import md, short_paths
 
 if TYPE_CHECKING:

@@ -141,18 +141,18 @@ def hostile_chat(reply: str | None = None,
 def test_ask_prints_no_escape_sequences_from_the_model_or_the_sources(
         hostile: Settings, embedder: Any, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import rag_app.answer
+    import rag_app.answering
     from rag_app.cli import ask, build_parser
     from rag_app.retrieve import Retriever
 
-    real = rag_app.answer.answer
+    real = rag_app.answering.answer
     retriever = Retriever(hostile, embedder=embedder)
 
     def with_hostile_model(question: str, history: Any = (), **kwargs: Any) -> Any:
         return real(question, history, retriever=retriever, chat=hostile_chat(),  # type: ignore[arg-type]
                     **kwargs)
 
-    monkeypatch.setattr(rag_app.answer, "answer", with_hostile_model)
+    monkeypatch.setattr(rag_app.answering, "answer", with_hostile_model)
     args = build_parser().parse_args(["ask", "How long is the kettle warranty?"])
     assert ask(args, hostile) == 0
     out = capsys.readouterr()
