@@ -34,6 +34,7 @@ from rag_app.llm import Endpoint  # noqa: E402
 from rag_app.settings import Settings  # noqa: E402
 
 SHOWN = ("correct", "misleading", "useful", "refused", "wrong_flagged", "right_flagged",
+         "wrong_flagged_unsure", "right_flagged_unsure",
          "evidence_holds_answer",
          "correct_multi_fact", "cited_gold_page", "quote_validity",
          "refusal_accuracy", "false_refusal_rate", "refused_by_names", "refused_by_kind",

@@ -812,6 +812,10 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
                          lambda o: o == "useful")
     m["wrong_flagged"] = float(outcomes.count("wrong, flagged"))
     m["right_flagged"] = float(outcomes.count("right, flagged"))
+    # of those, flagged by the confidence check (a key term the model was unsure of)
+    unsure = [o for r, o in zip(graded, outcomes, strict=True) if _unsure(r)]
+    m["wrong_flagged_unsure"] = float(unsure.count("wrong, flagged"))
+    m["right_flagged_unsure"] = float(unsure.count("right, flagged"))
     m["asked_again"] = float(sum(1 for r in llm_rows if r.get("first_answer")))
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
     m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
@@ -834,6 +838,14 @@ def flagged(row: dict[str, Any]) -> bool:
     """Does the answer show the reader a flag: a sentence no source supports, or a claim
     removed?"""
     return any(c.get("text") and not c.get("supported") for c in row.get("claims") or [])
+
+
+def _unsure(row: dict[str, Any]) -> bool:
+    """Does a claim of the answer carry the confidence check's flag?"""
+    from rag_app.answering.checks.confidence import UNSURE
+
+    return any(not c.get("supported") and str(c.get("reason", "")).startswith(UNSURE)
+               for c in row.get("claims") or [])
 
 
 def outcome(row: dict[str, Any]) -> str:

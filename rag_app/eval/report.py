@@ -46,6 +46,8 @@ METRIC_LABELS = {
     "refused": "refused (all questions)",
     "wrong_flagged": "wrong answers flagged",
     "right_flagged": "right answers flagged (false flags)",
+    "wrong_flagged_unsure": "wrong answers flagged as unsure (confidence check)",
+    "right_flagged_unsure": "right answers flagged as unsure (confidence check)",
     "evidence_holds_answer": "the documents' words shown hold every key fact (answerable)",
     "correct_multi_fact": "correct, multi-fact questions",
     "correct_unchecked": "correct, before the checks",
@@ -89,10 +91,12 @@ METRIC_LABELS = {
     "total_p95_s": "total p95 (s)",
 }
 COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected", "asked_again",
-                    "wrong_flagged", "right_flagged",
-                    "claims_removed", "prompt_tokens_p50", "cached_tokens_p50"})
+                    "wrong_flagged", "right_flagged", "wrong_flagged_unsure",
+                    "right_flagged_unsure", "claims_removed", "prompt_tokens_p50",
+                    "cached_tokens_p50"})
 LOWER_IS_BETTER = frozenset({"false_refusal_rate", "false_refusal_rate_unchecked",
-                             "misleading", "right_flagged", "false_refused_by_similarity",
+                             "misleading", "right_flagged", "right_flagged_unsure",
+                             "false_refused_by_similarity",
                              "false_refused_by_quotes", "false_refused_by_check",
                              "false_refused_by_names", "false_refused_by_model",
                              "false_refused_by_kind", "false_refused_by_unsourced",

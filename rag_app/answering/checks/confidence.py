@@ -39,6 +39,7 @@ _CODE = re.compile(r"`([^`\n]{1,80})`")
 # key chords and short options: C-r, M-d, C-x C-s, -e (a part of one or two characters)
 _CHORD = re.compile(r"(?<![\w-])(?:[A-Za-z]{1,2}-[A-Za-z0-9]{1,2})(?![\w-])")
 _ANSWER_KEY = re.compile(r'"answer"\s*:\s*"')
+UNSURE = "the model was unsure of"  # how its flags begin (counted by the evaluation)
 _OPENING = re.compile(r"\s*[A-Z][a-z]*")  # a capitalised word that may open a sentence
 
 
@@ -98,7 +99,7 @@ def _checked(claim: Claim, reply: Reply, question: str, least: float) -> Claim:
         return claim
     also = f"; it also weighed {', '.join(repr(o) for o in others)}" if others else ""
     return replace(claim, supported=False,
-                   reason=f"the model was unsure of {term!r} ({p:.0%}{also})")
+                   reason=f"{UNSURE} {term!r} ({p:.0%}{also})")
 
 
 class Reply:
