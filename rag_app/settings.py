@@ -207,7 +207,7 @@ class Settings(BaseSettings):
         "vLLM do); off: never.",
     )
     answer_confidence_min: float = Field(
-        default=0.55, ge=0.0, le=1.0,
+        default=0.5, ge=0.0, le=1.0,
         description="The least probability the model may give the first token of a name, a "
         "piece of code or a figure in its answer before the sentence is flagged as unsure.",
     )

@@ -9,8 +9,8 @@ token it wrote (`logprobs`); a name, a piece of code or a figure whose first tok
 probability under `answer_confidence_min` is a guess between things the passage offers.
 
 Measured on live runs with the bundled 1.5B model on the three dev sets (README, "Misleading
-answers, measured"): with the first token of a key term under 0.55, 12 of 39 wrong answers
-were flagged and 3 of 49 right ones (0.4: 9 and 2; 0.65: 14 and 5). The sentence keeps its quote
+answers, measured"): with the first token of a key term under 0.5, 17 of 55 wrong answers
+were flagged and 4 of 66 right ones (0.4: 12 and 3; 0.6: 21 and 7). The sentence keeps its quote
 and is flagged with the reason, so the reader checks it.
 
 Only key terms count (code identifiers and calls, code in backticks, versions and figures not
