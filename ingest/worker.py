@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,6 +34,18 @@ class ParseLimits:
     max_text_chars: int = _DEFAULTS["max_text_chars"].default  # 0: no limit
     max_memory_mb: int = _DEFAULTS["parse_max_memory_mb"].default  # 0: no limit
     parent_pid: int = 0
+
+
+def requests(conn: Connection) -> Iterator[Any]:
+    """What a child is sent, in order, until None or its parent's end of the pipe closes."""
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        yield request
 
 
 def guard_child(limits: ParseLimits) -> None:
@@ -100,13 +112,7 @@ def _serve(conn: Connection, limits: ParseLimits | None = None) -> None:  # runs
     # pypdf logs every repair it makes on a damaged file; the run reports the outcome instead.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        if request is None:
-            return
+    for request in requests(conn):
         path, passwords, max_bytes, pdf_parser, ocr = request
 
         def progress(done: int, total: int, last: list[float] = [0.0]) -> None:  # noqa: B006

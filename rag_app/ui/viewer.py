@@ -25,7 +25,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ingest.worker import ChildDied, ChildTimeout, LimitedChild, ParseLimits, guard_child
+from ingest.worker import (
+    ChildDied,
+    ChildTimeout,
+    LimitedChild,
+    ParseLimits,
+    guard_child,
+    requests,
+)
 from rag_app.settings import Settings
 from rag_app.sources import SourceError
 
@@ -110,13 +117,7 @@ def _serve(conn: Connection, limits: ParseLimits) -> None:
     """The child's loop: ("pdf" | "section", args) in, ("started", t) then ("result", value or
     SourceError) out; None ends it."""
     guard_child(limits)
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        if request is None:
-            return
+    for request in requests(conn):
         kind, args = request
         conn.send(("started", time.monotonic()))  # the time limit counts from here
         result: Any
