@@ -115,20 +115,27 @@ def ask_api(base_url: str, model: str, question: str, row: Row, lock: threading.
                 if chunk.choices and chunk.choices[0].finish_reason:
                     found = bool((chunk.model_extra or {}).get("rag", {}).get("found"))
     except APIStatusError as exc:
-        with lock:
-            row.errors[f"HTTP {exc.status_code}"] += 1
-            row.messages[str(exc)[:300]] += 1
+        _failed(row, lock, f"HTTP {exc.status_code}", str(exc)[:300])
         return
     except Exception as exc:  # noqa: BLE001 - counted by kind
-        with lock:
-            row.errors[type(exc).__name__] += 1
-            row.messages[f"{type(exc).__name__}: {str(exc)[:300]}"] += 1
+        _failed(row, lock, type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:300]}")
         return
+    _answered(row, lock, time.perf_counter() - t0, first, found)
+
+
+def _answered(row: Row, lock: threading.Lock, total: float, first: float | None,
+              found: bool) -> None:
     with lock:
-        row.total_s.append(time.perf_counter() - t0)
+        row.total_s.append(total)
         if first is not None:
             row.first_s.append(first)
         row.found += found
+
+
+def _failed(row: Row, lock: threading.Lock, kind: str, message: str) -> None:
+    with lock:
+        row.errors[kind] += 1
+        row.messages[message] += 1
 
 
 def ask_chat_path(services: Any, question: str, row: Row, lock: threading.Lock) -> None:
@@ -145,15 +152,9 @@ def ask_chat_path(services: Any, question: str, row: Row, lock: threading.Lock) 
                 first = time.perf_counter() - t0
         found = stream.result.found
     except Exception as exc:  # noqa: BLE001 - counted by kind
-        with lock:
-            row.errors[type(exc).__name__] += 1
-            row.messages[f"{type(exc).__name__}: {str(exc)[:300]}"] += 1
+        _failed(row, lock, type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:300]}")
         return
-    with lock:
-        row.total_s.append(time.perf_counter() - t0)
-        if first is not None:
-            row.first_s.append(first)
-        row.found += found
+    _answered(row, lock, time.perf_counter() - t0, first, found)
 
 
 def run_row(path: str, clients: int, questions: Sequence[str], per_client: int,
