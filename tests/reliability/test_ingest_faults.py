@@ -171,8 +171,9 @@ def _patch_fault(where: str, monkeypatch: pytest.MonkeyPatch, embedder: Any) -> 
     elif where in ("split", "surrogate"):
         original_split = Splitter.split
 
-        def split(self: Splitter, doc: Any, source: str, file_key: str) -> list[Chunk]:
-            chunks = original_split(self, doc, source, file_key)
+        def split(self: Splitter, doc: Any, source: str, file_key: str,
+                  limit: int | None = None) -> list[Chunk]:
+            chunks = original_split(self, doc, source, file_key, limit)
             if source != "b.md":
                 return chunks
             if where == "split":
