@@ -399,17 +399,16 @@ def test_a_client_that_hangs_up_stops_the_model(indexed: tuple[Running, Any],
     time.sleep(0.5)
     assert drip.pieces <= pieces + 1
     # the answer slots are free again (RAG_API_MAX_ANSWERS=2)
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        slots = api.server.config.app  # the app as uvicorn holds it
-        if _free_slots(slots) == 2:
-            break
+    assert _slots_freed(api) == 2
+
+
+def _slots_freed(api: Running, want: int = 2, within_s: float = 10.0) -> int:
+    """The free answer slots once `want` are free or `within_s` passed: an answer's slot is
+    given back a moment after its client's connection closes."""
+    sem = api.server.config.app.state.answer_slots  # the app as uvicorn holds it
+    end = time.monotonic() + within_s
+    while int(sem._value) < want and time.monotonic() < end:
         time.sleep(0.1)
-    assert _free_slots(api.server.config.app) == 2
-
-
-def _free_slots(app: Any) -> int:
-    sem = app.state.answer_slots
     return int(sem._value)
 
 
@@ -430,6 +429,7 @@ def test_answers_over_the_limit_are_refused(indexed: tuple[Running, Any],
         for c in clients:
             c.__exit__(None, None, None)
     assert drips.closed.wait(10)
+    assert _slots_freed(api) == 2  # the next test must not find them taken
 
 
 @pytest.mark.parametrize("stream", [True, False])

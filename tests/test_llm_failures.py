@@ -91,12 +91,23 @@ def test_a_cancelled_stream_ends_at_once_and_hangs_up_before_any_token(stub: Any
 
     cancel = threading.Event()
     before = len(stub.hangups)
-    timer = threading.Timer(0.3, cancel.set)
-    timer.start()
-    t0 = time.monotonic()
+    arrived = sum(a.model == "headers-stall" for a in stub.arrivals)
+    cancelled_at: list[float] = []
+
+    def cancel_once_sent() -> None:
+        # Cancel once the request reached the server (a cancel before that sends nothing,
+        # which is right but not what this test is about), within its 1 s of silence.
+        end = time.monotonic() + 10
+        while (sum(a.model == "headers-stall" for a in stub.arrivals) == arrived
+               and time.monotonic() < end):
+            time.sleep(0.01)
+        cancelled_at.append(time.monotonic())
+        cancel.set()
+
+    threading.Thread(target=cancel_once_sent, daemon=True).start()
     pieces = list(client(stub.base_url, "headers-stall",
                          llm_first_token_timeout_s=30).stream(MESSAGES, cancel=cancel))
-    assert pieces == [] and time.monotonic() - t0 < 2.0
+    assert pieces == [] and time.monotonic() - cancelled_at[0] < 2.0
     end = time.monotonic() + 10
     while len(stub.hangups) == before and time.monotonic() < end:
         time.sleep(0.05)
