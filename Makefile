@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# the command-line tool, made by `pip install -e .` in the install step ([project.scripts])
+RAG := $(VENV)/bin/rag
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 # Where torch comes from. Empty: decided by `install-torch` (CPU build on CPU machines).
@@ -15,7 +17,7 @@ DOCS ?= data/samples
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install everything (CPU torch on CPU machines)
+install: $(STAMP) ## create .venv and install everything, with the `rag` command (CPU torch on CPU machines)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -46,11 +48,11 @@ Q ?= How long is the warranty on an Aurora kettle, and how can it be extended?
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-run: install ## the chat on http://127.0.0.1:8501 (ingests data/samples, or DOCS=folder, when the index is empty)
-	@trap : INT; $(PY) -m rag_app serve --docs $(DOCS) --host $(HOST) --port $(PORT) || [ $$? -eq 130 ]
+run: install ## the chat on http://127.0.0.1:8501: rag serve (ingests data/samples, or DOCS=folder, when the index is empty)
+	@trap : INT; $(RAG) serve --docs $(DOCS) --host $(HOST) --port $(PORT) || [ $$? -eq 130 ]
 
-ask: install ## answer Q="your question" from the index (local LLM unless OPENAI_BASE_URL is set)
-	$(PY) -m rag_app ask "$(Q)"
+ask: install ## rag ask Q="your question": an answer from the index (local LLM unless OPENAI_BASE_URL is set)
+	$(RAG) ask "$(Q)"
 
 CHROMIUM ?= /usr/bin/chromium
 
@@ -91,8 +93,8 @@ bench: install ocr ## ingest speed: this project vs the LangChain tutorial pipel
 
 EVAL ?= qa data/eval/samples-qa.jsonl --docs data/samples -c hybrid
 
-eval: install ## evaluate (default: the sample question set with the local LLM); EVAL="…" for others
-	$(PY) -m rag_app.eval $(EVAL)
+eval: install ## rag eval: the sample question set with the local LLM; EVAL="…" for others
+	$(RAG) eval $(EVAL)
 
 clean: ## delete runtime state and caches (data/store, data/cache) and the virtualenv (keeps data/chats, data/documents)
 	rm -rf data/store data/cache $(VENV)

@@ -1,4 +1,5 @@
-"""`python -m ingest PATH [PATH…]`: sync folders of documents into the index."""
+"""`rag ingest PATH [PATH…]` (also `python -m ingest`, `rag-ingest`): sync folders of documents
+into the index."""
 
 from __future__ import annotations
 
@@ -10,39 +11,54 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rag_app.errors import ConfigError, EmbeddingError, RagError, StoreError
-from rag_app.settings import Settings
+# The exit codes are the table every command shares (rag_app/errors.py), under the names this
+# module has always exported.
+from rag_app.errors import EXIT_BUG as EXIT_BUG
+from rag_app.errors import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_UNAVAILABLE,
+    ConfigError,
+    RagError,
+    report_error,
+)
+from rag_app.errors import EXIT_USAGE as EXIT_USAGE
+from rag_app.helptext import examples, wrap
+from rag_app.settings import Settings, load_settings
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1  # the run finished, but some files could not be ingested
-EXIT_USAGE = 2  # bad options or settings
-EXIT_STORE = 3  # the store is locked, unreachable, or built with another model
-EXIT_BUG = 4  # an unexpected error (a bug): the run stopped; see RAG_LOG_LEVEL=DEBUG
+EXIT_STORE = EXIT_UNAVAILABLE
+PROG = "python -m ingest"
 
-EPILOG = """\
-examples:
-  python -m ingest ./docs                       sync a folder (re-run after edits)
-  python -m ingest ./docs ./notes/faq.md        several folders and single files
-  python -m ingest ./docs --dry-run             show what would change, touch nothing
-  python -m ingest ./docs --password s3cret     try this password on encrypted PDFs
-  python -m ingest ./docs --model intfloat/e5-small-v2 --rebuild
-                                                switch model: build a new index, then swap
-  python -m ingest ./docs --json > report.json  machine-readable summary
-
-exit codes: 0 every file fine; 1 some files failed (see the table); 2 bad options;
-3 store problem (locked by another writer, server unreachable, or built with another model);
-4 unexpected error, a bug: please report it (RAG_LOG_LEVEL=DEBUG shows the traceback).
-Settings come from RAG_* environment variables and .env (see .env.example); options win.
-"""
+EXAMPLES = (
+    ("./docs", "sync a folder (re-run after edits)"),
+    ("./docs ./notes/faq.md", "several folders and single files"),
+    ("./docs --dry-run", "show what would change, touch nothing"),
+    ("./docs --password s3cret", "try this password on encrypted PDFs"),
+    ("./docs --model intfloat/e5-small-v2 --rebuild",
+     "switch model: build a new index, then swap"),
+    ("./docs --json > report.json", "machine-readable summary"),
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def epilog(prog: str = PROG) -> str:
+    return (f"{examples(prog, EXAMPLES)}\n\n"
+            "The same command: rag ingest, python -m ingest, rag-ingest.\n"
+            "Settings come from RAG_* environment variables and .env (see .env.example); "
+            f"options win.\n\n{EXIT_CODES_HELP}\n")
+
+
+EPILOG = epilog()
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m ingest",
-        description="Load PDFs, Markdown, text and HTML, split them into chunks, embed them "
+        prog=prog,
+        description=wrap("Load PDFs, Markdown, text and HTML, split them into chunks, embed them "
         "and store them in Chroma. Re-running syncs: unchanged files cost nothing, changed "
-        "files are replaced, deleted files are removed.",
-        epilog=EPILOG,
+        "files are replaced, deleted files are removed."),
+        epilog=epilog(prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders or files")
@@ -79,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the options on top; a bad value is a ConfigError naming
+    the setting and the option or environment variable that gave it."""
     overrides: dict[str, Any] = {}
+    options: dict[str, str] = {}
     for option, field in (("collection", "collection"), ("store", "state_dir"),
                           ("model", "embedding_model"), ("chunk_tokens", "chunk_tokens"),
                           ("chunk_overlap", "chunk_overlap"),
@@ -87,15 +106,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, option)
         if value is not None:
             overrides[field] = value
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"Invalid settings: {problems}") from None
+            options[field] = "--" + option.replace("_", "-")
+    return load_settings(overrides, options=options)
 
 
 def _passwords(args: argparse.Namespace) -> list[str]:
@@ -110,8 +122,9 @@ def _passwords(args: argparse.Namespace) -> list[str]:
     return passwords
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """`rag ingest ARGS`, `python -m ingest ARGS` and `rag-ingest ARGS`: the exit code."""
+    args = build_parser(prog).parse_args(argv)
     from ingest.report import make_reporter, print_summary
 
     try:
@@ -125,19 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                      dry_run=args.dry_run,
                      rebuild=args.rebuild, reporter=reporter,
                      drop_missing_roots=args.drop_missing,
-                     command=redact_command(list(argv or sys.argv[1:])))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (StoreError, EmbeddingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_STORE
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_STORE
+                     command=redact_command(list(argv or sys.argv[1:]), prog))
     except KeyboardInterrupt:
         print("interrupted: the next run picks up where this one stopped", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except RagError as exc:  # ConfigError: 2; store, embedding and other errors: 3
+        return report_error(exc)
     except Exception as exc:  # noqa: BLE001 - not exit 1, which means "some files failed"
         return _bug(exc)
     try:
@@ -151,15 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bug(exc: Exception) -> int:
-    """One line on stderr for an error no code path expected; the traceback only at DEBUG."""
-    logging.debug("unexpected error", exc_info=exc)
-    message = " ".join(str(exc).split())
-    detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    if len(detail) > 300:
-        detail = detail[:299] + "…"
-    print(f"error: unexpected {detail} -- this is a bug, please report it (RAG_LOG_LEVEL=DEBUG "
-          "shows the traceback)", file=sys.stderr)
-    return EXIT_BUG
+    """One line on stderr for an error no code path expected (exit 4); the traceback only at
+    DEBUG."""
+    return report_error(exc)
 
 
 def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] = (),
@@ -177,7 +177,7 @@ def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] =
 _SECRET_OPTIONS = {"--password": 1, "--password-for": 2}
 
 
-def redact_command(argv: Sequence[str]) -> str:
+def redact_command(argv: Sequence[str], prog: str = PROG) -> str:
     """The command line as shown to a second writer, option values that are secrets hidden."""
     out: list[str] = []
     hide = 0
@@ -194,4 +194,4 @@ def redact_command(argv: Sequence[str]) -> str:
                 hide = 1  # --password-for=GLOB PW: the password is the next argument
             continue
         out.append(arg)
-    return " ".join(["python -m ingest", *out])
+    return " ".join([prog, *out])

@@ -1,62 +1,169 @@
-"""`python -m rag_app COMMAND`: look at the index from a terminal."""
+"""`rag COMMAND`: the one command-line tool. Ingest documents, ask a question, show what the
+index holds, serve the chat in the browser, serve the HTTP API, evaluate.
+
+`rag ingest ARGS` runs ingest/cli.py's main (also `python -m ingest`, `rag-ingest`) and `rag eval
+ARGS` rag_app/eval/cli.py's (also `python -m rag_app.eval`); `python -m rag_app` is `rag`.
+Settings load one way for every command (`rag_app.settings.load_settings`) and every command
+exits by the one table in rag_app/errors.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag_app.errors import RagError
-from rag_app.settings import Settings
+from rag_app.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, report_error
+from rag_app.helptext import examples, wrap
+from rag_app.settings import Settings, load_settings
+
+PROG = "rag"
+DESCRIPTION = ("Chat with a folder of your own documents from the terminal: ingest them into "
+               "the index, ask a question (an answer with its sources), show what the index "
+               "holds, serve the chat in the browser, serve the HTTP API, evaluate retrieval "
+               "and answers.")
+SETTINGS_NOTE = ("Settings come from RAG_* environment variables (OPENAI_* for the LLM "
+                 "endpoint, CHROMA_* for a Chroma server) and .env; .env.example lists every "
+                 "one. Options win.")
+RawHelp = argparse.RawDescriptionHelpFormatter
+
+# Subcommands that are whole programs of their own: `rag NAME ARGS` is their main(ARGS).
+DELEGATED = {
+    "ingest": "load PDFs, Markdown, text, HTML, Office files into the index (sync a folder); "
+              "`rag ingest --help` for its options",
+    "eval": "evaluate retrieval and answers, compare configurations (beir|qa); "
+            "`rag eval --help` for its options",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rag_app", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    stats = sub.add_parser("stats", help="what the index holds: files, chunks, model")
-    stats.add_argument("--collection", help="collection name (RAG_COLLECTION)")
-    stats.add_argument("--json", action="store_true", help="machine-readable output")
-    ask = sub.add_parser("ask", help="answer a question from the documents, with sources")
+def _epilog(prog: str, rows: Sequence[tuple[str, str]], *notes: str) -> str:
+    parts = [examples(prog, rows), *(wrap(n) for n in notes), EXIT_CODES_HELP]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=wrap(DESCRIPTION), formatter_class=RawHelp,
+        epilog=_epilog(prog, [
+            ("ingest ./docs", "put a folder into the index (re-run after edits)"),
+            ('ask "How long is the warranty?"', "an answer with its sources"),
+            ("stats", "what the index holds: files, pages, passages, model"),
+            ("serve --docs ./docs", "the chat on http://127.0.0.1:8501"),
+            ("api --port 8000", "the HTTP API on http://127.0.0.1:8000/v1"),
+            ("eval qa q.jsonl --docs ./docs", "measure answers on a question set"),
+            ("COMMAND --help", "every option of a command, with examples"),
+        ], "The same commands: python -m rag_app COMMAND; python -m ingest (rag-ingest) for "
+           "rag ingest; python -m rag_app.eval for rag eval.\n" + SETTINGS_NOTE))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in ("ingest",):
+        _delegated(sub, name)
+
+    ask = sub.add_parser(
+        "ask", help="answer a question from the documents, with its sources",
+        description=wrap("Answer a question from the indexed documents: the answer streams "
+                         "in, then its sources (file, page or section, the quoted sentences). "
+                         "Without an LLM (--no-llm, or none available) the best passages are "
+                         "shown instead."),
+        formatter_class=RawHelp, epilog=_epilog(f"{prog} ask", [
+            ('"How long is the warranty?"', "streamed answer + sources"),
+            ('"warranty" --no-llm', "the best passages only, no model"),
+            ('"..." --mode dense --k 8 --source manuals/', "dense only, 8 passages, one folder"),
+            ('"..." --json', "machine-readable result"),
+        ], "Uses the bundled local LLM unless OPENAI_BASE_URL is set.\n" + SETTINGS_NOTE))
     ask.add_argument("question")
     ask.add_argument("--collection", help="collection name (RAG_COLLECTION)")
-    ask.add_argument("--k", type=int, help="chunks given to the model (RAG_RETRIEVAL_K)")
+    ask.add_argument("--k", type=int, help="passages given to the model (default: "
+                     "RAG_RETRIEVAL_K, 3)")
     ask.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default="hybrid",
                      help="retrieval: dense + BM25 fused (default), or one of them")
     ask.add_argument("--source", metavar="PATH", help="only files under this path")
-    ask.add_argument("--mmr", action="store_true", help="diversify the retrieved chunks")
+    ask.add_argument("--mmr", action="store_true", help="diversify the retrieved passages")
     ask.add_argument("--no-rerank", action="store_true",
                      help="skip the reranker set in RAG_RERANKER_MODEL")
     ask.add_argument("--no-llm", action="store_true", help="show the best passages only")
     ask.add_argument("--json", action="store_true", help="machine-readable result")
-    serve = sub.add_parser("serve", help="open the chat in the browser (Streamlit), on "
-                           "127.0.0.1 unless told otherwise")
+
+    stats = sub.add_parser(
+        "stats", help="what the index holds: files, pages, passages, model",
+        description=wrap("What the index holds: its files (kind, pages, passages, last "
+                         "error), the embedding model and the passage size."),
+        formatter_class=RawHelp, epilog=_epilog(f"{prog} stats", [
+            ("", "a table of the indexed files"),
+            ("--collection manuals", "another collection"),
+            ("--json", "machine-readable"),
+        ], SETTINGS_NOTE))
+    stats.add_argument("--collection", help="collection name (RAG_COLLECTION)")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+
+    serve = sub.add_parser(
+        "serve", help="serve the chat in the browser (Streamlit), on 127.0.0.1 unless told "
+        "otherwise",
+        description=wrap("Serve the chat in the browser (Streamlit) with safe server "
+                         "options: this machine only unless --allow-network, a Host "
+                         "allow-list, XSRF protection, no error details in the page."),
+        formatter_class=RawHelp, epilog=_epilog(f"{prog} serve", [
+            ("", "the chat on http://127.0.0.1:8501"),
+            ("--docs data/samples", "ingest this folder first when the index is empty"),
+            ("--port 8600", "another port"),
+            ("--host 0.0.0.0 --allow-network --allowed-host chat.example.org",
+             "behind an authenticating proxy"),
+        ], "make run is rag serve --docs data/samples.\n" + SETTINGS_NOTE))
     serve.add_argument("--docs", type=Path, metavar="DIR",
                        help="ingest this folder first when the index is empty")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; the "
                        "chat has no login, so an address other machines can reach also "
                        "needs --allow-network)")
-    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--port", type=int, default=8501,
+                       help="port to listen on (default: %(default)s)")
     serve.add_argument("--allow-network", action="store_true",
                        help="allow a --host that other machines can reach (the chat has no "
                        "login: put an authenticating proxy in front)")
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="another host name browsers may use to reach the server (e.g. "
                        "the proxy's); localhost, 127.0.0.1 and --host are always answered")
-    api = sub.add_parser("api", help="serve the HTTP API (OpenAI-compatible chat with "
-                         "sources, search, documents) on 127.0.0.1 unless told otherwise")
+
+    api = sub.add_parser(
+        "api", help="serve the HTTP API (OpenAI-compatible chat with sources, search, "
+        "documents) on 127.0.0.1 unless told otherwise",
+        description=wrap("Serve the HTTP API: OpenAI-compatible chat completions with "
+                         "sources, search, documents. The schema is at /openapi.json."),
+        formatter_class=RawHelp, epilog=_epilog(f"{prog} api", [
+            ("", "http://127.0.0.1:8000/v1, this machine only"),
+            ("--port 8001 --collection manuals", "another port and collection"),
+            ("--host 0.0.0.0", "other machines too: needs RAG_API_KEY"),
+        ], SETTINGS_NOTE))
     api.add_argument("--collection", help="collection name (RAG_COLLECTION)")
     api.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only; any "
                      "other needs RAG_API_KEY)")
-    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--port", type=int, default=8000,
+                     help="port to listen on (default: %(default)s)")
     api.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                      help="another host name clients may use to reach the server (e.g. a "
                      "proxy's)")
+    _delegated(sub, "eval")
     return p
+
+
+def _delegated(sub: Any, name: str) -> None:
+    """List a delegated command in the help; main() hands its arguments over untouched."""
+    parser = sub.add_parser(name, help=DELEGATED[name], add_help=False)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _run_delegated(name: str, args: Sequence[str], prog: str) -> int:
+    """`rag ingest ARGS` is `python -m ingest ARGS`; `rag eval ARGS` is `python -m
+    rag_app.eval ARGS`: the same main(), imported only when asked for."""
+    run: Callable[..., int]
+    if name == "ingest":
+        from ingest.cli import main as run
+    else:
+        from rag_app.eval.cli import main as run
+    return run(list(args), prog=f"{prog} {name}")
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,11 +182,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: --host {args.host} can be reached from other machines, and the chat "
                   "has no login. Add --allow-network to do it anyway (with an authenticating "
                   "proxy in front), or use --host 127.0.0.1.", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         print(exposure_warning(args.host, args.port, hosts), file=sys.stderr)
     if args.docs is not None and not index_overview(settings).chunks:
         print(f"The index is empty: ingesting {args.docs} first …", file=sys.stderr)
-        report = sync_paths(settings, [args.docs], command="python -m rag_app serve")
+        report = sync_paths(settings, [args.docs], command=f"{getattr(args, 'prog', PROG)} serve")
         print(f"{report.counts()['ingested']} files ingested, {report.chunks_total} passages",
               file=sys.stderr)
     app = Path(__file__).resolve().parent / "ui" / "app.py"
@@ -90,7 +197,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return subprocess.call(command, env=os.environ.copy())
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _url_host(host: str) -> str:
@@ -169,26 +276,37 @@ def _print_stats(info: dict[str, Any]) -> None:
     console = Console()
     if not info["exists"]:
         console.print(f"Collection {safe(repr(info['collection']))} in the "
-                      f"{safe(info['store'])} is empty. Fill it with: python -m ingest PATH")
+                      f"{safe(info['store'])} is empty. Fill it with: rag ingest PATH")
         return
     fp = info["fingerprint"]
     console.print(f"[bold]{safe(info['collection'])}[/bold] in the {safe(info['store'])}: "
-                  f"{info['files']} files, {info['pages']} pages, {info['chunks']} chunks; "
-                  f"model {safe(fp.get('model'))} ({safe(fp.get('dimension'))}-d), chunks of ≤"
+                  f"{info['files']} files, {info['pages']} pages, {info['chunks']} passages; "
+                  f"model {safe(fp.get('model'))} ({safe(fp.get('dimension'))}-d), passages of ≤"
                   f"{safe(fp.get('chunk_tokens'))} tokens", highlight=False)
-    table = Table("file", "kind", "pages", "chunks", "last error")
+    # as the Documents page: a file without pages (Markdown, text, HTML) shows none, not 0
+    table = Table("file", "kind", "pages", "passages", "last error")
     for f in info["file_list"]:
         table.add_row(safe(f["source"]), safe(f["kind"]), str(f["pages"] or ""),
                       str(f["chunks"]), safe(f["error"]))
     console.print(table)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """`rag ARGS` (`python -m rag_app ARGS`): the exit code, by the table in rag_app/errors.py.
+    Bad options exit 2 through argparse (SystemExit), as --help exits 0."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0] in DELEGATED:
+        return _run_delegated(given[0], given[1:], prog)
+    args = build_parser(prog).parse_args(given)
+    if args.command in DELEGATED:  # not reached: an option came before the command
+        return _run_delegated(args.command, args.args, prog)
+    args.prog = prog
     try:
         collection = getattr(args, "collection", None)
         overrides = {"collection": collection} if collection else {}
-        settings = Settings(**overrides)
+        # `Settings` looked up here, at call time: tests replace it with their own
+        settings = load_settings(overrides, options={"collection": "--collection"},
+                                 factory=Settings)
         import logging
 
         logging.basicConfig(level=settings.log_level,
@@ -207,7 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(info, indent=2))
             else:
                 _print_stats(info)
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    return 0
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, the shared code
+        return report_error(exc)
+    return EXIT_OK

@@ -6,8 +6,9 @@ project reads `os.environ`; code receives a `Settings` instance from its caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -354,3 +355,72 @@ class Settings(BaseSettings):
             scheme = "https" if self.chroma_ssl else "http"
             return f"Chroma server {scheme}://{self.chroma_host}:{self.chroma_port}"
         return f"local Chroma store {self.chroma_dir}"
+
+
+def environment_names(field: str) -> list[str]:
+    """The environment variables that set `field`: RAG_<FIELD>, or its aliases (OPENAI_*,
+    CHROMA_*) when it has some, in the order they are tried."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        names = [c for c in alias.choices if isinstance(c, str) and c.isupper()]
+        if names:
+            return names
+    return [f"{Settings.model_config.get('env_prefix', '')}{field}".upper()]
+
+
+def _field_for(loc: str) -> str | None:
+    if loc in Settings.model_fields:
+        return loc
+    for name in Settings.model_fields:
+        if loc in environment_names(name):
+            return name
+    return None
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, *,
+                  options: Mapping[str, str] | None = None,
+                  factory: Callable[..., Settings] | None = None) -> Settings:
+    """The one way every command loads its settings: the environment and `.env`, then
+    `overrides` (command-line options, by field name). An invalid value is a `ConfigError`
+    naming the setting, the environment variable (or the option, from `options`: field name ->
+    option) that gave it, and why, never a pydantic traceback."""
+    from pydantic import ValidationError
+
+    from rag_app.errors import ConfigError
+
+    make = factory if factory is not None else Settings
+    given = dict(overrides or {})
+    try:
+        return make(**given)
+    except ValidationError as exc:
+        problems = [_describe(e, given, options or {}) for e in exc.errors(include_url=False)]
+        fix = ("the option or the environment variable" if any(o for _, o in problems)
+               else "the environment variable (or .env)")
+        raise ConfigError("invalid setting" + ("s" if len(problems) > 1 else "") + ": "
+                          + "; ".join(text for text, _ in problems)
+                          + f". Fix {fix}; .env.example describes every setting.") from None
+
+
+def _describe(error: Mapping[str, Any], given: Mapping[str, Any],
+              options: Mapping[str, str]) -> tuple[str, bool]:
+    """One problem as `field (where = value): reason`, and whether an option gave the value."""
+    loc = [str(part) for part in error.get("loc", ())]
+    field = _field_for(loc[0]) if loc else None
+    reason = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if field is None:
+        return f"{'.'.join(loc) or 'settings'}: {reason}", False
+    names = environment_names(field)
+    value = error.get("input")
+    secret = Settings.model_fields[field].annotation in (SecretStr, SecretStr | None)
+    shown = "" if secret or isinstance(value, dict) else f" = {_short(value)}"
+    if field in given:
+        where = f"option {options[field]}" if field in options else "command-line option"
+        return f"{field} ({where}{shown}; also {' or '.join(names)}): {reason}", True
+    env = loc[0] if loc[0] in names else " or ".join(names)  # an alias names the one set
+    return f"{field} (environment variable {env}{shown}): {reason}", False
+
+
+def _short(value: object) -> str:
+    text = repr(value if not isinstance(value, Path) else str(value))
+    return text if len(text) <= 60 else text[:59] + "…"

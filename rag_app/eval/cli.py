@@ -1,4 +1,5 @@
-"""`python -m rag_app.eval beir|qa …`: evaluate, then write results.json, report.md and plots."""
+"""`rag eval beir|qa …` (also `python -m rag_app.eval`): evaluate, then write results.json,
+report.md and plots."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rag_app.errors import ConfigError, RagError
+from rag_app.errors import EXIT_CODES_HELP, EXIT_OK, ConfigError, report_error
 from rag_app.eval.configs import DEFAULT_CONFIGS, EvalConfig, check_unique, parse_config
-from rag_app.eval.metrics import MissingDependency, require
+from rag_app.eval.metrics import require
+from rag_app.helptext import examples, wrap
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_STORE = 3
+PROG = "python -m rag_app.eval"
 # The shared test bed beside the repository (../shared), used when no path is given.
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 DEV_BEIR = SHARED / "datasets" / "msmarco"
@@ -29,31 +29,41 @@ CONFIG_HELP = (
     "mmr (true|false), names (true|false), chunk_tokens, chunk_overlap. Default: dense, bm25 "
     "and hybrid, k=5"
 )
-EPILOG = """\
-examples:
-  python -m rag_app.eval beir ../shared/datasets/msmarco
-  python -m rag_app.eval beir DATA --config dense --config hybrid:k=10 --limit-queries 20
-  python -m rag_app.eval qa questions.jsonl --docs ./docs --no-llm
-  python -m rag_app.eval qa questions.jsonl --docs ./docs --config hybrid --judge --limit 20
-  python -m rag_app.eval qa ../shared/qa/python-faq.jsonl --docs \\
-      ../shared/docs/html/python-faq --no-llm --strip-question-headings
-  python -m rag_app.eval qa q.jsonl --docs ./docs --config small:chunk_tokens=128 \\
-      --config default:mode=hybrid --index-dir data/eval-index   # keep indexes for next time
+EXAMPLES = (
+    ("beir ../shared/datasets/msmarco", ""),
+    ("beir DATA --config dense --config hybrid:k=10 --limit-queries 20", ""),
+    ("qa questions.jsonl --docs ./docs --no-llm", ""),
+    ("qa questions.jsonl --docs ./docs --config hybrid --judge --limit 20", ""),
+    ("qa ../shared/qa/python-faq.jsonl --docs \\\n      ../shared/docs/html/python-faq "
+     "--no-llm --strip-question-headings", ""),
+    ("qa q.jsonl --docs ./docs --config small:chunk_tokens=128 \\\n      --config "
+     "default:mode=hybrid --index-dir data/eval-index   # keep indexes for next time", ""),
+)
+
+
+def epilog(prog: str = PROG) -> str:
+    return f"""\
+{examples(prog, EXAMPLES)}
 
 Without a path, beir and qa use the shared dev sets when ../shared is beside the repository.
 The report goes to --out (default results/<time>-<beir|qa>): results.json (every number and
 every question's row), report.md (the tables, also printed at the end) and PNG plots.
-Exit codes: 0 done, 2 bad input or a missing package, 3 store or model problem.
+The same command: rag eval, python -m rag_app.eval.
+
+{EXIT_CODES_HELP}
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+EPILOG = epilog()
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m rag_app.eval",
-        description="Measure retrieval and answer quality and compare configurations side "
+        prog=prog,
+        description=wrap("Measure retrieval and answer quality and compare configurations side "
                     "by side. Every run indexes the documents through the ingest path into "
-                    "an index of its own (never your collection).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "an index of its own (never your collection)."),
+        epilog=epilog(prog), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="{beir,qa}")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -69,12 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     beir = sub.add_parser(
         "beir", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="retrieval on a BEIR-format dataset: nDCG@10, Recall@k, MRR@10 (ranx)",
-        description="Retrieval on a BEIR-format folder (corpus.jsonl, queries.jsonl, "
+        description=wrap("Retrieval on a BEIR-format folder (corpus.jsonl, queries.jsonl, "
                     "qrels/<split>.tsv). nDCG@10 uses exponential gain (ranx ndcg_burges), "
                     "as the shared msmarco sample's reference scores; linear gain is shown "
-                    "beside it.",
-        epilog="example: python -m rag_app.eval beir ../shared/datasets/msmarco "
-               "--config dense --config bm25 --config hybrid")
+                    "beside it."),
+        epilog=examples(prog, [("beir ../shared/datasets/msmarco --config dense "
+                                "--config bm25 --config hybrid", "")], "example:"))
     beir.add_argument("path", nargs="?", type=Path, metavar="PATH",
                       help=f"the BEIR folder (default: {DEV_BEIR}, when present)")
     beir.add_argument("--split", default="test", help="qrels file to use (default: test)")
@@ -88,13 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "qa", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="end to end on a question set: retrieval hits, answers, refusals, citations, "
              "faithfulness, latency",
-        description="Answer every question through the project's answer path and score it. "
+        description=wrap("Answer every question through the project's answer path and score it. "
                     "QUESTIONS is JSONL, one object a line: {\"id\", \"question\", "
                     "\"answer\", \"gold_source\", \"gold_pages\", \"answerable\"} (the "
                     "Python FAQ set's {id, question, gold_source, gold_passage, answerable} "
-                    "works too).",
-        epilog="example: python -m rag_app.eval qa questions.jsonl --docs ./docs "
-               "--config dense --config hybrid --limit 20")
+                    "works too)."),
+        epilog=examples(prog, [("qa questions.jsonl --docs ./docs --config dense "
+                                "--config hybrid --limit 20", "")], "example:"))
     qa.add_argument("questions", nargs="?", type=Path, metavar="QUESTIONS",
                     help=f"the question file (default: {DEV_QUESTIONS}, when present)")
     qa.add_argument("--docs", type=Path, metavar="DIR",
@@ -115,27 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """`rag eval ARGS` and `python -m rag_app.eval ARGS`: the exit code (the shared table in
+    rag_app/errors.py: 2 bad input, a bad setting or a missing package; 3 store or model)."""
+    args = build_parser(prog).parse_args(argv)
     try:
         return _run(args)
-    except (ConfigError, MissingDependency) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_STORE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, the shared code
+        return report_error(exc)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from rag_app.eval.report import summary_lines, write_report
-    from rag_app.settings import Settings
+    from rag_app.settings import load_settings
 
+    settings = load_settings()  # a bad setting is named before anything runs
     configs = _configs(args.config)
     require("matplotlib", "Plotting the report")  # fail before a long run, not after
     if args.command == "beir":
@@ -153,10 +157,6 @@ def _run(args: argparse.Namespace) -> int:
             docs = DEV_DOCS
         if not docs.is_dir():
             raise ConfigError(f"documents folder {docs} not found: give it with --docs DIR")
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid settings (environment or .env): {exc}") from None
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # bm25s sets its own logger to DEBUG
         handler.setLevel(settings.log_level)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag_app.errors import RagError
+from rag_app.errors import EXIT_USAGE, RagError
 from rag_app.text.sentences import split_sentences
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ _PUNCT = str.maketrans(_PUNCT_CHARS, " " * len(_PUNCT_CHARS))
 _NUMBER_SEPARATOR = re.compile(r"(?<=\d)[,.](?=\d)")
 class MissingDependency(RagError):
     """An optional package the evaluation needs is not installed."""
+
+    exit_status = EXIT_USAGE
 
 
 def require(module: str, purpose: str) -> Any:
