@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lexical_runs[opts] = lexical_run(beir, opts)
             label = f"stop={'y' if stop else 'n'} stem={'y' if stem else 'n'}"
             print(_row("bm25", label, evaluate(lexical_runs[opts], beir.qrels), base))
-            fused = fused_run(dense, lexical_runs[opts], FusionConfig())
+            fused = fused_run(dense, lexical_runs[opts], FusionConfig(method="convex"))
             print(_row("default fusion", label, evaluate(fused, beir.qrels), base))
     for k1, b in ((0.9, 0.4), (1.2, 0.75)):
         opts = LexicalOptions(k1=k1, b=b)
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for a in (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9):
             cells = []
             for depth in depths:
-                config = FusionConfig(norm=norm, alpha=a, depth=depth)  # type: ignore[arg-type]
+                config = FusionConfig(method="convex", norm=norm, alpha=a, depth=depth)  # type: ignore[arg-type]
                 score = evaluate(fused_run(dense, lexical, config), beir.qrels)[PRIMARY]
                 cells.append(f"{score:.3f}")
             print(f"| {norm} | {a} | {' | '.join(cells)} |")
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"paired randomisation p = {c['p']:.2f}")
     print("\nTuning alpha on these queries (best on a random half, scored on the other half):")
     for norm in ("minmax", "max"):
-        family = [FusionConfig(norm=norm, alpha=a)  # type: ignore[arg-type]
+        family = [FusionConfig(method="convex", norm=norm, alpha=a)  # type: ignore[arg-type]
                   for a in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)]
         held, dense_held, share, picks = two_fold_check(dense, lexical, beir.qrels, family)
         common = max(set(picks), key=picks.count)

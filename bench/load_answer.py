@@ -579,6 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limits = dict(STUB_LIMITS if target == "stub" else LOCAL_LIMITS, **overrides)
             settings = base.model_copy(update=limits)
             print(f"\n== {target}: {describe_settings(settings)}", flush=True)
+            cache_before = emb.query_cache_info()
             if target == "stub":
                 with openai_stub(seed=args.seed) as stub:
                     load = run_load(settings, retriever, Endpoint(stub.base_url, "chaos", "sk-x"),
@@ -591,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{k} {v}" for k, v in sorted(fates.items(), key=lambda x: -x[1]))))
             else:
                 load = _run_local(settings, retriever, questions, args)
+            load.extra_rows.append(("query-embedding cache: hits / lookups",
+                                    _cache_row(cache_before, emb.query_cache_info())))
             print("\n".join(load.table()))
             for note in load.notes:
                 print(f"\nWATCHDOG {note}")
@@ -612,6 +615,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                            or load.non_llm_errors or load.sent_after_give_up()
                            or [x for x in load.arrived_after_give_up() if x[1] > TRANSIT_S])
     return 1 if failed else 0
+
+
+def _cache_row(before: Any, after: Any) -> str:
+    """Hits / lookups of the query-embedding cache between two cache_info()s, with the rate:
+    the askers draw their questions from a short list, so most lookups repeat one."""
+    hits, lookups = after.hits - before.hits, (after.hits + after.misses
+                                               - before.hits - before.misses)
+    return f"{hits} / {lookups} ({hits / lookups:.0%})" if lookups else "0 / 0"
 
 
 def _run_local(settings: Settings, retriever: Retriever, questions: Sequence[str],

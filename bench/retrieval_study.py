@@ -214,15 +214,21 @@ def fusion_grid() -> list[tuple[str, FusionConfig]]:
         ("bm25", FusionConfig(mode="lexical")),
     ]
     for alpha in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        grid.append((f"convex minmax a={alpha}", FusionConfig(alpha=alpha)))
+        grid.append((f"convex minmax a={alpha}", FusionConfig(method="convex", alpha=alpha)))
     for alpha in (0.5, 0.6, 0.7):
-        grid.append((f"convex zscore a={alpha}", FusionConfig(alpha=alpha, norm="zscore")))
+        grid.append((f"convex zscore a={alpha}",
+                     FusionConfig(method="convex", alpha=alpha, norm="zscore")))
     for alpha in (0.5, 0.7):
-        grid.append((f"convex max a={alpha}", FusionConfig(alpha=alpha, norm="max")))
+        grid.append((f"convex max a={alpha}",
+                     FusionConfig(method="convex", alpha=alpha, norm="max")))
     for k, w in ((60, 1.0), (60, 0.5), (20, 1.0), (10, 1.0), (10, 0.5)):
         grid.append((f"rrf k={k} w_bm25={w}",
                      FusionConfig(method="rrf", rrf_k=k, lexical_weight=w)))
     grid.append(("rescue top1@3", FusionConfig(method="rescue")))
+    for alpha, low, high in ((0.7, 0.3, 0.5), (0.7, 0.25, 0.45), (0.8, 0.3, 0.5)):
+        grid.append((f"adaptive a={alpha} spread {low}-{high}",
+                     FusionConfig(method="adaptive", alpha=alpha, spread_low=low,
+                                  spread_high=high)))
     return grid
 
 

