@@ -2,7 +2,7 @@
 
 The query is embedded with the same model and prompt conventions as the collection; a
 collection built with another model is refused (the fingerprint check). Each retriever gives
-`depth` candidates, `fusion.fuse` ranks them (default: the measured convex fusion), and then
+`depth` candidates, `fusion.fuse` ranks them (default: the measured adaptive fusion), and then
 every candidate gets its true cosine similarity to the query, so a minimum relevance threshold
 and MMR diversification work the same for chunks that only BM25 found.
 """
