@@ -111,6 +111,7 @@ def test_the_page_says_which_llm_and_index_and_answers_with_citations(env: dict[
     at = ok(app())
     side = unescape(" ".join(str(c.value) for c in at.sidebar.caption))
     assert "json at http://127.0.0.1" in side and "ui-docs" in side
+    assert "Embeddings: sentence-transformers/all-MiniLM-L6-v2" in side  # the index's model
     assert "6 files" in unescape(texts(at))
     at = ask(at, "How do I descale the AK-200 kettle?")
     assistant = at.chat_message[1]

@@ -166,7 +166,9 @@ def _sidebar(store: ConversationStore, conv: Conversation, info: dict[str, Any])
             help="Asks the model once more, briefly, whether the passages really state the "
             "answer; if not, you get 'not found' instead of a doubtful answer.")
         st.divider()
-        st.caption(f"LLM: {md(describe_llm(settings))}  \nCollection: "
+        model = (info.get("fingerprint") or {}).get("model")
+        embeddings = f"  \nEmbeddings: {md(str(model))}" if model else ""
+        st.caption(f"LLM: {md(describe_llm(settings))}{embeddings}  \nCollection: "
                    f"{md(settings.collection)} in the "
                    f"{md(short_paths(settings.describe_store()))}")
 
