@@ -283,6 +283,11 @@ def _print_stats(info: dict[str, Any]) -> None:
                   f"{info['files']} files, {info['pages']} pages, {info['chunks']} passages; "
                   f"model {safe(fp.get('model'))} ({safe(fp.get('dimension'))}-d), passages of ≤"
                   f"{safe(fp.get('chunk_tokens'))} tokens", highlight=False)
+    size = info.get("sizes") or {}
+    if size:
+        from rag_app.service import size_line
+
+        console.print(safe(size_line(size)), highlight=False)
     # as the Documents page: a file without pages (Markdown, text, HTML) shows none, not 0
     table = Table("file", "kind", "pages", "passages", "last error")
     for f in info["file_list"]:

@@ -100,6 +100,7 @@ class IndexOverview:
     pages: int = 0
     files: list[FileRecord] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, Any] = field(default_factory=dict)  # see `index_sizes`
 
     @property
     def files_by_kind(self) -> dict[str, int]:
@@ -109,7 +110,7 @@ class IndexOverview:
         return {
             "collection": self.collection, "store": self.store, "exists": self.exists,
             "chunks": self.chunks, "files": len(self.files), "files_by_kind": self.files_by_kind,
-            "pages": self.pages, "fingerprint": self.fingerprint,
+            "pages": self.pages, "fingerprint": self.fingerprint, "sizes": self.sizes,
             "file_list": [{"source": r.source, "kind": r.kind, "chunks": r.chunks,
                            "pages": r.pages, "error": r.error} for r in self.files],
         }
@@ -129,4 +130,64 @@ def index_overview(settings: Settings) -> IndexOverview:
     base.chunks = store.count()
     base.pages = sum(r.pages for r in records)
     base.fingerprint = store.fingerprint
+    base.sizes = index_sizes(settings, store.lexical_dir, base.chunks, base.fingerprint)
     return base
+
+
+EXTRAPOLATE_FROM = 1000  # passages needed before bytes per passage and estimates are given
+
+
+def index_sizes(settings: Settings, lexical_dir: Path, chunks: int,
+                fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """What the index costs: its vectors (count x dimension x 4 bytes of float32, as Chroma
+    keeps them), the BM25 files, the embedded store's folder (None for a server: not on this
+    disk), bytes per passage on disk and a linear estimate for 10x and 100x the passages."""
+    dimension = int(fingerprint.get("dimension") or 0)
+    bm25 = _folder_bytes(lexical_dir)
+    store = None if settings.chroma_host else _folder_bytes(settings.chroma_dir)
+    on_disk = (store or chunks * dimension * 4) + bm25
+    # A store's fixed part (SQLite pages, the catalog) swamps a few passages: extrapolate
+    # only from enough of them.
+    per = on_disk / chunks if chunks >= EXTRAPOLATE_FROM else None
+    return {"vectors": chunks, "dimension": dimension, "vector_bytes": chunks * dimension * 4,
+            "bm25_bytes": bm25, "store_bytes": store,
+            "bytes_per_passage": None if per is None else round(per),
+            "estimate_10x_bytes": None if per is None else round(per * chunks * 10),
+            "estimate_100x_bytes": None if per is None else round(per * chunks * 100),
+            "model": fingerprint.get("model"), "engine": fingerprint.get("engine")}
+
+
+def size_line(size: dict[str, Any]) -> str:
+    """One sentence on what the index costs (`rag_app.service.index_sizes`), for `stats` and
+    the Documents page."""
+    store = (f"the Chroma folder {human_bytes(size['store_bytes'])}"
+             if size.get("store_bytes") is not None else "the Chroma server's disk not seen")
+    scale = (f"{human_bytes(size['bytes_per_passage'])} per passage on disk, so about "
+             f"{human_bytes(size['estimate_10x_bytes'])} for 10× the documents and "
+             f"{human_bytes(size['estimate_100x_bytes'])} for 100×"
+             if size.get("bytes_per_passage") is not None else "too few passages to extrapolate")
+    return (f"Size: {size['vectors']} vectors × {size['dimension']} dimensions = "
+            f"{human_bytes(size['vector_bytes'])} of float32; BM25 "
+            f"{human_bytes(size['bm25_bytes'])}; {store}; {scale}. Embedding model "
+            f"{size.get('model')}.")
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (powers of 1000, as disks are sold)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 when it does not exist)."""
+    total = 0
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:  # removed while we looked (a writer is running)
+            continue
+    return total

@@ -201,8 +201,34 @@ def test_ingest_two_markdown_files_then_stats(tmp_path: Path, clean_env: pytest.
     assert info["collection"] == "cli-test" and info["files"] == 2
     assert {f["source"] for f in info["file_list"]} == {"kettle.md", "toaster.md"}
     assert info["chunks"] == report["chunks_total"]
+    sizes = info["sizes"]  # what the index costs
+    assert sizes["vectors"] == 2 and sizes["dimension"] == 384
+    assert sizes["vector_bytes"] == 2 * 384 * 4 and sizes["bm25_bytes"] > 0
+    assert sizes["store_bytes"] > sizes["vector_bytes"]
+    assert sizes["bytes_per_passage"] is None  # 2 passages: too few to extrapolate
+    assert sizes["model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
     code, out, err = rag(["stats"], capsys)
     assert code == 0, err
+    assert "Size: 2 vectors × 384 dimensions = 3.1 kB of float32" in " ".join(out.split())
+    assert "too few passages to extrapolate" in " ".join(out.split())
     assert "2 files, 0 pages, 2 passages" in " ".join(out.split())
     assert "chunks" not in out and "None" not in out  # no pages: left empty, as on Documents
+
+
+def test_index_sizes_extrapolate_from_enough_passages(tmp_path: Path) -> None:
+    from rag_app.service import EXTRAPOLATE_FROM, human_bytes, index_sizes
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "state")
+    (settings.chroma_dir).mkdir(parents=True)
+    (settings.chroma_dir / "chroma.sqlite3").write_bytes(b"x" * 3_000_000)
+    lexical = tmp_path / "bm25"
+    lexical.mkdir()
+    (lexical / "v1").write_bytes(b"y" * 1_000_000)
+    sizes = index_sizes(settings, lexical, EXTRAPOLATE_FROM * 2, {"dimension": 384})
+    assert sizes["store_bytes"] == 3_000_000 and sizes["bm25_bytes"] == 1_000_000
+    assert sizes["bytes_per_passage"] == 2_000  # (3 MB + 1 MB) / 2,000 passages
+    assert sizes["estimate_10x_bytes"] == 40_000_000
+    assert sizes["estimate_100x_bytes"] == 400_000_000
+    assert human_bytes(999) == "999 B" and human_bytes(40_000_000) == "40.0 MB"

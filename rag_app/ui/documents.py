@@ -47,6 +47,10 @@ def render() -> None:
         return
     st.caption(f"{len(info.files)} files, {int(info.pages)} pages, {int(info.chunks)} passages "
                f"in collection {md(info.collection)} ({md(short_paths(info.store))})")
+    if info.sizes:
+        from rag_app.service import size_line
+
+        st.caption(md(size_line(info.sizes)))
     # plain text (a data frame renders no Markdown), with no absolute path (REVIEW L8)
     def shown(r: Any) -> str:  # an upload shows the name it was uploaded under (REVIEW M3)
         rec = manifest.get(r.source) if Path(r.root).resolve() == uploads else None
