@@ -510,10 +510,13 @@ class Ingestor:
         """What the fingerprint is derived from, known without loading the model. When it
         matches the collection's, a run with nothing to embed never loads the model."""
         s = self.settings
-        return {"model": self.embedder.name, "chunk_tokens": s.chunk_tokens,
-                "chunk_overlap": s.chunk_overlap, "query_prompt": s.query_prompt,
-                "document_prompt": s.document_prompt, "splitter": SPLITTER_VERSION,
-                "pdf_parser": s.pdf_parser}
+        key = {"model": self.embedder.name, "chunk_tokens": s.chunk_tokens,
+               "chunk_overlap": s.chunk_overlap, "query_prompt": s.query_prompt,
+               "document_prompt": s.document_prompt, "splitter": SPLITTER_VERSION,
+               "pdf_parser": s.pdf_parser}
+        if s.embedding_dim:  # only when set: the keys of existing collections stay equal
+            key["embedding_dim"] = s.embedding_dim
+        return key
 
     def _splitter_for(self, store: Store) -> Splitter:
         """Load the model (once), check it against the collection, return the splitter."""

@@ -342,7 +342,28 @@ class AutoEmbedder(Embedder):
 
     @property
     def dimension(self) -> int:
-        return self.inner.dimension
+        return self._cut_to() or self.inner.dimension
+
+    def _cut_to(self) -> int:
+        """RAG_EMBEDDING_DIM when it shortens the model's vectors, else 0."""
+        wanted = self._settings.embedding_dim
+        if not wanted:
+            return 0
+        full = self.inner.dimension
+        if wanted > full:
+            raise EmbeddingError(
+                f"RAG_EMBEDDING_DIM={wanted} is more than the {full} dimensions of {self.name}: "
+                f"set at most {full}, or 0 for the whole vectors")
+        return wanted if wanted < full else 0
+
+    def _cut(self, vectors: np.ndarray) -> np.ndarray:
+        """The first RAG_EMBEDDING_DIM dimensions, re-normalised (Matryoshka style)."""
+        dim = self._cut_to()
+        if not dim:
+            return vectors
+        short = np.array(vectors[..., :dim], dtype=np.float32)
+        norms = np.linalg.norm(short, axis=-1, keepdims=True)
+        return short / np.maximum(norms, 1e-12)
 
     @property
     def max_seq_length(self) -> int:
@@ -353,16 +374,18 @@ class AutoEmbedder(Embedder):
         return self.inner.document_token_limit
 
     def fingerprint(self) -> dict[str, Any]:
-        return self.inner.fingerprint()
+        full = self.inner.fingerprint()
+        dim = self._cut_to()
+        return {**full, "dimension": dim, "cut_from": full["dimension"]} if dim else full
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        return self.inner._embed_batch(texts)
+        return self._cut(self.inner._embed_batch(texts))
 
     def embed_documents(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        return self.inner.embed_documents(texts, batch_size=batch_size)
+        return self._cut(self.inner.embed_documents(texts, batch_size=batch_size))
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.inner.embed_query(text)
+        return self._cut(self.inner.embed_query(text))
 
     def query_cache_info(self) -> Any:
         return self.inner.query_cache_info()

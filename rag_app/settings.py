@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     )
     embedding_device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps…")
     embedding_batch_size: int = Field(default=32, ge=1, le=4096)
+    embedding_dim: int = Field(
+        default=0, ge=0,
+        description="0 (default): the model's whole vectors. N: keep the first N dimensions, "
+        "re-normalised (Matryoshka style): smaller vectors, some quality lost, more for "
+        "models not trained for it (see the README's table). Changing it needs a rebuild.",
+    )
     query_prompt: str | None = Field(
         default=None, description="Prefix for queries; None: taken from the model (E5/BGE aware)."
     )

@@ -113,3 +113,29 @@ def test_auto_keeps_the_english_model_for_english_and_a_named_model_is_honoured(
     assert report.counts()["ingested"] == 2 and not report.notices
     store = Store.open(named)
     assert store is not None and store.fingerprint["model"] == languages.ENGLISH_MODEL
+
+
+def test_shorter_vectors_on_request_are_recorded_and_checked(tmp_path: Path) -> None:
+    """RAG_EMBEDDING_DIM keeps the first N dimensions, re-normalised; the collection records
+    it, and a query side with other vectors is refused with what to do."""
+    import numpy as np
+
+    from rag_app.errors import RagError
+    from rag_app.retrieve import Retriever
+    from rag_app.service import sync_paths
+    from rag_app.store import Store
+
+    docs = _folder(tmp_path / "docs", {"kettle.md": ENGLISH})
+    settings = make_settings(tmp_path / "state", embedding_dim=128)
+    assert sync_paths(settings, [docs]).counts()["ingested"] == 1
+    store = Store.open(settings)
+    assert store is not None
+    assert store.fingerprint["dimension"] == 128 and store.fingerprint["cut_from"] == 384
+    retriever = Retriever(settings)
+    query = retriever.embedder.embed_query("How long is the warranty?")
+    assert query.shape == (128,) and abs(float(np.linalg.norm(query)) - 1.0) < 1e-5
+    assert retriever.search("How long is the warranty?")[0].source == "kettle.md"
+    with pytest.raises(RagError, match="dimension"):
+        Retriever(make_settings(tmp_path / "state")).search("warranty")
+    with pytest.raises(RagError, match="RAG_EMBEDDING_DIM=999 is more than the 384"):
+        Retriever(make_settings(tmp_path / "state", embedding_dim=999)).search("warranty")
