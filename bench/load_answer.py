@@ -34,7 +34,7 @@ import json
 import os
 import random
 import re
-import select
+import selectors
 import socket
 import statistics
 import sys
@@ -411,11 +411,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             upstream = socket.create_connection(self.server.upstream, timeout=10)
         except OSError:
             return  # the client sees a dropped connection
-        watch = [upstream, client]
+        watch = selectors.DefaultSelector()  # not select.select: no limit on descriptors
+        watch.register(upstream, selectors.EVENT_READ)
+        watch.register(client, selectors.EVENT_READ)
         try:
             upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
             while True:
-                ready, _, _ = select.select(watch, [], [], 1.0)
+                ready = [key.fileobj for key, _ in watch.select(1.0)]
                 if upstream in ready:
                     data = upstream.recv(65536)
                     if not data:
@@ -429,10 +431,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     if not client.recv(1, socket.MSG_PEEK):
                         self.server.client_gone[rid] = time.monotonic()
                         break  # the caller went away: close the upstream request too
-                    watch = [upstream]  # unexpected bytes: stop watching, keep forwarding
+                    watch.unregister(client)  # unexpected bytes: stop watching, keep forwarding
         except OSError:
             self.server.client_gone[rid] = time.monotonic()
         finally:
+            watch.close()
             upstream.close()
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import random
-import select
+import selectors
 import threading
 import time
 from collections import Counter
@@ -133,16 +133,19 @@ class _Handler(BaseHTTPRequestHandler):
         """Send nothing; note when the client closes its end (EOF or reset)."""
         self.close_connection = True
         end = time.monotonic() + limit_s
-        while not self.server.release.is_set() and time.monotonic() < end:
-            ready, _, _ = select.select([self.connection], [], [], 0.05)
-            if ready:
-                try:
-                    gone = not self.connection.recv(1)
-                except OSError:
-                    gone = True
-                if gone:
-                    self.server.hangups[rid] = time.monotonic()
-                    return
+        # a selector, not select.select: in a long test session this socket's descriptor can
+        # be over 1023, which select() refuses (ValueError)
+        with selectors.DefaultSelector() as waiting:
+            waiting.register(self.connection, selectors.EVENT_READ)
+            while not self.server.release.is_set() and time.monotonic() < end:
+                if waiting.select(0.05):
+                    try:
+                        gone = not self.connection.recv(1)
+                    except OSError:
+                        gone = True
+                    if gone:
+                        self.server.hangups[rid] = time.monotonic()
+                        return
 
     def _chaos(self, fate: str) -> None:
         if fate == "stall":
