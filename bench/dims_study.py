@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.fusion_study import (  # noqa: E402
+    CACHE,
     DATASET,
     PRIMARY,
     dense_run,
@@ -51,8 +51,7 @@ def cut(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "rag_app-bench-cache")
+    parser.add_argument("--cache", type=Path, default=CACHE)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="unsafe cast from uint64")  # ranx under numba
 

@@ -22,11 +22,9 @@ on each set: the target is no set below -0.01. A method is chosen on `msmarco` a
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -47,6 +45,8 @@ from bench.fusion_study import (  # noqa: E402
     evaluate,
     fused_run,
     lexical_run,
+    msmarco_missing,
+    study_parser,
 )
 from rag_app.eval.beir import Beir, load_beir  # noqa: E402
 from rag_app.eval.metrics import Run, ranx_compare  # noqa: E402
@@ -101,16 +101,11 @@ def methods() -> list[tuple[str, FusionConfig]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--dataset", type=Path, default=DATASET)
-    parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "rag_app-bench-cache")
-    args = parser.parse_args(argv)
+    args = study_parser(__doc__, DATASET).parse_args(argv)
     warnings.filterwarnings("ignore", message="unsafe cast from uint64")  # ranx under numba
-    if not (args.dataset / "corpus.jsonl").exists():
-        print(f"skipped: the msmarco sample is not at {args.dataset} "
-              "(it lives in ../shared/datasets/msmarco beside the repository)")
+    if msmarco_missing(args.dataset):
         return 0
+    cache = None if args.no_cache else args.cache
 
     from rag_app.embeddings import make_embedder
     from rag_app.settings import Settings
@@ -133,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             docs = docs_of[corpus]
             queries = np.stack([embedder.embed_query(q) for q in beir.queries.values()])
         else:
-            docs, queries = embed(embedder, beir, args.cache)
+            docs, queries = embed(embedder, beir, cache)
             docs_of[corpus] = docs
         runs[beir.name] = (beir, dense_run(beir, docs, queries), lexical_run(beir))
 

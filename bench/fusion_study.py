@@ -44,6 +44,7 @@ from rag_app.hardware import detect  # noqa: E402
 from rag_app.lexical import LexicalIndex, LexicalOptions  # noqa: E402
 
 DATASET = REPO.parent / "shared" / "datasets" / "msmarco"
+CACHE = Path(tempfile.gettempdir()) / "rag_app-bench-cache"  # embeddings kept between runs
 DEPTH = 100
 # nDCG@10 as the reference scores in ../shared/datasets/README.md were measured: exponential
 # gain 2^grade - 1 (Burges; ranx "ndcg_burges"), which reproduces their 0.704 / 0.570 / 0.680.
@@ -159,17 +160,28 @@ HEADER = ("| method         | parameter        | nDCG@10 | nDCG@10 lin | R@10 | 
           "| MRR@10 g≥2 | Δ nDCG@10 vs dense |\n|---|---|---|---|---|---|---|---|")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--dataset", type=Path, default=DATASET)
-    parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "rag_app-bench-cache")
+def study_parser(doc: str | None, dataset: Path) -> argparse.ArgumentParser:
+    """The options every embedding study takes: --dataset, --cache, --no-cache."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else "")
+    parser.add_argument("--dataset", type=Path, default=dataset)
+    parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--no-cache", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def msmarco_missing(dataset: Path) -> bool:
+    """True (and says so) when the msmarco sample is not at `dataset`."""
+    if (dataset / "corpus.jsonl").exists():
+        return False
+    print(f"skipped: the msmarco sample is not at {dataset} "
+          "(it lives in ../shared/datasets/msmarco beside the repository)")
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = study_parser(__doc__, DATASET).parse_args(argv)
     warnings.filterwarnings("ignore", message="unsafe cast from uint64")  # ranx under numba
-    if not (args.dataset / "corpus.jsonl").exists():
-        print(f"skipped: the msmarco sample is not at {args.dataset} "
-              "(it lives in ../shared/datasets/msmarco beside the repository)")
+    if msmarco_missing(args.dataset):
         return 0
 
     from rag_app.embeddings import make_embedder

@@ -36,13 +36,11 @@ the machine at the time (other work on the machine slows both).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,7 +53,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.fusion_study import PRIMARY, dense_run, evaluate, fused_run, lexical_run  # noqa: E402
+from bench.fusion_study import (  # noqa: E402
+    PRIMARY,
+    dense_run,
+    evaluate,
+    fused_run,
+    lexical_run,
+    study_parser,
+)
 from rag_app.eval.beir import Beir, load_beir  # noqa: E402
 from rag_app.eval.metrics import Run  # noqa: E402
 from rag_app.fusion import FusionConfig  # noqa: E402
@@ -263,11 +268,7 @@ def speed(models: Sequence[Model], texts: list[str], rounds: int = 2) -> dict[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--dataset", type=Path, default=DATASET)
-    parser.add_argument("--cache", type=Path,
-                        default=Path(tempfile.gettempdir()) / "rag_app-bench-cache")
-    parser.add_argument("--no-cache", action="store_true")
+    parser = study_parser(__doc__, DATASET)
     parser.add_argument("--speed-sample", type=int, default=48,
                         help="passages embedded by each model for the speed table (0: skip)")
     parser.add_argument("--threads", type=int, default=2)

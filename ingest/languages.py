@@ -19,10 +19,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from rag_app.embeddings import ENGLISH_DEFAULT as ENGLISH_MODEL
+
 MIN_LETTERS = 100  # letters a sample needs before its language counts
 MIN_CONFIDENCE = 0.9  # py3langid's normalised probability
 SAMPLE_CHARS = 4000  # characters of each document looked at
-ENGLISH_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # rag_app.embeddings.ENGLISH_DEFAULT
 
 
 @functools.cache

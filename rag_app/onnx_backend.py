@@ -54,6 +54,7 @@ from rag_app.embeddings import (
     TokenCounter,
     default_prompts,
     resolve_model,
+    unit_rows,
 )
 from rag_app.errors import ConfigError, EmbeddingError
 from rag_app.hardware import detect
@@ -254,9 +255,8 @@ class OnnxEmbedder(Embedder):
         # overridden so that the whole call is sorted by length before batches are formed
         prompt = self.query_prompt if side == "query" else self.document_prompt
         runtime = self._rt()
-        vectors = runtime.encode([prompt + t for t in texts], batch_size, self.int8_min_tokens)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        return unit_rows(runtime.encode([prompt + t for t in texts], batch_size,
+                                        self.int8_min_tokens))
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         return self._rt().encode(texts, max(len(texts), 1), self.int8_min_tokens)

@@ -129,7 +129,7 @@ class Retriever:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
                  store: Store | None = None, fusion: FusionConfig | None = None,
                  reranker: Reranker | None = None) -> None:
-        from rag_app.embeddings import make_embedder
+        from rag_app.embeddings import follow_collection, make_embedder
         from rag_app.store import Store
 
         opened = store if store is not None else Store.open(settings)
@@ -140,9 +140,7 @@ class Retriever:
             )
         self.store = opened
         self.embedder = embedder if embedder is not None else make_embedder(settings)
-        adopt = getattr(self.embedder, "adopt", None)
-        if adopt is not None:  # RAG_EMBEDDING_MODEL=auto: query with the collection's model
-            adopt(opened.settings_key.get("model") or opened.fingerprint.get("model"))
+        follow_collection(self.embedder, opened)  # auto: query with the collection's model
         self.fusion = fusion or FusionConfig()
         if reranker is None and settings.reranker_model.strip():
             from rag_app.rerank import Reranker

@@ -277,9 +277,8 @@ def test_default_fusion_is_at_least_as_good_as_dense_on_msmarco(embedder: Any) -
     if not (MSMARCO / "corpus.jsonl").exists():
         pytest.skip(f"{MSMARCO} not present (the msmarco sample lives in "
                     "../shared/datasets/msmarco beside the repository)")
-    import tempfile
-
     from bench.fusion_study import (
+        CACHE,
         PRIMARY,
         dense_run,
         embed,
@@ -290,7 +289,7 @@ def test_default_fusion_is_at_least_as_good_as_dense_on_msmarco(embedder: Any) -
     )
 
     beir = load_beir(MSMARCO)
-    docs, queries = embed(embedder, beir, Path(tempfile.gettempdir()) / "rag_app-bench-cache")
+    docs, queries = embed(embedder, beir, CACHE)
     dense = dense_run(beir, docs, queries)
     lexical = lexical_run(beir)
     dense_ndcg = evaluate(dense, beir.qrels)[PRIMARY]
@@ -307,15 +306,21 @@ def test_default_fusion_keeps_bm25_when_the_model_cannot_read_the_script(embedde
     if not (MSMARCO / "corpus.jsonl").exists():
         pytest.skip(f"{MSMARCO} not present (the msmarco sample lives in "
                     "../shared/datasets/msmarco beside the repository)")
-    import tempfile
-
     from bench.fusion_robust import unreadable, variant
-    from bench.fusion_study import PRIMARY, dense_run, embed, evaluate, fused_run, lexical_run
+    from bench.fusion_study import (
+        CACHE,
+        PRIMARY,
+        dense_run,
+        embed,
+        evaluate,
+        fused_run,
+        lexical_run,
+    )
     from rag_app.eval.beir import load_beir
 
     beir = variant(load_beir(MSMARCO).subset(max_corpus=1500), "unreadable", unreadable,
                    lambda text, i: unreadable(text))
-    docs, queries = embed(embedder, beir, Path(tempfile.gettempdir()) / "rag_app-bench-cache")
+    docs, queries = embed(embedder, beir, CACHE)
     dense, lexical = dense_run(beir, docs, queries), lexical_run(beir)
     scores = {name: evaluate(run, beir.qrels)[PRIMARY] for name, run in (
         ("dense", dense), ("bm25", lexical),
