@@ -35,6 +35,7 @@ EXAMPLES = (
     ("./docs", "sync a folder (re-run after edits)"),
     ("./docs ./notes/faq.md", "several folders and single files"),
     ("./docs --dry-run", "show what would change, touch nothing"),
+    ("./docs --watch", "keep the index in sync as files change (Ctrl+C stops)"),
     ("./docs --password s3cret", "try this password on encrypted PDFs"),
     ("./docs --model intfloat/e5-small-v2 --rebuild",
      "switch model: build a new index, then swap"),
@@ -89,7 +90,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--failed-files", choices=("keep", "remove"), default=None,
                    help="an indexed file that now fails to load: keep its previous version "
                    "searchable (default, RAG_FAILED_FILES) or remove it from the index")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--watch", action="store_true", help="keep the index in sync: after the "
+                   "first sync, sync again each time files are added, changed, renamed or "
+                   "deleted (once they have been quiet for a second), one line per sync, until "
+                   "Ctrl+C. The writer lock is taken for each sync only")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout "
+                   "(with --watch: one JSON line per sync)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     return p
 
@@ -133,6 +139,11 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         passwords = _passwords(args)
         interactive = sys.stderr.isatty() and not args.quiet and not args.json
         reporter = make_reporter(interactive=interactive, quiet=args.quiet)
+        if args.watch:
+            if args.dry_run:
+                raise ConfigError("--watch writes the index: it cannot go with --dry-run")
+            return watch(settings, args, passwords=passwords, reporter=reporter,
+                         command=redact_command(list(argv or sys.argv[1:]), prog))
         report = run(settings, args.paths, passwords=passwords,
                      file_passwords=[tuple(pair) for pair in args.password_for],
                      dry_run=args.dry_run,
@@ -154,6 +165,39 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     except Exception as exc:  # noqa: BLE001 - the run is done; only the summary broke
         return _bug(exc)
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def watch(settings: Settings, args: argparse.Namespace, *, passwords: Sequence[str],
+          reporter: Any, command: str) -> int:
+    """`--watch`: sync, then sync again after every settled burst of changes (ingest/watch.py),
+    one line per sync that changed something (or one JSON line per sync with --json). Ends
+    with Ctrl+C (exit 130), or with an error that would fail every sync."""
+    from ingest.watch import Round, round_line, watch_and_sync
+
+    said = ""  # the last error printed: a store locked for a minute is said once
+
+    def on_round(round_: Round) -> None:
+        nonlocal said
+        if args.json:
+            print(json.dumps(round_.to_dict()), flush=True)
+        elif round_.number == 0 or round_.error != said or round_.changed_anything:
+            if not args.quiet or round_.error or (round_.report and round_.report.failed):
+                print(round_line(round_), flush=True)
+        said = round_.error
+        if round_.number == 0 and not args.quiet and not args.json:
+            names = ", ".join(str(p) for p in args.paths)
+            print(f"watching {names} for changes (Ctrl+C stops)", file=sys.stderr, flush=True)
+
+    try:
+        watch_and_sync(settings, args.paths, on_round=on_round, first_reporter=reporter,
+                       command=command, passwords=passwords,
+                       file_passwords=[tuple(pair) for pair in args.password_for],
+                       rebuild=args.rebuild, drop_missing_roots=args.drop_missing)
+    except KeyboardInterrupt:
+        print("stopped watching: the index is as of the last sync (one cut short is finished "
+              "by the next run)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 def _bug(exc: Exception) -> int:
