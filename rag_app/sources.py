@@ -6,7 +6,9 @@ sections start with a heading-path line (`Warranty > Standard warranty`), PDF te
 at ingest (ligatures, spaces) and is extracted here by another library (pdfium). So passages are
 found by normalised words (`find_passage_spans`), not by string search.
 
-Document text is untrusted: `passage_html` escapes everything except the `<mark>` tags it adds.
+Document text is untrusted: `passage_html` escapes everything except the `<mark>` tags it adds;
+`markdown_html` renders a section's Markdown from escaped text with a few tags of its own (no
+link, image or attribute).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from typing import Any
 from ingest.loaders import kind_of, load_file
 from rag_app.errors import LoadError, RagError
 
-__all__ = ["PageView", "SectionView", "SourceError", "find_passage_spans", "passage_html",
-           "render_pdf_pages", "section_view"]
+__all__ = ["PageView", "SectionView", "SourceError", "find_passage_spans", "markdown_html",
+           "passage_html", "render_pdf_pages", "section_view"]
 
 Span = tuple[int, int]
 
@@ -388,3 +390,95 @@ def passage_html(text: str, spans: Sequence[Span]) -> str:
         position = end
     parts.append(_inert(text[position:]))
     return '<div style="white-space: pre-wrap">' + "".join(parts) + "</div>"
+
+
+# Marks carried through the Markdown parser: private-use characters no document text keeps.
+_MARK_ON, _MARK_OFF = "\ue000", "\ue001"
+_BLOCK_PREFIX = re.compile(r"[ \t]{0,3}(?:(?:#{1,6}|[-*+]|\d{1,9}[.)]|>)[ \t]+)*")
+_SAFE_TAGS = {"paragraph": "p", "bullet_list": "ul", "ordered_list": "ol", "list_item": "li",
+              "blockquote": "blockquote", "table": "table", "thead": "thead", "tbody": "tbody",
+              "tr": "tr", "th": "th", "td": "td", "strong": "strong", "em": "em", "s": "s"}
+
+
+def markdown_html(text: str, spans: Sequence[Span]) -> str:
+    """A section of a Markdown document (or of one the loaders wrote as Markdown: HTML, Word,
+    Excel…) as HTML, its formatting rendered, with <mark> around the spans. Raw HTML in it stays
+    text; a link keeps only its text, an image only its alt text; the only tags are p, strong,
+    em, s, code, pre, lists, block quotes, tables, br, hr and mark, with no attribute but an
+    ordered list's start, so nothing from the text can fetch or run anything."""
+    from markdown_it import MarkdownIt
+    from markdown_it.tree import SyntaxTreeNode
+
+    marked = _with_marks(text.replace(_MARK_ON, "").replace(_MARK_OFF, ""), spans)
+    parser = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    state = {"on": False}
+    return '<div class="rag-section">' + _html_nodes(
+        SyntaxTreeNode(parser.parse(marked)).children, state) + "</div>"
+
+
+def _with_marks(text: str, spans: Sequence[Span]) -> str:
+    """`text` with the mark characters put around each span; a mark that would fall before a
+    line's block markers (a heading's #, a list's -) goes after them, so the block is kept."""
+    parts: list[str] = []
+    position = 0
+    for start, end in _merge(text, spans, bridge=False):
+        line_start = text.rfind("\n", 0, start) + 1
+        prefix = _BLOCK_PREFIX.match(text, line_start)
+        if prefix is not None and line_start <= start < prefix.end():
+            start = min(prefix.end(), end)
+        parts += [text[position:start], _MARK_ON, text[start:end], _MARK_OFF]
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def _html_text(text: str, state: dict[str, bool]) -> str:
+    """Escaped text, the mark characters turned into <mark> tags opened and closed within it
+    (a mark that spans blocks is closed at each tag and opened again after it)."""
+    out: list[str] = ["<mark>"] if state["on"] else []
+    for piece in re.split(f"([{_MARK_ON}{_MARK_OFF}])", text):
+        if piece == _MARK_ON:
+            if not state["on"]:
+                out.append("<mark>")
+            state["on"] = True
+        elif piece == _MARK_OFF:
+            if state["on"]:
+                out.append("</mark>")
+            state["on"] = False
+        elif piece:
+            out.append(_inert(piece))
+    if state["on"]:
+        out.append("</mark>")
+    return "".join(out).replace("<mark></mark>", "")
+
+
+def _html_nodes(nodes: Sequence[Any], state: dict[str, bool]) -> str:
+    out: list[str] = []
+    for node in nodes:
+        kind = node.type
+        if kind == "text":
+            out.append(_html_text(node.content, state))
+        elif kind == "softbreak":
+            out.append(" ")
+        elif kind == "hardbreak":
+            out.append("<br>")
+        elif kind == "code_inline":
+            out.append(f"<code>{_html_text(node.content, state)}</code>")
+        elif kind in ("fence", "code_block"):
+            out.append(f"<pre><code>{_html_text(node.content, state)}</code></pre>")
+        elif kind == "hr":
+            out.append("<hr>")
+        elif kind == "heading":
+            out.append(f"<p><strong>{_html_nodes(node.children, state)}</strong></p>")
+        elif kind == "paragraph" and node.hidden:  # a tight list's item
+            out.append(_html_nodes(node.children, state))
+        elif kind == "ordered_list" and str(node.attrs.get("start", "1")).isdigit():
+            start = int(node.attrs.get("start", 1))
+            attr = f' start="{start}"' if start != 1 else ""
+            out.append(f"<ol{attr}>{_html_nodes(node.children, state)}</ol>")
+        elif kind in _SAFE_TAGS:
+            tag = _SAFE_TAGS[kind]
+            out.append(f"<{tag}>{_html_nodes(node.children, state)}</{tag}>")
+        else:  # inline, link (its text), image (its alt text), anything else: the content only
+            out.append(_html_nodes(node.children, state))
+    return "".join(out)

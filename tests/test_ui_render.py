@@ -38,9 +38,10 @@ KEYWORDS = {"label", "body", "help", "caption", "text", "placeholder", "captions
 SECOND_ARG = {"progress": 1}
 # Calls that are safe by construction, with the reason.
 ALLOWED = {
-    "st.html(html)": "passage_html escapes every character and adds only <mark> tags",
+    "st.html(html)": "passage_html and markdown_html escape every character of the text and add "
+                     "only their own tags (<mark>, and markdown_html's p, strong, table…)",
 }
-SAFE_CALLS = {"md", "len", "int", "float", "round"}
+SAFE_CALLS = {"md", "md_rich", "shown_md", "len", "int", "float", "round"}
 # format specs that only numbers accept (a string given `:.2f` raises instead of rendering)
 NUMERIC_SPEC = re.compile(r".*[bdeEfFgGnoxX%]$")
 

@@ -2,7 +2,9 @@
 
 Nothing from a document, a file name, an error or the model is rendered as HTML or live
 Markdown: every such text goes through `rag_app.ui.text.md` (widget labels and image captions
-too), and the only HTML is `passage_html`'s escaped text with `<mark>` tags.
+too); a document's own Markdown (bold, code, tables) is rendered through `shown_md`, which keeps
+no link, image or HTML; the only HTML is a cited section's, rebuilt by `passage_html` or
+`markdown_html` from escaped text with `<mark>` tags.
 """
 
 from __future__ import annotations
@@ -15,17 +17,12 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from rag_app.answering import NO_LLM_LABEL, NOT_FOUND
-from rag_app.ui.text import md, short_paths
+from rag_app.ui.text import md, short_paths, shown_md
 
 if TYPE_CHECKING:
     from rag_app.ui.viewer import Viewer, ViewLimits
 
 PREVIEW_CHARS = 420
-
-
-def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit].rsplit(" ", 1)[0] + " …"
 
 
 NOT_FOUND_REASONS = {
@@ -52,7 +49,8 @@ def source_list(hits: Sequence[dict[str, Any]], flagged: Sequence[int], *,
             badge = " · :orange-badge[instruction-like text withheld]" if n in flagged else ""
             st.markdown(f"**[{n:d}]** {md(hit['location'])} · similarity "
                         f"{hit['similarity']:.2f}{badge}")
-            st.caption(md(preview(hit.get("text", ""))))
+            st.caption(shown_md(hit.get("text", ""), hit.get("source"), flat=True,
+                                limit=PREVIEW_CHARS))
 
 
 def answer_message(result: dict[str, Any], *, key: str,
@@ -79,7 +77,7 @@ def answer_message(result: dict[str, Any], *, key: str,
         nearest = _evidence(result)  # never the refused draft's own quotes
         if nearest:
             st.markdown("**Nearest sentences in the documents (not an answer):**")
-            quotes(nearest)
+            quotes(nearest, hits)
         if result.get("draft"):
             why = ("rejected by the answer check" if result.get("checked") is False
                    else "rejected: it gives no value of the kind the question asks for"
@@ -147,7 +145,7 @@ def evidence(result: dict[str, Any], *, stopped: bool = False) -> None:
     supported = any(c.get("supported") for c in claims)
     if lines and supported:
         st.markdown("**The documents say:**")
-        quotes(lines)
+        quotes(lines, result.get("hits") or [])
         st.caption("In the model's words:")
     unsupported = [c for c in claims if not c.get("supported") and c.get("text")]
     in_text = [c for c in unsupported if str(c["text"]).strip() in text]
@@ -172,7 +170,7 @@ def evidence(result: dict[str, Any], *, stopped: bool = False) -> None:
         st.warning(warning)
     if lines and not supported:
         st.markdown("**Nearest sentences in the documents (not checked as an answer):**")
-        quotes(lines)
+        quotes(lines, result.get("hits") or [])
     if removed:
         with st.expander(f"{len(removed)} statement(s) removed: not stated in the cited "
                          "source"):
@@ -199,14 +197,20 @@ def _evidence(result: dict[str, Any]) -> list[dict[str, Any]]:
             if isinstance(e, dict) and str(e.get("text") or "").strip()]
 
 
-def quotes(lines: Sequence[dict[str, Any]]) -> None:
-    """Sentences of the documents, each as a quote with the [n] of its passage."""
+def quotes(lines: Sequence[dict[str, Any]], hits: Sequence[dict[str, Any]] = ()) -> None:
+    """Sentences of the documents, each as a quote with the [n] of its passage, their Markdown
+    rendered (bold, code…: `shown_md`) unless the passage is of a plain text file."""
     for e in lines:
         number = e.get("source")
-        if isinstance(number, int) and not isinstance(number, bool):
-            st.markdown(f"> “{md(' '.join(str(e['text']).split()))}” **[{number:d}]**")
+        if not isinstance(number, int) or isinstance(number, bool):
+            number = None
+        hit = hits[number - 1] if number is not None and 0 < number <= len(hits) else {}
+        text = shown_md(e["text"], hit.get("source") if isinstance(hit, dict) else None,
+                        flat=True)
+        if number is not None:
+            st.markdown(f"> “{text}” **[{number:d}]**")
         else:
-            st.markdown(f"> “{md(' '.join(str(e['text']).split()))}”")
+            st.markdown(f"> “{text}”")
 
 
 def marked_pieces(text: str, flagged: Sequence[str]) -> list[tuple[str, bool]]:
@@ -321,7 +325,7 @@ def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> N
                        "document as it is now." if path is None else
                        "The original file is no longer where it was ingested from; this is "
                        "the passage as indexed.")
-            st.markdown(md(citation["passage"]))
+            st.markdown(shown_md(citation["passage"], citation["source"]))
             return
         from rag_app.errors import RagError
 
@@ -343,7 +347,7 @@ def citation_card(citation: dict[str, Any], hits: Sequence[dict[str, Any]]) -> N
         except RagError as exc:
             st.warning(f"Cannot show the page: {md(short_paths(str(exc)))}. This is the passage "
                        "as indexed.")
-            st.markdown(md(citation["passage"]))
+            st.markdown(shown_md(citation["passage"], citation["source"]))
         st.download_button("Download the original file", data=path.read_bytes,
                            file_name=path.name, key=f"dl-{citation['chunk_id']}",
                            mime=mimetypes.guess_type(path.name)[0] or

@@ -105,12 +105,15 @@ def _page_texts(path: Path, start: int, end: int | None, max_pages: int = 2) -> 
 
 def _section(path: str, passage: str, headings: Sequence[str], quotes: Sequence[str]
              ) -> tuple[str, str]:
-    """(title, HTML): the section holding the passage, the quotes marked (else the passage)."""
-    from rag_app.sources import find_passage_spans, passage_html, section_view
+    """(title, HTML): the section holding the passage, the quotes marked (else the passage);
+    its Markdown rendered (safely: `markdown_html`), except in a plain text file, shown as
+    written."""
+    from rag_app.sources import find_passage_spans, markdown_html, passage_html, section_view
 
     view = section_view(Path(path), passage, headings)
     spans = [span for q in quotes for span in find_passage_spans(view.text, q, min_words=1)]
-    return view.title, passage_html(view.text, sorted(spans) or view.spans)
+    draw = passage_html if view.kind == "text" else markdown_html
+    return view.title, draw(view.text, sorted(spans) or view.spans)
 
 
 def _serve(conn: Connection, limits: ParseLimits) -> None:
