@@ -107,12 +107,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         formatter_class=RawHelp, epilog=_epilog(f"{prog} serve", [
             ("", "the chat on http://127.0.0.1:8501"),
             ("--docs data/samples", "ingest this folder first when the index is empty"),
+            ("--docs ./docs --watch", "and keep it in sync while the chat runs"),
             ("--port 8600", "another port"),
             ("--host 0.0.0.0 --allow-network --allowed-host chat.example.org",
              "behind an authenticating proxy"),
         ], "make run is rag serve --docs data/samples.\n" + SETTINGS_NOTE))
     serve.add_argument("--docs", type=Path, metavar="DIR",
                        help="ingest this folder first when the index is empty")
+    serve.add_argument("--watch", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep --docs DIR in sync while the chat runs: files added, changed, "
+                       "renamed or deleted are synced about a second after they settle, and "
+                       "the Documents page says when the index last synced (RAG_WATCH; default "
+                       "off: a sync embeds on the cores the local LLM answers with)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; the "
                        "chat has no login, so an address other machines can reach also "
@@ -184,6 +190,15 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                   "proxy in front), or use --host 127.0.0.1.", file=sys.stderr)
             return EXIT_USAGE
         print(exposure_warning(args.host, args.port, hosts), file=sys.stderr)
+    watch = settings.watch if args.watch is None else args.watch
+    if watch and args.docs is None:
+        if args.watch:
+            print("error: --watch keeps the --docs folder in sync: add --docs DIR",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        print("note: RAG_WATCH is on but no --docs DIR was given: nothing to watch",
+              file=sys.stderr)
+        watch = False
     if args.docs is not None and not index_overview(settings).chunks:
         print(f"The index is empty: ingesting {args.docs} first …", file=sys.stderr)
         report = sync_paths(settings, [args.docs], command=f"{getattr(args, 'prog', PROG)} serve")
@@ -194,9 +209,54 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                *streamlit_flags(args.host, args.port, settings.upload_max_mb, hosts)]
     print(f"Open http://{_url_host(args.host)}:{args.port} in your browser (Ctrl+C stops the "
           "server).", file=sys.stderr)
+    if watch:
+        return _serve_watching(command, settings, args.docs, getattr(args, "prog", PROG))
     try:
         return subprocess.call(command, env=os.environ.copy())
     except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _serve_watching(command: list[str], settings: Settings, docs: Path, prog: str) -> int:
+    """Run the chat (a child process) and keep `docs` in sync from this one until the chat
+    ends or Ctrl+C (ingest/watch.py; each sync takes the writer lock, so the chat's uploads go
+    in between). An error that would fail every sync stops the watching, not the chat."""
+    import os
+    import subprocess
+    import threading
+
+    from ingest.watch import Round, round_line, watch_and_sync
+    from rag_app.errors import RagError
+
+    chat = subprocess.Popen(command, env=os.environ.copy())
+    ended = threading.Event()
+
+    def wait_for_chat() -> None:
+        chat.wait()
+        ended.set()
+
+    threading.Thread(target=wait_for_chat, daemon=True, name="chat-server").start()
+    said = ""
+
+    def on_round(round_: Round) -> None:
+        nonlocal said
+        if round_.number == 0 or round_.changed_anything or round_.error != said:
+            print(round_line(round_), file=sys.stderr, flush=True)
+        said = round_.error
+
+    try:
+        print(f"Watching {docs} (changes are synced while the chat runs).", file=sys.stderr)
+        try:
+            watch_and_sync(settings, [docs], on_round=on_round, stop=ended,
+                           command=f"{prog} serve --watch")
+        except RagError as exc:
+            print(f"not watching {docs}: {exc}", file=sys.stderr)
+        return chat.wait()
+    except KeyboardInterrupt:  # the chat's process got the Ctrl+C as well
+        try:
+            chat.wait(timeout=15)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            chat.terminate()
         return EXIT_INTERRUPTED
 
 

@@ -209,6 +209,13 @@ class Settings(BaseSettings):
         "the source says at no cost, 'must not' where it says 'must', TRUE for FALSE, a price "
         "from another row of a price list. The sentence stays, marked with the reason.",
     )
+    answer_flag_off_subject: bool = Field(
+        default=True,
+        description="Flag an answer sentence whose names, code or figures the sources give only "
+        "away from what the question asks about (the normal's dnorm given for the log-normal; "
+        "Python's release year given for the year a foundation was founded). The sentence stays, "
+        "marked with the reason.",
+    )
     answer_confidence: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Flag an answer sentence whose names, code or figures the model was unsure "
@@ -289,6 +296,13 @@ class Settings(BaseSettings):
     chats_dir: Path = Field(
         default=Path("data/chats"),
         description="Saved conversations (one JSON file per conversation) and feedback.",
+    )
+    watch: bool = Field(
+        default=False,
+        description="rag serve --docs DIR keeps DIR in sync while the chat runs: files added, "
+        "changed, renamed or deleted are synced a second after they settle (rag serve "
+        "--watch/--no-watch wins). Off by default: each sync embeds on the same cores the local "
+        "LLM answers with, and --docs alone has always meant a one-time ingest.",
     )
     upload_max_mb: float = Field(default=50.0, gt=0, le=2048,
                                  description="Largest file the chat UI accepts for upload.")

@@ -5,6 +5,7 @@ Ctrl+C and a stop end it cleanly. Real Chroma, the real bundled model, real file
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,13 +204,20 @@ def test_ctrl_c_ends_the_cli_watch_with_130_and_one_line(tmp_path: Path) -> None
     assert err.read_text().strip().splitlines()[-1].startswith("stopped watching")
 
 
-def test_watch_refuses_dry_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_watch_refuses_dry_run_and_serve_watch_needs_docs(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
     from ingest.cli import main as ingest_main
+    from rag_app.cli import main as rag_main
 
     monkeypatch.chdir(tmp_path)
     assert ingest_main([str(tmp_path), "--watch", "--dry-run"]) == 2
     assert "--dry-run" in capsys.readouterr().err
+    assert rag_main(["serve", "--watch"]) == 2
+    assert "--docs" in capsys.readouterr().err
+    assert "RAG_WATCH" in subprocess.run([sys.executable, "-m", "rag_app", "serve", "--help"],
+                                         capture_output=True, text=True, cwd=REPO).stdout
 
 
 def test_the_last_sync_is_said_in_time_ago() -> None:
@@ -223,3 +231,77 @@ def test_the_last_sync_is_said_in_time_ago() -> None:
     assert line.startswith("Last synced 2 h ago (") and "1 file(s) failed" in line
     assert line.endswith("Watching docs: changes are synced within seconds.")
     assert sync_line(SyncStatus()).startswith("Not synced on this machine yet.")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_watch_keeps_the_docs_folder_in_sync_and_ctrl_c_ends_both(tmp_path: Path) -> None:
+    """`rag serve --docs DIR --watch`: the chat runs (a child process) while this one syncs;
+    Ctrl+C (to the process group, as a terminal sends it) ends both with 130."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Alpha note.\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "CHROMA_", "OPENAI"))}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAG_COLLECTION="test-serve",
+               RAG_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO),
+               RAG_EMBEDDING_MODEL="sentence-transformers/all-MiniLM-L6-v2",
+               OPENAI_BASE_URL="http://127.0.0.1:9/v1", RAG_LLM_MODEL="none")
+    err = tmp_path / "err.txt"
+    with err.open("w") as e:
+        proc = subprocess.Popen([sys.executable, "-m", "rag_app", "serve", "--docs", str(docs),
+                                 "--watch", "--port", str(_free_port())], cwd=tmp_path, env=env,
+                                stdout=e, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: " start: " in err.read_text(), 180, 0.2)
+            settings = make_settings(tmp_path / "state", collection="test-serve")
+            status = sync_status(settings)
+            assert status.watching == [str(docs.resolve())] and status.last_synced
+            (docs / "b.md").write_text("Bravo note.\n")
+            wait_for(lambda: " sync: +b.md; 1 passages added" in err.read_text(), 60, 0.2)
+            os.killpg(proc.pid, signal.SIGINT)
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 130, err.read_text()[-2000:]
+    assert sync_status(settings).watching == []
+
+
+def test_the_documents_page_says_when_the_index_last_synced(tmp_path: Path, embedder: Any,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from rag_app.service import sync_paths, watching
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Alpha note.\n")
+    settings = make_settings(tmp_path / "state", collection="ui-watch")
+    sync_paths(settings, [docs], embedder=embedder)
+    for name in ("OPENAI_API_KEY", "CHROMA_HOST", "RAG_LLM_MODEL_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"RAG_STATE_DIR": str(tmp_path / "state"), "RAG_COLLECTION": "ui-watch",
+                        "RAG_CHATS_DIR": str(tmp_path / "chats"),
+                        "RAG_DOCUMENTS_DIR": str(tmp_path / "uploads"),
+                        "RAG_EMBEDDING_MODEL": "sentence-transformers/all-MiniLM-L6-v2",
+                        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "RAG_LLM_MODEL": "none",
+                        "RAG_LLM_MAX_RETRIES": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    app = str(REPO / "rag_app" / "ui" / "app.py")
+    with watching(settings, [docs], "python -m ingest docs --watch"):
+        at = AppTest.from_file(app, default_timeout=180).run()
+        at.switch_page("views/documents_page.py")
+        at = at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = re.sub(r"\\(.)", r"\1", "\n".join(str(c.value) for c in at.caption))
+    captions = captions.replace("\u2060", "")  # md() escapes Markdown and breaks up links
+    assert "Last synced just now" in captions
+    assert "Watching docs: changes are synced within seconds." in captions
