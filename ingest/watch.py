@@ -248,6 +248,8 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
                     changed = set()
                     number += 1
                     on_round(round_)
+                    if number == 1 and round_.report is not None:
+                        _warm_up(emb)
                 wait = POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
                 got = feed.get(timeout=wait)
                 if got:
@@ -255,6 +257,15 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
                     due = time.monotonic() if due is None else due
     finally:
         feed.stop()
+
+
+def _warm_up(embedder: Embedder) -> None:
+    """Load the model now (after the first sync, so it is the collection's own), not when the
+    first change needs it: measured, that load was 5 of the first change's 7.5 s."""
+    try:
+        embedder.warm_up()
+    except Exception:  # the sync that needs the model reports it
+        log.debug("loading the embedding model failed", exc_info=True)
 
 
 def _shown(changed: set[Path], roots: Sequence[Path], limit: int = 50) -> list[str]:
