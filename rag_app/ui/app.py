@@ -69,9 +69,11 @@ def exposure_banner() -> None:
 
 if __name__ == "__main__":  # Streamlit runs this file as `__main__` on every rerun
     main()
-else:  # `streamlit run` imports it as a module and serves this ASGI app
+else:  # `streamlit run` imports it as a module, as the server starts, and serves this ASGI app
     from starlette.middleware import Middleware
 
     from rag_app.ui.server import SecurityHeaders
+    from rag_app.ui.state import prestart
 
     app = st.App(__file__, middleware=[Middleware(SecurityHeaders)])
+    prestart()  # the models load now, not when the first page is opened

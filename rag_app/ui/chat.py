@@ -207,6 +207,8 @@ def render() -> None:
         st.caption(f"{int(info['files'])} files, {int(info['pages'])} pages, "
                    f"{int(info['chunks'])} passages "
                    f"indexed with {md(str(info['fingerprint'].get('model', '')))}")
+        if not services().ready:
+            _warming()
     else:
         st.info("No documents yet. Add some on the **Documents** page, or run "
                 "`python -m ingest FOLDER`.")
@@ -219,6 +221,24 @@ def render() -> None:
     question = question or st.session_state.pop("example_question", None)
     if question:
         _ask(store, conv, question.strip())
+
+
+WARMING = ("**Getting ready:** the embedding model is loading (once after the server starts: "
+           "about 10–20 s on a laptop's CPU). You can type a question now; it is answered as "
+           "soon as the model is ready.\n\n"
+           "How it works: the passages of your documents closest to the question are listed at "
+           "once, then the answer is written. It opens with the documents' own sentences, each "
+           "with its [n]; click a citation to see the page with the passage marked. Add or "
+           "remove files on the **Documents** page; your chats are kept in the sidebar.")
+
+
+@st.fragment(run_every=2)
+def _warming() -> None:
+    """While the embedding model loads (after a server start), something to read; the page is
+    drawn again once it is ready."""
+    if services().ready:
+        st.rerun()  # the whole page, now without this note
+    st.info(WARMING, icon=":material/hourglass_top:")
 
 
 def _examples() -> None:
@@ -327,6 +347,9 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
         message: dict[str, Any] = {"role": "assistant", "content": ""}
         t0 = time.perf_counter()
         try:
+            if not svc.ready:
+                with st.spinner("Loading the embedding model (once after the server starts)…"):
+                    svc.embedder.warm_up()
             retriever = svc.retriever()
             if retriever is None:
                 raise _NoIndex()

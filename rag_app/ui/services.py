@@ -115,14 +115,30 @@ class Services:
         sweep_parts(uploads_dir(settings))  # temp files a crash left behind (REVIEW L9)
         self._worker = threading.Thread(target=self._work, name="rag-ingest", daemon=True)
         self._worker.start()
-        # Start the local LLM server now, so that the first question does not wait for it.
-        threading.Thread(target=self._warm_llm, name="rag-llm-start", daemon=True).start()
+        # Load the embedding model, then start the local LLM server, in the background: the
+        # pages draw at once (they read the index, not the model), and the first question
+        # waits only for what is not ready yet.
+        threading.Thread(target=self._warm, name="rag-warm-up", daemon=True).start()
+
+    def _warm(self) -> None:
+        started = time.monotonic()
+        try:
+            self.embedder.warm_up()
+            log.info("embedding model loaded in %.1f s", time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - the first question reports it properly
+            log.warning("the embedding model could not be loaded: %s", exc)
+        self._warm_llm()
 
     def _warm_llm(self) -> None:
         try:
             self.chat()
         except Exception as exc:  # noqa: BLE001 - the first question reports it properly
             log.warning("the LLM could not be prepared: %s", exc)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the embedding model is loaded (a question needs it; the pages do not)."""
+        return bool(getattr(self.embedder, "loaded", True))
 
     # -- reading the index ----------------------------------------------------------------
     def store(self) -> Store | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 import streamlit as st
@@ -20,25 +22,62 @@ def load_settings() -> Settings:
     return Settings()
 
 
-@st.cache_resource(show_spinner="Loading the embedding model and the index…")
+# One `Services` per settings, started at most once per process: by the first page, or already
+# when the server starts (`prestart`, from app.py), so that the models are loading before anyone
+# opens the page.
+_STARTED: dict[str, Future[Services]] = {}
+_STARTED_LOCK = threading.Lock()
+
+
+def _start(key: str, settings: Settings) -> Future[Services]:
+    with _STARTED_LOCK:
+        future = _STARTED.get(key)
+        first = future is None
+        if future is None:
+            future = _STARTED[key] = Future()
+    if first:
+        try:
+            logging.basicConfig(level=settings.log_level,
+                                format="%(levelname)s %(name)s: %(message)s")
+            future.set_result(Services(settings))  # the models load in its own thread
+        except Exception as exc:  # noqa: BLE001 - handed to the page that waits for it
+            with _STARTED_LOCK:  # the next page tries again, and shows why it failed
+                _STARTED.pop(key, None)
+            future.set_exception(exc)
+    return future
+
+
+@st.cache_resource(show_spinner="Opening the index…")
 def _services(key: str, _settings: Settings) -> Services:
-    logging.basicConfig(level=_settings.log_level,
-                        format="%(levelname)s %(name)s: %(message)s")
-    services = Services(_settings)
-    services.embedder.warm_up()  # once, before any session thread uses it
-    return services
+    return _start(key, _settings).result()
+
+
+def _key(settings: Settings) -> str:
+    import hashlib
+
+    secrets = "\x00".join(v.get_secret_value() for v in (settings.openai_api_key,
+                                                          settings.pdf_password) if v)
+    return settings.model_dump_json() + hashlib.sha256(secrets.encode()).hexdigest()
 
 
 def services() -> Services:
     """One `Services` per process and settings (`st.cache_resource`: shared by all sessions,
-    so it holds no user state)."""
-    import hashlib
-
+    so it holds no user state). It opens the index at once and loads the models in the
+    background (`Services.ready`)."""
     settings = load_settings()
-    secrets = "\x00".join(v.get_secret_value() for v in (settings.openai_api_key,
-                                                          settings.pdf_password) if v)
-    key = settings.model_dump_json() + hashlib.sha256(secrets.encode()).hexdigest()
-    return _services(key, settings)
+    return _services(_key(settings), settings)
+
+
+def prestart() -> None:
+    """Start the services in the background as the server starts (`streamlit run` imports
+    app.py then), so the models load before the first page is opened. Invalid settings are
+    left for the page to report."""
+    try:
+        settings = load_settings()
+    except Exception:  # noqa: BLE001 - the page says what is wrong with them
+        return
+    threading.Thread(target=_start, args=(_key(settings), settings), name="rag-prestart",
+                     daemon=True).start()
 
 
 def session_options() -> dict[str, Any]:

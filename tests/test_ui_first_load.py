@@ -1,0 +1,95 @@
+"""The first page load does not wait for the models (issue 24 polish: "the first page load takes
+18 s while models warm up, with nothing to read"). The page reads the index, not the models: it
+is drawn at once, with a note on what is loading and how the chat works, while the embedding
+model loads in the background; and `streamlit run` (which `rag serve` runs) imports app.py as
+the server starts, which already starts loading them.
+
+AppTest with an embedding model that is still loading (it loads only when the test lets it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_ui import APP, env, index_dir, ok, stub, texts, unescape  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+class _LoadingEmbedder:
+    """An embedding model that takes until `release` is set to load."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.loaded = False
+        self.name = "loading-model"
+
+    def warm_up(self) -> None:
+        self.release.wait(120)
+        self.loaded = True
+
+    def adopt(self, model: str | None) -> None:
+        pass
+
+
+@pytest.fixture
+def loading(env: dict[str, str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+            ) -> Any:
+    """Services made from now on get a model that is still loading. A setting of their own
+    makes them new ones (services are kept per settings, for the whole process)."""
+    import rag_app.embeddings
+
+    model = _LoadingEmbedder()
+    monkeypatch.setattr(rag_app.embeddings, "make_embedder", lambda settings: model)
+    monkeypatch.setenv("RAG_VIEW_TIMEOUT_S", f"{14 + time.time() % 1:.6f}")
+    yield model
+    model.release.set()
+
+
+def test_the_page_is_drawn_while_the_embedding_model_loads(loading: Any) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    t0 = time.perf_counter()
+    at = ok(AppTest.from_file(APP, default_timeout=60).run())  # waited for the model before
+    took = time.perf_counter() - t0
+    shown = unescape(texts(at))
+    assert "**Getting ready:** the embedding model is loading" in shown
+    assert "click a citation to see the page with the passage marked" in shown
+    assert "passages indexed with" in shown  # what the index holds
+    assert at.chat_input and at.sidebar.button  # the question box, New chat and past chats
+    assert any(str(b.label).startswith("What ") for b in at.button)  # example questions
+    assert not loading.loaded and took < 55
+    loading.release.set()
+    deadline = time.monotonic() + 30
+    while not loading.loaded and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at = ok(at.run())
+    assert "Getting ready" not in unescape(texts(at))
+
+
+def test_the_server_starts_loading_the_models_when_it_imports_the_app(loading: Any) -> None:
+    """`streamlit run` imports app.py as a module (to find its ASGI app) as the server starts:
+    that starts the services, whose model then loads in the background."""
+    from rag_app.settings import Settings
+    from rag_app.ui import state
+
+    key = state._key(Settings())
+    assert key not in state._STARTED
+    spec = importlib.util.spec_from_file_location("rag_app_ui_app_as_served", Path(APP))
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    deadline = time.monotonic() + 30
+    while key not in state._STARTED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    services = state._STARTED[key].result(timeout=60)
+    assert services.embedder is loading and not services.ready
+    loading.release.set()
+    while not services.ready and time.monotonic() < deadline + 30:
+        time.sleep(0.05)
+    assert services.ready
