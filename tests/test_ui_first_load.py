@@ -93,3 +93,45 @@ def test_the_server_starts_loading_the_models_when_it_imports_the_app(loading: A
     while not services.ready and time.monotonic() < deadline + 30:
         time.sleep(0.05)
     assert services.ready
+    while services._map is None and time.monotonic() < deadline + 240:  # then the map
+        time.sleep(0.1)
+    assert services._map is not None
+
+
+def test_the_embedding_map_is_fitted_as_the_server_starts(loading: Any,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Issue 24 polish: the map's first draw took 35 s (UMAP compiles its code in each new
+    process). The server fits it in the background as it starts, after the models: opening
+    the map page then costs no fit."""
+    from streamlit.testing.v1 import AppTest
+
+    import rag_app.eval.maps as maps
+    from rag_app.settings import Settings
+    from rag_app.ui import state
+
+    fits: list[float] = []
+    fit = maps.embedding_map
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        fits.append(time.monotonic())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(maps, "embedding_map", counted)
+    spec = importlib.util.spec_from_file_location("rag_app_ui_app_as_served_map", Path(APP))
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    loading.release.set()
+    key = state._key(Settings())
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (
+            key in state._STARTED and state._STARTED[key].done()
+            and state._STARTED[key].result()._map is not None):
+        time.sleep(0.2)
+    assert len(fits) == 1, "the map was not fitted as the server started"
+    at = ok(AppTest.from_file(APP, default_timeout=120).run())
+    at.switch_page("views/embedding_map_page.py")
+    at = ok(at.run())
+    kinds = {getattr(e, "type", "") for e in at.main}
+    assert {"arrow_vega_lite_chart", "vega_lite_chart"} & kinds, f"no chart drawn: {kinds}"
+    assert len(fits) == 1  # opening the page fitted nothing

@@ -11,19 +11,6 @@ from rag_app.ui.state import explain, load_settings, services
 from rag_app.ui.text import md
 
 
-@st.cache_data(max_entries=2, show_spinner=False)
-def _layout(version: tuple[Any, ...], max_points: int) -> tuple[list[dict[str, Any]], str]:
-    """The chunks' places, fitted once per index version (REVIEW L7: a new question no longer
-    refits UMAP or rereads the collection). UMAP with a fixed seed, on the chunks only."""
-    from rag_app.eval.maps import embedding_map
-
-    store = services().store()
-    if store is None:
-        return [], "the collection is empty: nothing to map"
-    emap = embedding_map(store, max_chunks=max_points)
-    return emap.to_records(), emap.note
-
-
 def place_question(chunks: list[dict[str, Any]], retrieved: Sequence[str]
                    ) -> tuple[float, float] | None:
     """Where the question is drawn: the centre of the passages it retrieved that are on the
@@ -53,9 +40,11 @@ def render() -> None:
             st.info("Nothing is indexed yet: add documents on the Documents page.")
             return
         question, retrieved = st.session_state.get("last_question", ("", []))
+        # fitted once per state of the index, in the background as the server starts and
+        # after each upload or delete (Services.map_layout): usually ready when opened
         with st.spinner("Placing the passages (once per change of the documents; the first "
-                        "map takes a while)…"):
-            records, note = _layout(store.version(), settings.map_max_points)
+                        "map after a start takes a while)…"):
+            records, note = svc.map_layout(settings.map_max_points)
     except Exception as exc:  # noqa: BLE001 - shown where it happens
         st.error(md(explain(exc)))
         return

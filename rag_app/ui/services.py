@@ -97,11 +97,14 @@ class _JobReporter:
 class Services:
     """Process-wide, shared by every browser session."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, warm_map: bool = False) -> None:
         from rag_app.embeddings import make_embedder
         from rag_app.store import make_client
 
         self.settings = settings
+        self._warm_map = warm_map
+        self._map: tuple[tuple[Any, ...], tuple[list[dict[str, Any]], str]] | None = None
+        self._map_lock = threading.Lock()
         self.embedder: Embedder = make_embedder(settings)
         self.index = IndexReader(settings, make_client(settings))
         self._lock = threading.Lock()
@@ -128,6 +131,8 @@ class Services:
         except Exception as exc:  # noqa: BLE001 - the first question reports it properly
             log.warning("the embedding model could not be loaded: %s", exc)
         self._warm_llm()
+        if self._warm_map:
+            self._refit_map()
 
     def _warm_llm(self) -> None:
         try:
@@ -157,6 +162,36 @@ class Services:
                 self._retriever = Retriever(self.settings, embedder=self.embedder, store=store)
                 self._version = version
             return self._retriever
+
+    # -- the embedding map ------------------------------------------------------------------
+    def map_layout(self, max_points: int) -> tuple[list[dict[str, Any]], str]:
+        """The embedding map's points and its note, fitted once per state of the index (REVIEW
+        L7) and shared by every session. The first fit in a process takes a while (UMAP
+        compiles its code: 10-30 s here), so a server fits it in the background as it starts
+        (`warm_map`) and again after each of its jobs, instead of when someone opens the map."""
+        from rag_app.eval.maps import embedding_map
+
+        store, version = self.index.open()
+        key = (version, max_points)
+        with self._map_lock:  # a page that asks meanwhile waits for the same fit
+            if self._map is not None and self._map[0] == key:
+                return self._map[1]
+            if store is None:
+                layout: tuple[list[dict[str, Any]], str] = (
+                    [], "the collection is empty: nothing to map")
+            else:
+                emap = embedding_map(store, max_chunks=max_points)
+                layout = (emap.to_records(), emap.note)
+            self._map = (key, layout)
+            return layout
+
+    def _refit_map(self) -> None:
+        started = time.monotonic()
+        try:
+            self.map_layout(self.settings.map_max_points)
+            log.info("embedding map fitted in %.1f s", time.monotonic() - started)
+        except Exception as exc:  # noqa: BLE001 - the map page reports it properly
+            log.warning("the embedding map could not be fitted: %s", exc)
 
     # -- the LLM ----------------------------------------------------------------------------
     def chat(self) -> tuple[ChatClient | None, str]:
@@ -207,6 +242,8 @@ class Services:
                              "the server's log.")
                 job.state = "failed"
             job.finished = time.time()
+            if self._map is not None or self._warm_map:  # the map is in use: keep it ready
+                self._refit_map()
 
     def _run_ingest(self, job: Job) -> None:
         run_ingest(self.settings, job, self.embedder)

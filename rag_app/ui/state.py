@@ -29,7 +29,7 @@ _STARTED: dict[str, Future[Services]] = {}
 _STARTED_LOCK = threading.Lock()
 
 
-def _start(key: str, settings: Settings) -> Future[Services]:
+def _start(key: str, settings: Settings, warm_map: bool = False) -> Future[Services]:
     with _STARTED_LOCK:
         future = _STARTED.get(key)
         first = future is None
@@ -39,7 +39,8 @@ def _start(key: str, settings: Settings) -> Future[Services]:
         try:
             logging.basicConfig(level=settings.log_level,
                                 format="%(levelname)s %(name)s: %(message)s")
-            future.set_result(Services(settings))  # the models load in its own thread
+            # the models load (and the map is fitted) in its own thread
+            future.set_result(Services(settings, warm_map=warm_map))
         except Exception as exc:  # noqa: BLE001 - handed to the page that waits for it
             with _STARTED_LOCK:  # the next page tries again, and shows why it failed
                 _STARTED.pop(key, None)
@@ -70,14 +71,14 @@ def services() -> Services:
 
 def prestart() -> None:
     """Start the services in the background as the server starts (`streamlit run` imports
-    app.py then), so the models load before the first page is opened. Invalid settings are
-    left for the page to report."""
+    app.py then), so the models load, and the embedding map is fitted, before the first page
+    is opened. Invalid settings are left for the page to report."""
     try:
         settings = load_settings()
     except Exception:  # noqa: BLE001 - the page says what is wrong with them
         return
-    threading.Thread(target=_start, args=(_key(settings), settings), name="rag-prestart",
-                     daemon=True).start()
+    threading.Thread(target=_start, args=(_key(settings), settings, True),
+                     name="rag-prestart", daemon=True).start()
 
 
 def session_options() -> dict[str, Any]:
