@@ -201,8 +201,8 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
     """Sync `paths` now, then after every settled burst of changes, until `stop` is set (or
     KeyboardInterrupt: it propagates, as in a plain sync, and the next run repairs what it cut
     short). `on_round` hears every sync. `sync_options` go to each `sync_paths` (passwords,
-    drop_missing_roots); `rebuild=True` applies to the first sync only. The embedding model
-    is loaded once, for every sync."""
+    drop_missing_roots); `rebuild=True` applies to the first sync that runs to its end only.
+    The embedding model is loaded once, for every sync."""
     from rag_app.embeddings import make_embedder
     from rag_app.service import sync_paths, watching
 
@@ -215,6 +215,7 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
     feed = ChangeFeed(paths, ignore=ignore, quiet_ms=quiet_ms, max_group_ms=max_group_ms)
     feed.start()
     number = 0
+    synced = False  # a sync has run to its end (the first one may wait for another writer)
     due: float | None = time.monotonic()  # when the next sync runs (None: at the next change)
     changed: set[Path] = set()
     last = time.monotonic()
@@ -225,17 +226,17 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
                 if due is None and now - last >= rescan_s:
                     due = now
                 if due is not None and now >= due:
-                    options = first_options if number == 0 else sync_options
+                    options = sync_options if synced else first_options
                     round_ = Round(number, _shown(changed, paths), time.time())
                     t0 = time.perf_counter()
                     try:
                         round_.report = sync_paths(
                             settings, paths, embedder=emb, command=command,
-                            reporter=first_reporter if number == 0 else None, **options)
+                            reporter=None if synced else first_reporter, **options)
                     except (StoreLocked, StoreUnavailable) as exc:  # another writer, a server
                         round_.error, round_.retry = str(exc), True  # down: wait, try again
                     except RagError as exc:
-                        if number == 0:  # a missing folder, a bad setting, an index built
+                        if not synced:  # a missing folder, a bad setting, an index built
                             raise  # with another model: every sync would fail the same way
                         round_.error = str(exc)  # e.g. the folder is gone: said, and the next
                         # change (or the rescan) tries again
@@ -248,7 +249,8 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
                     changed = set()
                     number += 1
                     on_round(round_)
-                    if number == 1 and round_.report is not None:
+                    if not synced and round_.report is not None:
+                        synced = True
                         _warm_up(emb)
                 wait = POLL_S if due is None else max(0.0, min(POLL_S, due - time.monotonic()))
                 got = feed.get(timeout=wait)

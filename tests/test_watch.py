@@ -305,3 +305,26 @@ def test_the_documents_page_says_when_the_index_last_synced(tmp_path: Path, embe
     captions = captions.replace("\u2060", "")  # md() escapes Markdown and breaks up links
     assert "Last synced just now" in captions
     assert "Watching docs: changes are synced within seconds." in captions
+
+
+def test_a_watch_started_while_another_writer_writes_starts_when_it_is_done(
+        tmp_path: Path, embedder: Any) -> None:
+    """The first sync waits for the lock like the others; --rebuild goes to the first sync
+    that runs, not to the one the lock turned away."""
+    settings = make_settings(tmp_path / "state")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Alpha.\n")
+    with writer_lock(settings, "python -m ingest elsewhere"):
+        w = Watch(settings, docs, embedder, retry_s=0.3, quiet_ms=QUIET_MS, rebuild=True)
+        w.thread.start()
+        wait_for(lambda: w.rounds)
+        assert w.rounds[0].retry and w.rounds[0].report is None
+    try:
+        done = wait_for(lambda: [r for r in w.rounds if r.report is not None])
+        assert done[0].report is not None and done[0].report.rebuilt
+        assert w.sources() == {"a.md"}
+    finally:
+        w.stop.set()
+        w.thread.join(timeout=30)
+    assert w.error is None, w.error
