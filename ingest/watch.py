@@ -12,8 +12,10 @@ is its files deleted, and a change the events missed (an overflowing kernel queu
 share) is found by the next sync, at the latest RESCAN_S later.
 
 A sync that fails for a file reports it and watching goes on; a store that is locked by another
-writer or unreachable is tried again RETRY_S later; an error that would make every sync fail
-(a missing folder at the start, an index built with another model) ends the watch.
+writer or unreachable, or a folder that was deleted or unmounted, is tried again every RETRY_S
+(a folder that comes back is watched anew: its old file events died with it); an error at the
+start (a missing folder, an index built with another model) ends the watch, as it would end
+a plain sync.
 
 File events come from watchfiles (Rust `notify`: inotify, FSEvents, ReadDirectoryChangesW, or
 polling with WATCHFILES_FORCE_POLLING), in a thread of their own that only queues them: a sync
@@ -45,6 +47,10 @@ MAX_GROUP_MS = 10_000  # changes that never stop (a long copy) are synced at lea
 RETRY_S = 5.0  # after the store was locked by another writer, or unreachable
 RESCAN_S = 600.0  # a sync this often even without events: finds what events missed
 POLL_S = 0.2  # how often the loop looks at its stop event
+
+
+class WatchError(RagError):
+    """The file events stopped coming (the watcher itself failed): the watch ends."""
 
 
 @dataclass
@@ -133,7 +139,12 @@ class ChangeFeed:
         item: set[Path] | BaseException | None = first
         while item is not None:
             if isinstance(item, BaseException):
-                raise item
+                folders = ", ".join(str(d) for w in self._watched for d in w.dirs)
+                raise WatchError(
+                    f"Watching {folders} for changes failed ({type(item).__name__}: {item}). "
+                    "Where file events are not available (some network shares, too many "
+                    "folders for the inotify limit fs.inotify.max_user_watches), set "
+                    "WATCHFILES_FORCE_POLLING=1 to poll instead.") from item
             found |= item
             try:
                 item = self.changes.get_nowait()
@@ -216,6 +227,7 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
     feed.start()
     number = 0
     synced = False  # a sync has run to its end (the first one may wait for another writer)
+    lost = False  # a sync failed as if a folder were gone: watch anew when it is back
     due: float | None = time.monotonic()  # when the next sync runs (None: at the next change)
     changed: set[Path] = set()
     last = time.monotonic()
@@ -226,6 +238,12 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
                 if due is None and now - last >= rescan_s:
                     due = now
                 if due is not None and now >= due:
+                    if lost and all(p.expanduser().exists() for p in paths):
+                        feed.stop()
+                        feed = ChangeFeed(paths, ignore=ignore, quiet_ms=quiet_ms,
+                                          max_group_ms=max_group_ms)
+                        feed.start()
+                        lost = False
                     options = sync_options if synced else first_options
                     round_ = Round(number, _shown(changed, paths), time.time())
                     t0 = time.perf_counter()
@@ -238,8 +256,9 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
                     except RagError as exc:
                         if not synced:  # a missing folder, a bad setting, an index built
                             raise  # with another model: every sync would fail the same way
-                        round_.error = str(exc)  # e.g. the folder is gone: said, and the next
-                        # change (or the rescan) tries again
+                        # e.g. the folder was deleted or unmounted: its file events went with
+                        # it, so try again every retry_s, watching anew once it is back
+                        round_.error, round_.retry, lost = str(exc), True, True
                     except Exception as exc:  # a bug: said, and watching goes on
                         log.debug("the sync failed", exc_info=True)
                         round_.error = f"unexpected {type(exc).__name__}: {exc}"

@@ -328,3 +328,25 @@ def test_a_watch_started_while_another_writer_writes_starts_when_it_is_done(
         w.stop.set()
         w.thread.join(timeout=30)
     assert w.error is None, w.error
+
+
+def test_a_folder_deleted_and_made_again_is_watched_again(tmp_path: Path, embedder: Any) -> None:
+    """Deleting the watched folder takes its file events with it: the failed sync is said, and
+    once the folder is back it is watched anew, without waiting for the 10-minute rescan."""
+    import shutil
+
+    settings = make_settings(tmp_path / "state")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Alpha.\n")
+    with watching(settings, docs, embedder, retry_s=0.3) as w:
+        shutil.rmtree(docs)
+        gone = wait_for(lambda: [r for r in w.rounds if r.error])
+        assert "No such file or folder" in gone[0].error and gone[0].retry
+        assert w.sources() == {"a.md"}  # a plain sync of a missing folder changes nothing
+        since = len(w.rounds)
+        docs.mkdir()
+        (docs / "a.md").write_text("Alpha.\n")
+        wait_for(lambda: any(r.report is not None for r in w.rounds[since:]))  # a retry found it
+        (docs / "b.md").write_text("Bravo, written once the folder was back.\n")
+        assert wait_for(lambda: w.sources() == {"a.md", "b.md"})
