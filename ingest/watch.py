@@ -12,10 +12,10 @@ is its files deleted, and a change the events missed (an overflowing kernel queu
 share) is found by the next sync, at the latest RESCAN_S later.
 
 A sync that fails for a file reports it and watching goes on; a store that is locked by another
-writer or unreachable, or a folder that was deleted or unmounted, is tried again every RETRY_S
-(a folder that comes back is watched anew: its old file events died with it); an error at the
-start (a missing folder, an index built with another model) ends the watch, as it would end
-a plain sync.
+writer or unreachable, or a folder that was deleted, is tried again every RETRY_S (a folder
+made again is watched anew: its old file events died with it; a share mounted over a watched
+folder is seen by the rescan only); an error at the start (a missing folder, an index built
+with another model) ends the watch, as it would end a plain sync.
 
 File events come from watchfiles (Rust `notify`: inotify, FSEvents, ReadDirectoryChangesW, or
 polling with WATCHFILES_FORCE_POLLING), in a thread of their own that only queues them: a sync
@@ -256,7 +256,7 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
                     except RagError as exc:
                         if not synced:  # a missing folder, a bad setting, an index built
                             raise  # with another model: every sync would fail the same way
-                        # e.g. the folder was deleted or unmounted: its file events went with
+                        # e.g. the folder was deleted: its file events went with
                         # it, so try again every retry_s, watching anew once it is back
                         round_.error, round_.retry, lost = str(exc), True, True
                     except Exception as exc:  # a bug: said, and watching goes on
