@@ -135,3 +135,19 @@ def test_the_embedding_map_is_fitted_as_the_server_starts(loading: Any,
     kinds = {getattr(e, "type", "") for e in at.main}
     assert {"arrow_vega_lite_chart", "vega_lite_chart"} & kinds, f"no chart drawn: {kinds}"
     assert len(fits) == 1  # opening the page fitted nothing
+
+
+def test_a_spawned_child_does_not_start_the_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest's parser is a spawned child that runs the parent's `__main__` (app.py, in the
+    chat server) again as `__mp_main__`: seen in the server's log, an upload's parser loaded a
+    second embedding model and fitted the map again. It must start nothing."""
+    import runpy
+
+    from rag_app.ui import state
+
+    started: list[bool] = []
+    monkeypatch.setattr(state, "prestart", lambda: started.append(True))
+    runpy.run_path(APP, run_name="__mp_main__")
+    assert started == []
+    runpy.run_path(APP, run_name="rag_app_ui_app_as_served_probe")  # as the server imports it
+    assert started == [True]

@@ -69,7 +69,9 @@ def exposure_banner() -> None:
 
 if __name__ == "__main__":  # Streamlit runs this file as `__main__` on every rerun
     main()
-else:  # `streamlit run` imports it as a module, as the server starts, and serves this ASGI app
+elif __name__ != "__mp_main__":  # `streamlit run` imports it as a module, as the server
+    # starts, and serves this ASGI app. (A spawned child, e.g. ingest's parser, runs the
+    # parent's `__main__` again as `__mp_main__`: it must not start services and models.)
     from starlette.middleware import Middleware
 
     from rag_app.ui.server import SecurityHeaders
