@@ -114,3 +114,67 @@ def test_location_and_plot(retriever: Retriever, tmp_path: Path) -> None:
     ax = plot_map(embedding_map(retriever, QUESTIONS))
     ax.figure.savefig(tmp_path / "map.png")
     assert (tmp_path / "map.png").stat().st_size > 1000
+
+
+class _CountingChunks:
+    """The chunk collection, counting the vectors each `get` returns."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        self.vectors_read = 0
+
+    def get(self, **kwargs: Any) -> Any:
+        got = self.collection.get(**kwargs)
+        if "embeddings" in kwargs.get("include", []):
+            self.vectors_read += len(got["ids"])
+        return got
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.collection, name)
+
+
+def _old_read_chunks(store: Store, wanted: set[str], max_chunks: int, random_state: int
+                     ) -> tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]:
+    """The sample as `_read_chunks` drew it before it read the kept ids only: every row read,
+    the seeded sample of the sorted ids plus `wanted` kept."""
+    got: Any = store.chunks.get(include=["embeddings", "documents", "metadatas"])
+    all_ids = sorted(got["ids"])
+    picked = np.random.default_rng(random_state).choice(len(all_ids), size=max_chunks,
+                                                        replace=False)
+    keep = {all_ids[i] for i in picked} | wanted
+    rows = sorted((cid, np.asarray(emb, dtype=np.float32), doc, dict(meta))
+                  for cid, emb, doc, meta in zip(got["ids"], got["embeddings"], got["documents"],
+                                                 got["metadatas"], strict=True) if cid in keep)
+    return ([r[0] for r in rows], np.stack([r[1] for r in rows]), [r[2] for r in rows],
+            [r[3] for r in rows])
+
+
+def test_a_sampled_map_reads_the_vectors_of_the_sample_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_app.eval import maps
+
+    store = Store.create(make_settings(tmp_path / "state"), {"model": "synthetic"})
+    n, dim, max_chunks = 120, 8, 9
+    vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+    store.chunks.add(ids=[f"c{i:04d}" for i in range(n)], embeddings=vectors,
+                     documents=[f"passage {i}" for i in range(n)],
+                     metadatas=[{"source": f"f{i % 3}.md", "n": i} for i in range(n)])
+    monkeypatch.setattr(maps, "PAGE", 4)  # several pages of ids, listed and kept
+    wanted = {"c0077", "c0101", "gone"}  # retrieved chunks are kept; an id no longer stored
+    old = _old_read_chunks(store, wanted - {"gone"}, max_chunks, 42)
+
+    spy = _CountingChunks(store.chunks)
+    store.chunks = spy  # type: ignore[assignment]
+    ids, matrix, docs, metas = maps._read_chunks(store, n, wanted, max_chunks, 42)
+    assert len(ids) <= max_chunks + 2 and {"c0077", "c0101"} <= set(ids) and "gone" not in ids
+    assert spy.vectors_read == len(ids)  # was all 120: every page read whole
+    assert ids == old[0] and docs == old[2] and metas == old[3]  # the same seeded sample
+    assert np.array_equal(matrix, old[1])
+    again = maps._read_chunks(store, n, wanted, max_chunks, 42)[0]
+    other_seed = maps._read_chunks(store, n, wanted, max_chunks, 7)[0]
+    assert again == ids and other_seed != ids
+
+    spy.vectors_read = 0  # not sampled: every chunk, as before
+    everything = maps._read_chunks(store, n, set(), None, 42)
+    assert everything[0] == sorted(f"c{i:04d}" for i in range(n)) and spy.vectors_read == n
+    assert np.allclose(everything[1], vectors, atol=1e-6)  # as stored (float32 round trip)

@@ -262,28 +262,41 @@ def _paged(store: Store, include: list[Any]) -> Iterator[dict[str, Any]]:
         offset += len(got["ids"])
 
 
+def _by_ids(store: Store, ids: Sequence[str], include: list[Any]) -> Iterator[dict[str, Any]]:
+    """Chroma `get` of these ids, `PAGE` ids per call (ids no longer stored are left out)."""
+    for start in range(0, len(ids), PAGE):
+        got: Any = store.chunks.get(ids=list(ids[start : start + PAGE]), include=include)
+        yield got
+
+
 def _read_chunks(
     store: Store, total: int, wanted: set[str], max_chunks: int | None, random_state: int,
 ) -> tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]:
-    """(ids, vectors, texts, metadata) of every chunk, or of a seeded sample plus `wanted`."""
-    keep: set[str] | None = None
+    """(ids, vectors, texts, metadata) of every chunk, or of a seeded sample plus `wanted`.
+
+    When sampling, only the ids of the whole collection are listed; vectors, texts and
+    metadata are then read for the kept ids alone (a page of ids per call)."""
+    full: list[Any] = ["embeddings", "documents", "metadatas"]
+    pages: Iterator[dict[str, Any]]
     if max_chunks is not None and total > max_chunks:
         all_ids = sorted(cid for page in _paged(store, []) for cid in page["ids"])
         rng = np.random.default_rng(random_state)
         picked = rng.choice(len(all_ids), size=max_chunks, replace=False)
-        keep = {all_ids[i] for i in picked} | wanted
+        keep = sorted({all_ids[i] for i in picked} | wanted)
+        pages = _by_ids(store, keep, full)
+    else:
+        pages = _paged(store, full)
     ids: list[str] = []
     vectors: list[np.ndarray] = []
     docs: list[str] = []
     metas: list[dict[str, Any]] = []
-    for page in _paged(store, ["embeddings", "documents", "metadatas"]):
+    for page in pages:
         for cid, emb, doc, meta in zip(page["ids"], page["embeddings"], page["documents"],
                                        page["metadatas"], strict=True):
-            if keep is None or cid in keep:
-                ids.append(cid)
-                vectors.append(np.asarray(emb, dtype=np.float32))
-                docs.append(doc or "")
-                metas.append(dict(meta or {}))
+            ids.append(cid)
+            vectors.append(np.asarray(emb, dtype=np.float32))
+            docs.append(doc or "")
+            metas.append(dict(meta or {}))
     order = sorted(range(len(ids)), key=ids.__getitem__)  # the store's order is not stable
     matrix = (np.stack([vectors[i] for i in order]) if order
               else np.zeros((0, 0), dtype=np.float32))
