@@ -47,6 +47,20 @@ def distinctive_names(question: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# A number of two or more parts right after a capitalised name or "version": "Python 3.13",
+# "R 4.3", "version 2.1" (alone, 1.5 is just a number)
+_NAMED_VERSION = re.compile(r"(?:\b[A-Z][\w+#-]*|\b[Vv]ersion|\b[Rr]elease)\s+(\d+(?:\.\d+)+)\b")
+
+
+def question_names(question: str) -> list[str]:
+    """The names of a question (`distinctive_names`) and the versions it gives after a name
+    ("Python 3.13"): what a passage must mention to be about what the question asks. Asked
+    which release first supported Python 3.13, the bundled model named a release-notes heading
+    from passages that mention 3.12 and 3.14, never 3.13 (web docs wd-012)."""
+    names = distinctive_names(question)
+    return list(dict.fromkeys([*names, *_NAMED_VERSION.findall(question)]))
+
+
 def _is_identifier(word: str) -> bool:
     """snake_case or a dotted name whose parts are not all single letters (e.g., i.e. and
     x.y.z are not)."""
@@ -112,4 +126,5 @@ def _footnoted(low_text: str, low_name: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(low_name)}\d{{1,2}}(?!\w)", low_text) is not None
 
 
-__all__ = ["answer_names", "distinctive_names", "mentions", "unmatched", "unsourced"]
+__all__ = ["answer_names", "distinctive_names", "mentions", "question_names", "unmatched",
+           "unsourced"]

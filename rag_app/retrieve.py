@@ -17,7 +17,7 @@ import numpy as np
 
 from rag_app.errors import ConfigError, StoreError
 from rag_app.fusion import FusionConfig, Mode, fuse
-from rag_app.names import distinctive_names, mentions, unmatched
+from rag_app.names import mentions, question_names, unmatched
 
 if TYPE_CHECKING:
     from rag_app.embeddings import Embedder
@@ -255,7 +255,7 @@ class Retriever:
         candidate that does, else the first of BM25's top 20 for the name itself that does
         (at most MAX_NAMED_HITS). A name the documents never mention adds nothing: the answer
         path then says "not found" (rag_app.answering)."""
-        missing = unmatched(distinctive_names(query), (h.named_text for h in top))
+        missing = unmatched(question_names(query), (h.named_text for h in top))
         chosen = {h.chunk_id for h in top}
         added: list[Hit] = []
         for name in missing:

@@ -58,6 +58,15 @@ def test_a_claim_that_agrees_with_its_quote_is_not_flagged(claim: str, quote: st
     assert contradiction(claim, quote) == ""
 
 
+def test_a_bare_figure_is_read_with_the_question_that_names_its_row() -> None:
+    # recorded 2026-12-07: samples ak-005 answered "£19.00" alone, right, and was flagged
+    question = "How much does a replacement AKB-2 power base cost?"
+    assert contradiction("£19.00", PRICE_LIST, question) == ""
+    assert "silicone lid seal" in contradiction("£4.00", PRICE_LIST, question)
+    assert "silicone lid seal" in contradiction(
+        "£4.00", PRICE_LIST, "How much does a replacement water level window cost?")
+
+
 def test_the_check_flags_the_sentence_and_keeps_its_quote() -> None:
     good = Claim("The seal costs £4.00.", 1, PRICE_LIST, True, score=0.6)
     bad = Claim("The water level window costs £4.00.", 1, PRICE_LIST, True, score=0.4)

@@ -63,3 +63,15 @@ def test_the_names_an_answer_gives_that_no_source_mentions() -> None:
     assert answer_names("It lasts 2 years. Hold both buttons.") == []
     # escapes a small model writes out are not part of a word ("\\nlibrary" is not a name)
     assert answer_names("Run this:\\nlibrary(x)\\n7.32 seconds") == ["library"]
+
+
+def test_a_question_names_the_version_it_gives_after_a_name() -> None:
+    from rag_app.names import question_names
+
+    assert question_names("Which Python-Markdown release first supported Python 3.13?") == [
+        "Python-Markdown", "Python", "3.13"]
+    assert question_names("What changed in version 2.1?") == ["2.1"]
+    assert question_names("What does R 4.3.0 add?") == ["4.3.0"]
+    # a number alone is a figure, not a version
+    assert question_names("Does it boil 1.5 litres?") == []
+    assert question_names("It costs 3.50 pounds, right?") == []

@@ -59,13 +59,15 @@ _STOP = frozenset(
 _STOP_STEMS = frozenset(w[:5] for w in _STOP)
 
 
-def contradiction(claim: str, quote: str) -> str:
-    """Why the claim says what its quote contradicts, or "" when no rule sees a conflict."""
-    for rule in (_cost, _negation, _logical, _list_row):
+def contradiction(claim: str, quote: str, question: str = "") -> str:
+    """Why the claim says what its quote contradicts, or "" when no rule sees a conflict. The
+    question counts as said with the claim where a row must be named: a bare "£19.00" answers
+    "How much does an AKB-2 power base cost?" from the AKB-2's row."""
+    for rule in (_cost, _negation, _logical):
         reason = rule(claim, quote)
         if reason:
             return reason
-    return ""
+    return _list_row(claim, quote, question)
 
 
 def _cost(claim: str, quote: str) -> str:
@@ -117,14 +119,14 @@ def _logical(claim: str, quote: str) -> str:
     return ""
 
 
-def _list_row(claim: str, quote: str) -> str:
+def _list_row(claim: str, quote: str, question: str = "") -> str:
     """A figure the claim takes from a row of a list or table in the quote (a value after dot
     leaders, a table bar or a tab): the row's label must share a word with the claim. Figures
     inside a label ("AKF-12", "75 cm cord") are part of it."""
     claimed = {_plain(f) for f in _FIGURE.findall(claim)}
     if not claimed:
         return ""
-    words = {_stem(w) for w in _WORD.findall(claim.lower())} - _STOP_STEMS
+    words = {_stem(w) for w in _WORD.findall(f"{claim} {question}".lower())} - _STOP_STEMS
     row_start = 0
     for m in _FIGURE.finditer(quote):
         before = quote[row_start : m.start()]
@@ -154,14 +156,14 @@ class Contradiction:
         return settings.answer_flag_contradictions
 
     def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
-        claims = [_checked(c) for c in draft.claims]
+        claims = [_checked(c, inputs.query) for c in draft.claims]
         if claims == draft.claims:
             return PASS
         return Verdict(draft=replace(draft, claims=claims))
 
 
-def _checked(claim: Claim) -> Claim:
+def _checked(claim: Claim, question: str) -> Claim:
     if not claim.supported or not claim.quote:
         return claim
-    reason = contradiction(claim.text, claim.quote)
+    reason = contradiction(claim.text, claim.quote, question)
     return replace(claim, supported=False, reason=reason) if reason else claim

@@ -1,6 +1,6 @@
 """The question names something no retrieved passage mentions: "not found" before the model.
 
-A model number, a code, a product, a function (rag_app.names.distinctive_names) that none of the
+A model number, a code, a product, a function (rag_app.names.question_names) that none of the
 hits mentions means nothing here answers the question ("the capacity of the AK-300 Pro" over the
 AK-200's manual), and small models answer anyway from the nearest passage (README: the names
 check makes most of the refusals of unanswerable questions on the samples).
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
 from rag_app.answering.prompts import NOT_FOUND
 from rag_app.answering.records import Refusal
-from rag_app.names import distinctive_names, unmatched
+from rag_app.names import question_names, unmatched
 
 if TYPE_CHECKING:
     from rag_app.retrieve import Hit
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def unmatched_names(question: str, hits: Sequence[Hit]) -> list[str]:
     """The question's names (`rag_app.names`) that none of the hits mentions (text, headings,
     title, file)."""
-    return unmatched(distinctive_names(question), (h.named_text for h in hits))
+    return unmatched(question_names(question), (h.named_text for h in hits))
 
 
 class QuestionNames:
