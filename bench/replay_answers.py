@@ -30,11 +30,12 @@ from rag_app.answering import NOT_FOUND  # noqa: E402
 from rag_app.eval.configs import EvalConfig  # noqa: E402
 from rag_app.eval.qa import evaluate_qa, load_questions, outcome, summarise  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
-from rag_app.llm import Endpoint  # noqa: E402
+from rag_app.llm import Endpoint, TokenProb  # noqa: E402
 from rag_app.settings import Settings  # noqa: E402
 
 SHOWN = ("correct", "misleading", "useful", "refused", "wrong_flagged", "right_flagged",
-         "wrong_flagged_unsure", "right_flagged_unsure",
+         "wrong_flagged_unsure", "right_flagged_unsure", "wrong_flagged_off_subject",
+         "right_flagged_off_subject",
          "evidence_holds_answer",
          "correct_multi_fact", "cited_gold_page", "quote_validity",
          "refusal_accuracy", "false_refusal_rate", "refused_by_names", "refused_by_kind",
@@ -47,16 +48,23 @@ class ReplayChat:
     text at the end of the prompt). Asked again (the second pass, a further user turn after the
     model's first reply), it gives the answer the run recorded after asking again."""
 
-    def __init__(self, replies: dict[str, str], again: dict[str, str] | None = None) -> None:
+    def __init__(self, replies: dict[str, str], again: dict[str, str] | None = None,
+                 tokens: dict[str, tuple[list[TokenProb], list[TokenProb]]] | None = None
+                 ) -> None:
         self.replies = replies
         self.again = again or {}
+        self.tokens = tokens or {}
         self.endpoint = Endpoint("http://127.0.0.1:1/v1", "replay", "")
         self.missing = 0
 
-    def stream(self, messages: Any, **kwargs: Any) -> Iterator[str]:
+    def stream(self, messages: Any, tokens: list[TokenProb] | None = None,
+               **kwargs: Any) -> Iterator[str]:
         asked = [m for m in messages if m["role"] == "user" and "Question:" in m["content"]]
         question = asked[-1]["content"].rsplit("Question:", 1)[-1].strip() if asked else ""
-        book = self.again if messages[-1] is not (asked[-1] if asked else None) else self.replies
+        first = messages[-1] is (asked[-1] if asked else None)
+        book = self.replies if first else self.again
+        if tokens is not None:  # the recorded token probabilities (the confidence check)
+            tokens.extend(self.tokens.get(question, ([], []))[0 if first else 1])
         reply = book.get(question)
         if reply is None:
             self.missing += 1
@@ -67,14 +75,19 @@ class ReplayChat:
         return "".join(self.stream(messages))
 
 
-def recorded(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+def recorded(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, str],
+                                           dict[str, tuple[list[TokenProb], list[TokenProb]]]]:
     """(question -> the model's first reply, question -> its reply when asked again) as JSON,
+    and question -> the two replies' tokens with their probabilities (runs that recorded them),
     from a run's rows."""
-    first, again = {}, {}
+    first, again, tokens = {}, {}, {}
     for row in run["rows"]:
         if row.get("mode") != "llm":
             continue
         question = row["question"].strip()
+        if row.get("reply_tokens") or row.get("again_tokens"):
+            tokens[question] = ([_token(t) for t in row.get("reply_tokens") or ()],
+                                [_token(t) for t in row.get("again_tokens") or ()])
         numbers = [c["number"] for c in row.get("citations") or []]
         final = row.get("answer") if row.get("found") else NOT_FOUND
         if row.get("first_answer"):
@@ -85,7 +98,12 @@ def recorded(run: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
             continue
         text = row.get("draft") or final
         first[question] = json.dumps({"answer": text or NOT_FOUND, "sources": numbers})
-    return first, again
+    return first, again, tokens
+
+
+def _token(recorded: list[Any]) -> TokenProb:
+    text, logprob, rivals = recorded
+    return TokenProb(text, logprob, tuple((alt, lp) for alt, lp in rivals))
 
 
 def main() -> int:

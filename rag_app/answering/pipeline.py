@@ -75,11 +75,19 @@ class AnswerStream:
         self._checked: bool | None = None
         self._names: dict[str, list[str]] = {}  # the names a check's verdict was about
         self._first_answer = ""
-        self._tokens: list[TokenProb] | None = None  # the last reply's, when asked for
+        self._tokens: list[TokenProb] | None = None  # the first reply's, when asked for
+        self._again_tokens: list[TokenProb] | None = None  # the second reply's, if asked again
 
     @property
     def finished(self) -> bool:
         return self._result is not None
+
+    @property
+    def reply_tokens(self) -> tuple[list[TokenProb], list[TokenProb]]:
+        """The tokens of the model's first reply and of its second (asked again), with their
+        probabilities; empty when they were not asked for (the evaluation records them, so
+        that bench/replay_answers.py replays the confidence check too)."""
+        return list(self._tokens or ()), list(self._again_tokens or ())
 
     @property
     def result(self) -> Answer:
@@ -211,7 +219,7 @@ class AnswerStream:
                     {"role": "assistant", "content": draft.reply},
                     {"role": "user", "content": turn}]
         extractor, links, raw = StringFields("answer"), LinkFilter(sources), []
-        tokens = self._wanted_tokens()
+        tokens = self._again_tokens = self._wanted_tokens()
         t = time.perf_counter()
         try:
             for piece in self._chat.stream(messages, response_format=ANSWER_SCHEMA,

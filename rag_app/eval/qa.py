@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from ingest.sync import SyncReport
     from rag_app.answering import Answer
     from rag_app.embeddings import Embedder
-    from rag_app.llm import ChatClient
+    from rag_app.llm import ChatClient, TokenProb
     from rag_app.retrieve import Hit, Retriever
     from rag_app.settings import Settings
 
@@ -664,6 +664,10 @@ def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever:
                    first_token_s=stream.timings.first_token_s, total_s=None)
         return row
     row.update(_answer_fields(result, text))
+    first, again = stream.reply_tokens
+    if first or again:  # replayed by bench/replay_answers.py (the confidence check reads them)
+        row["reply_tokens"] = [_token_row(t) for t in first]
+        row["again_tokens"] = [_token_row(t) for t in again] or None
     if result.mode != "llm":
         return row
     if item.gold_answer and item.answerable:
@@ -692,6 +696,12 @@ def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever:
         if judge and chat is not None:
             _judge_row(row, chat, passages)
     return row
+
+
+def _token_row(token: TokenProb) -> list[Any]:
+    """A reply token as recorded in a row: [text, log-probability, [[rival, log-p], …]]."""
+    return [token.text, round(token.logprob, 5),
+            [[alt, round(lp, 5)] for alt, lp in token.alternatives]]
 
 
 def _answer_fields(result: Answer, text: str) -> dict[str, Any]:
@@ -816,6 +826,10 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     unsure = [o for r, o in zip(graded, outcomes, strict=True) if _unsure(r)]
     m["wrong_flagged_unsure"] = float(unsure.count("wrong, flagged"))
     m["right_flagged_unsure"] = float(unsure.count("right, flagged"))
+    # and by the subject check (a name or figure the sources give about something else)
+    off = [o for r, o in zip(graded, outcomes, strict=True) if _off_subject(r)]
+    m["wrong_flagged_off_subject"] = float(off.count("wrong, flagged"))
+    m["right_flagged_off_subject"] = float(off.count("right, flagged"))
     m["asked_again"] = float(sum(1 for r in llm_rows if r.get("first_answer")))
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
     m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
@@ -845,6 +859,14 @@ def _unsure(row: dict[str, Any]) -> bool:
     from rag_app.answering.checks.confidence import UNSURE
 
     return any(not c.get("supported") and str(c.get("reason", "")).startswith(UNSURE)
+               for c in row.get("claims") or [])
+
+
+def _off_subject(row: dict[str, Any]) -> bool:
+    """Does a claim of the answer carry the subject check's flag?"""
+    from rag_app.answering.checks.subject import OFF_SUBJECT
+
+    return any(not c.get("supported") and str(c.get("reason", "")).startswith(OFF_SUBJECT)
                for c in row.get("claims") or [])
 
 

@@ -48,6 +48,8 @@ METRIC_LABELS = {
     "right_flagged": "right answers flagged (false flags)",
     "wrong_flagged_unsure": "wrong answers flagged as unsure (confidence check)",
     "right_flagged_unsure": "right answers flagged as unsure (confidence check)",
+    "wrong_flagged_off_subject": "wrong answers flagged as off the subject (subject check)",
+    "right_flagged_off_subject": "right answers flagged as off the subject (subject check)",
     "evidence_holds_answer": "the documents' words shown hold every key fact (answerable)",
     "correct_multi_fact": "correct, multi-fact questions",
     "correct_unchecked": "correct, before the checks",
@@ -92,10 +94,12 @@ METRIC_LABELS = {
 }
 COUNTS = frozenset({"questions", "judge_failures", "llm_errors", "check_rejected", "asked_again",
                     "wrong_flagged", "right_flagged", "wrong_flagged_unsure",
-                    "right_flagged_unsure", "claims_removed", "prompt_tokens_p50",
+                    "right_flagged_unsure", "wrong_flagged_off_subject",
+                    "right_flagged_off_subject", "claims_removed", "prompt_tokens_p50",
                     "cached_tokens_p50"})
 LOWER_IS_BETTER = frozenset({"false_refusal_rate", "false_refusal_rate_unchecked",
                              "misleading", "right_flagged", "right_flagged_unsure",
+                             "right_flagged_off_subject",
                              "false_refused_by_similarity",
                              "false_refused_by_quotes", "false_refused_by_check",
                              "false_refused_by_names", "false_refused_by_model",

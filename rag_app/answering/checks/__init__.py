@@ -22,6 +22,7 @@ from rag_app.answering.checks import (
     names,
     quotes,
     similarity,
+    subject,
     support,
     unsourced,
     whole,
@@ -43,6 +44,7 @@ POST: list[Check] = [
     judge.Judge(),  # RAG_ANSWER_CHECK: the model, asked apart, says the passages do not state it
     support.Support(),  # each sentence's quote; a sentence nothing supports is flagged
     contradiction.Contradiction(),  # a sentence its quote contradicts ("a fee" / "at no cost")
+    subject.Subject(),  # names or figures the sources give only about something else
     confidence.Confidence(),  # names or figures the model was unsure of (token probabilities)
     whole.Whole(),  # an answer that stops inside an open bracket, quote or code span
 ]
