@@ -822,14 +822,12 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
                          lambda o: o == "useful")
     m["wrong_flagged"] = float(outcomes.count("wrong, flagged"))
     m["right_flagged"] = float(outcomes.count("right, flagged"))
-    # of those, flagged by the confidence check (a key term the model was unsure of)
-    unsure = [o for r, o in zip(graded, outcomes, strict=True) if _unsure(r)]
-    m["wrong_flagged_unsure"] = float(unsure.count("wrong, flagged"))
-    m["right_flagged_unsure"] = float(unsure.count("right, flagged"))
-    # and by the subject check (a name or figure the sources give about something else)
-    off = [o for r, o in zip(graded, outcomes, strict=True) if _off_subject(r)]
-    m["wrong_flagged_off_subject"] = float(off.count("wrong, flagged"))
-    m["right_flagged_off_subject"] = float(off.count("right, flagged"))
+    # of those, flagged by the confidence check (a key term the model was unsure of) and by
+    # the subject check (a name or figure the sources give about something else)
+    for check, flag in _flag_starts().items():
+        by = [o for r, o in zip(graded, outcomes, strict=True) if _flagged_by(r, flag)]
+        m[f"wrong_flagged_{check}"] = float(by.count("wrong, flagged"))
+        m[f"right_flagged_{check}"] = float(by.count("right, flagged"))
     m["asked_again"] = float(sum(1 for r in llm_rows if r.get("first_answer")))
     m["check_rejected"] = float(sum(1 for r in llm_rows if r.get("draft")))
     m["check_p50_s"] = percentile((r.get("check_s") for r in llm_rows), 50)
@@ -854,19 +852,18 @@ def flagged(row: dict[str, Any]) -> bool:
     return any(c.get("text") and not c.get("supported") for c in row.get("claims") or [])
 
 
-def _unsure(row: dict[str, Any]) -> bool:
-    """Does a claim of the answer carry the confidence check's flag?"""
+def _flag_starts() -> dict[str, str]:
+    """The checks whose flags the evaluation counts apart: metric name -> how their reasons
+    begin."""
     from rag_app.answering.checks.confidence import UNSURE
-
-    return any(not c.get("supported") and str(c.get("reason", "")).startswith(UNSURE)
-               for c in row.get("claims") or [])
-
-
-def _off_subject(row: dict[str, Any]) -> bool:
-    """Does a claim of the answer carry the subject check's flag?"""
     from rag_app.answering.checks.subject import OFF_SUBJECT
 
-    return any(not c.get("supported") and str(c.get("reason", "")).startswith(OFF_SUBJECT)
+    return {"unsure": UNSURE, "off_subject": OFF_SUBJECT}
+
+
+def _flagged_by(row: dict[str, Any], flag: str) -> bool:
+    """Does a claim of the answer carry a check's flag (its reason begins with `flag`)?"""
+    return any(not c.get("supported") and str(c.get("reason", "")).startswith(flag)
                for c in row.get("claims") or [])
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
 from rag_app.answering.checks.confidence import key_terms
 from rag_app.answering.records import Claim
-from rag_app.text.words import STOP, WORD
+from rag_app.text.words import STOP, WORD, stem
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,23 +54,28 @@ _ASKING = frozenset(
     "years version versions number numbers key keys package packages file files method "
     "methods variable variables flag flags tool tools shown show say says said mean means "
     "happen happens instead otherwise exactly".split()) | STOP
-_STEM = 5
+
+
+def _key(word: str) -> str:
+    """A word as compared here: its stem (rag_app.text.words.stem), hyphens dropped
+    ("log-normal" and "lognormal" are one word)."""
+    return stem(word.replace("-", ""))
 
 
 def subject_stems(question: str) -> set[str]:
-    """The question's content words as stems (lower-cased, hyphens dropped, first five
-    characters), without the words that only say what kind of answer is asked for."""
+    """The question's content words as stems (`_key`), without the words that only say what
+    kind of answer is asked for."""
     out = set()
     for word in WORD.findall(question):
         low = word.lower().replace("-", "")
         if len(low) < 3 or low in _ASKING or low.isdigit():
             continue
-        out.add(low[:_STEM])
+        out.add(_key(low))
     return out
 
 
 def _stems(text: str) -> set[str]:
-    return {w.lower().replace("-", "")[:_STEM] for w in WORD.findall(text)}
+    return {_key(w) for w in WORD.findall(text)}
 
 
 def _places(term: str, text: str) -> list[int]:
@@ -82,10 +87,10 @@ def _places(term: str, text: str) -> list[int]:
 _BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[`\"'])|\n\s*\n")
 
 
-def _near(text: str, at: int, end: int) -> str:
-    """The text around a place: its sentence, the one before and the one after (a line break
-    in PDF text is no sentence end), at most `WINDOW` characters either side."""
-    breaks = [m.end() for m in _BREAK.finditer(text)]
+def _near(text: str, breaks: list[int], at: int, end: int) -> str:
+    """The text around a place: its sentence, the one before and the one after (`breaks`:
+    where the text's sentences begin; a line break in PDF text is no sentence end), at most
+    `WINDOW` characters either side."""
     before = [b for b in breaks if b <= at]
     start = before[-2] if len(before) >= 2 else 0
     after = [b for b in breaks if b > end]
@@ -105,8 +110,9 @@ def off_subject(term: str, subject: set[str], passages: Sequence[tuple[str, str]
         found = True
         if subject & _stems(heading):
             return False
+        breaks = [m.end() for m in _BREAK.finditer(text)]
         for at in places:
-            if subject & _stems(_near(text, at, at + len(term))):
+            if subject & _stems(_near(text, breaks, at, at + len(term))):
                 return False
     return True if found else None
 
@@ -136,7 +142,7 @@ def checked(claim: Claim, question: str, passages: Sequence[tuple[str, str]]) ->
     judged = [(term, v) for term, v in verdicts if v is not None]
     if not judged or not all(v for _, v in judged):
         return claim
-    words = [w for w in WORD.findall(question.lower()) if w.replace("-", "")[:_STEM] in subject]
+    words = [w for w in WORD.findall(question.lower()) if _key(w) in subject]
     about = " or ".join(dict.fromkeys(words)) if words else "the question's words"
     return replace(claim, supported=False,
                    reason=f"{OFF_SUBJECT} {judged[0][0]} only where they do not mention {about}")
