@@ -17,6 +17,7 @@ from rag_app.answering.checks import (
     contradiction,
     judge,
     kinds,
+    language,
     links,
     model,
     names,
@@ -31,6 +32,7 @@ from rag_app.answering.checks.base import PASS, Check, Draft, Inputs, Verdict
 
 # Before the model is called: a refusal here means the model is never asked.
 PRE: list[Check] = [
+    language.QuestionLanguage(),  # a question not in English, an English-only model: a note
     similarity.Similarity(),  # nothing retrieved is similar enough to the question
     names.QuestionNames(),  # the question names what no retrieved passage mentions
 ]
