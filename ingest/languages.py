@@ -17,9 +17,12 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_app.embeddings import ENGLISH_DEFAULT as ENGLISH_MODEL
+
+if TYPE_CHECKING:
+    from rag_app.records import LoadedDocument
 
 MIN_LETTERS = 100  # letters a sample needs before its language counts
 MIN_CONFIDENCE = 0.9  # py3langid's normalised probability
@@ -68,3 +71,23 @@ def model_for(found: Counter[str]) -> str:
 def describe(found: Counter[str]) -> str:
     """'en 3, ar 2' (most first), or 'none identified'."""
     return ", ".join(f"{lang} {n}" for lang, n in found.most_common()) or "none identified"
+
+
+def document_facts(doc: LoadedDocument) -> dict[str, Any]:
+    """What a file's record keeps of its parsed document beside its passages
+    (rag_app.store.FileRecord): its language (ISO 639-1, "" when none is identified from its
+    first SAMPLE_CHARS characters), how many pages OCR read, and its length in its own unit
+    (pages; slides; a workbook's sheets, those with cells)."""
+    from ingest.ocr import ocr_page_count
+
+    sample: list[str] = []
+    for section in doc.sections:  # the first SAMPLE_CHARS characters, not the whole text
+        sample.append(section.text)
+        if sum(map(len, sample)) >= SAMPLE_CHARS:
+            break
+    got = identify("\n".join(sample))
+    pages = doc.pages
+    if doc.kind == "xlsx" and not pages:
+        pages = len({section.headings[0] for section in doc.sections if section.headings})
+    return {"pages": pages, "ocr_pages": ocr_page_count(doc.warnings),
+            "language": got[0] if got else ""}

@@ -15,8 +15,11 @@ and pytesseract passes no environment of its own, only the whole process's.
 
 OCR is on by default when the engine and the languages are installed (`make ocr` installs
 them), `RAG_OCR=off` turns it off, `RAG_OCR_LANGUAGES` (Tesseract codes joined by "+",
-e.g. "eng+deu") chooses the languages. Pages are drawn at most `max_pixels` big: a poster-size
-page is drawn smaller, not refused.
+e.g. "eng+deu") chooses the languages; its default, `auto`, follows the collection
+(`collection_ocr_languages`): eng plus the installed Tesseract packs of the languages recorded
+with the collection's files (`TESSERACT_CODES` maps py3langid's ISO 639-1 codes to them);
+a new collection's first ingest has none recorded yet, so it reads with eng. Pages are drawn
+at most `max_pixels` big: a poster-size page is drawn smaller, not refused.
 
 Each OCR'd document carries a warning made by `ocr_note` ("OCR: pages 1-3 read by OCR (eng),
 4.2 s"), which the ingest report adds up (`read_ocr_note`).
@@ -30,7 +33,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,8 +42,9 @@ from typing import Any, Literal
 from rag_app.errors import EmptyDocument, FileTooLarge, LoadError, NeedsOCR, ParseError
 from rag_app.records import LoadedDocument, Section
 
-__all__ = ["IMAGE_SUFFIXES", "OcrOptions", "OcrWord", "PdfPageOcr", "engine_problem",
-           "load_image", "ocr_image", "ocr_note", "ocr_words", "read_ocr_note"]
+__all__ = ["IMAGE_SUFFIXES", "TESSERACT_CODES", "OcrOptions", "OcrWord", "PdfPageOcr",
+           "collection_ocr_languages", "engine_problem", "installed_languages", "load_image",
+           "ocr_image", "ocr_note", "ocr_page_count", "ocr_words", "read_ocr_note"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 INSTALL_HINT = "install Tesseract with `make ocr` (Debian: apt-get install tesseract-ocr)"
@@ -70,9 +74,9 @@ def _tesseract() -> str | None:
     return shutil.which("tesseract")
 
 
-@lru_cache(maxsize=8)
-def engine_problem(languages: str) -> str | None:
-    """Why OCR cannot run here (no tesseract, a language missing), None when it can."""
+@lru_cache(maxsize=1)
+def _listed_languages() -> frozenset[str] | str:
+    """The language packs Tesseract has, or why it cannot say (no tesseract, it fails)."""
     exe = _tesseract()
     if exe is None:
         return f"the OCR engine is not installed: {INSTALL_HINT}"
@@ -81,7 +85,21 @@ def engine_problem(languages: str) -> str | None:
                                 check=True, env=_env())
     except (OSError, subprocess.SubprocessError) as exc:
         return f"the OCR engine does not run ({type(exc).__name__}: {exc}); {INSTALL_HINT}"
-    installed = set(listed.stdout.decode("utf-8", "replace").split()[1:])  # after the title
+    return frozenset(listed.stdout.decode("utf-8", "replace").split()[1:])  # after the title
+
+
+def installed_languages() -> frozenset[str]:
+    """The Tesseract language packs installed here (none without the engine)."""
+    listed = _listed_languages()
+    return frozenset() if isinstance(listed, str) else listed
+
+
+@lru_cache(maxsize=8)
+def engine_problem(languages: str) -> str | None:
+    """Why OCR cannot run here (no tesseract, a language missing), None when it can."""
+    installed = _listed_languages()
+    if isinstance(installed, str):
+        return installed
     missing = [code for code in languages.split("+") if code and code not in installed]
     if not languages.strip("+"):
         return "RAG_OCR_LANGUAGES is empty; give Tesseract language codes, e.g. eng or eng+deu"
@@ -258,6 +276,72 @@ class PdfPageOcr:
         self.document = None
 
 
+# --- which languages: the collection's ----------------------------------------------------------
+# py3langid's languages (ISO 639-1) that Tesseract has a pack for, by the pack's code (its
+# Debian package: tesseract-ocr-<code, "_" as "-">). Chinese: both scripts.
+TESSERACT_CODES: dict[str, str] = {
+    "af": "afr", "am": "amh", "ar": "ara", "as": "asm", "az": "aze", "be": "bel", "bg": "bul",
+    "bn": "ben", "br": "bre", "bs": "bos", "ca": "cat", "cs": "ces", "cy": "cym", "da": "dan",
+    "de": "deu", "dz": "dzo", "el": "ell", "en": "eng", "eo": "epo", "es": "spa", "et": "est",
+    "eu": "eus", "fa": "fas", "fi": "fin", "fo": "fao", "fr": "fra", "ga": "gle", "gl": "glg",
+    "gu": "guj", "he": "heb", "hi": "hin", "hr": "hrv", "ht": "hat", "hu": "hun", "hy": "hye",
+    "id": "ind", "is": "isl", "it": "ita", "ja": "jpn", "jv": "jav", "ka": "kat", "kk": "kaz",
+    "km": "khm", "kn": "kan", "ko": "kor", "ku": "kmr", "ky": "kir", "la": "lat", "lb": "ltz",
+    "lo": "lao", "lt": "lit", "lv": "lav", "mk": "mkd", "ml": "mal", "mn": "mon", "mr": "mar",
+    "ms": "msa", "mt": "mlt", "nb": "nor", "ne": "nep", "nl": "nld", "nn": "nor", "no": "nor",
+    "oc": "oci", "or": "ori", "pa": "pan", "pl": "pol", "ps": "pus", "pt": "por", "qu": "que",
+    "ro": "ron", "ru": "rus", "si": "sin", "sk": "slk", "sl": "slv", "sq": "sqi", "sr": "srp",
+    "sv": "swe", "sw": "swa", "ta": "tam", "te": "tel", "th": "tha", "tl": "fil", "tr": "tur",
+    "ug": "uig", "uk": "ukr", "ur": "urd", "vi": "vie", "zh": "chi_sim+chi_tra",
+}
+AUTO_LANGUAGES = "auto"  # RAG_OCR_LANGUAGES: follow the collection
+
+
+def collection_ocr_languages(setting: str, found: Iterable[str], mode: str = "auto"
+                             ) -> tuple[str, str | None]:
+    """The Tesseract languages OCR reads with, and a notice for the ingest report when some
+    of the collection's languages cannot be read (None when all can).
+
+    `setting` is RAG_OCR_LANGUAGES: anything but `auto` is used as given. `auto`: eng, plus
+    the installed packs of `found`, the collection's languages (ISO 639-1 codes, most first:
+    Tesseract takes the first as its main language). A language without a pack installed (or
+    none in Tesseract) is left out and named in the notice, with the package to install.
+    `mode` is RAG_OCR: when off, nothing is looked up and nothing said."""
+    if setting != AUTO_LANGUAGES:
+        return setting, None
+    if mode == "off":
+        return "eng", None
+    installed = installed_languages()
+    codes: list[str] = []
+    missing: list[str] = []
+    unreadable: list[str] = []
+    for lang in found:
+        packs = TESSERACT_CODES.get(lang)
+        if packs is None:
+            unreadable.append(lang)
+            continue
+        for pack in packs.split("+"):
+            if pack in installed and pack not in codes:
+                codes.append(pack)
+            elif pack not in installed and pack not in missing:
+                missing.append(pack)
+    if "eng" not in codes:
+        codes.append("eng")
+    chosen = "+".join(codes)
+    if not installed or not (missing or unreadable):
+        return chosen, None  # without the engine, the OCR'd files say what is missing
+    parts = []
+    if missing:
+        packages = " ".join(f"tesseract-ocr-{code.replace('_', '-')}" for code in missing)
+        parts.append(f"no Tesseract pack installed for {', '.join(missing)} (apt-get install "
+                     f"{packages})")
+    if unreadable:
+        parts.append(f"Tesseract cannot read {', '.join(unreadable)}")
+    return chosen, (f"OCR reads with {chosen} (RAG_OCR_LANGUAGES=auto: the collection's "
+                    f"languages): {'; '.join(parts)}, so scans in those languages are read "
+                    "with the others")
+
+
 # --- the report's note ---------------------------------------------------------------------------
 _NOTE = re.compile(r"^OCR: (?:page|pages) (?P<pages>[\d, -]+) read by OCR \((?P<langs>[^)]*)\), "
                    r"(?P<seconds>[\d.]+) s$")
@@ -281,6 +365,11 @@ def read_ocr_note(text: str) -> tuple[int, float] | None:
         first, _, last = part.strip().partition("-")
         count += int(last or first) - int(first) + 1
     return count, float(match.group("seconds"))
+
+
+def ocr_page_count(warnings: Iterable[str]) -> int:
+    """How many pages (frames of an image) OCR read, from a document's warnings."""
+    return sum(got[0] for got in map(read_ocr_note, warnings) if got is not None)
 
 
 # --- images ------------------------------------------------------------------------------------

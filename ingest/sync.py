@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from ingest import languages
 from ingest.loaders import kind_of
-from ingest.ocr import OcrOptions
+from ingest.ocr import OcrOptions, collection_ocr_languages
 from ingest.prose import check_prose
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
@@ -50,7 +50,7 @@ from rag_app.embeddings import Embedder, follow_collection
 from rag_app.errors import ConfigError, LoadError, StoreLocked, StoreUnavailable
 from rag_app.records import Chunk, LoadedDocument, valid_utf8
 from rag_app.settings import Settings
-from rag_app.store import FileRecord, Store, StoreDamaged, make_client
+from rag_app.store import FileRecord, Store, StoreDamaged, collection_languages, make_client
 
 log = logging.getLogger(__name__)
 
@@ -591,11 +591,14 @@ class Ingestor:
             return report
 
         s = self.settings
+        ocr_languages, ocr_notice = collection_ocr_languages(  # auto: the indexed files' ones
+            s.ocr_languages, collection_languages(indexed.values())[0], s.ocr)
+        report.notices.extend(filter(None, [ocr_notice]))
         # The parser child starts with the first file given to it: the language sample (a new
         # collection under RAG_EMBEDDING_MODEL=auto) and the ingest share it.
         with ParseWorker(s.parse_timeout_s, max_text_chars=s.max_text_chars,
                          max_memory_mb=s.parse_max_memory_mb, pdf_parser=s.pdf_parser,
-                         ocr=OcrOptions(s.ocr, s.ocr_languages,
+                         ocr=OcrOptions(s.ocr, ocr_languages,
                                         budget_s=0.8 * s.parse_timeout_s)) as worker:
             if rebuild or existing is None:
                 self._choose_model(candidates, report, worker)
@@ -845,7 +848,7 @@ class Ingestor:
         base = FileRecord(
             key=cand.key, root=str(cand.root), source=cand.source, size=cand.size,
             mtime_ns=cand.mtime_ns, sha256=record.sha256 if record else "", state="pending",
-            chunks=len(chunks), pages=doc.pages, kind=doc.kind,
+            chunks=len(chunks), kind=doc.kind, **languages.document_facts(doc),
         )
         stale = existing - {c.id for c in chunks}
         if todo or stale:  # a refused new file changes no chunk: the BM25 index stays as it is

@@ -348,10 +348,17 @@ def _print_stats(info: dict[str, Any]) -> None:
         from rag_app.service import size_line
 
         console.print(safe(size_line(size)), highlight=False)
-    # as the Documents page: a file without pages (Markdown, text, HTML) shows none, not 0
-    table = Table("file", "kind", "pages", "passages", "last error")
+    from rag_app.service import languages_line
+
+    console.print(safe(languages_line(info["languages"], info["languages_unknown"])),
+                  highlight=False)
+    # as the Documents page: a file without pages (Markdown, text, HTML) shows none, not 0;
+    # what was recorded only since (OCR pages, language) shows "unknown" for older files
+    table = Table("file", "kind", "length", "OCR", "language", "passages", "last error")
     for f in info["file_list"]:
-        table.add_row(safe(f["source"]), safe(f["kind"]), str(f["pages"] or ""),
+        table.add_row(safe(f["source"]), safe(f["kind_label"]), safe(f["length"]),
+                      safe(f["ocr"]),
+                      safe("unknown" if f["language"] is None else f["language"]),
                       str(f["chunks"]), safe(f["error"]))
     console.print(table)
 

@@ -219,35 +219,102 @@ def describe_llm(settings: Settings) -> str:
     return f"bundled {settings.llm_bundled_model} (local llama.cpp server on 127.0.0.1)"
 
 
+KIND_LABELS = {"pdf": "PDF", "image": "image", "docx": "Word", "pptx": "PowerPoint",
+               "xlsx": "Excel", "csv": "CSV", "epub": "EPUB", "markdown": "Markdown",
+               "html": "HTML", "text": "text"}
+UNKNOWN = "unknown"  # what a file ingested before a fact was recorded shows for it
+
+
+def kind_label(record: FileRecord) -> str:
+    """'PDF', 'scanned PDF' (OCR read every page), 'Word', ... for people."""
+    if record.kind == "pdf" and 0 < record.pages <= record.ocr_pages:
+        return "scanned PDF"
+    return KIND_LABELS.get(record.kind, record.kind)
+
+
+def length_label(record: FileRecord) -> str:
+    """'3 pages', '1 slide', '2 sheets'; '' for kinds without pages (Markdown, text, ...)."""
+    from rag_app.store import UNITS
+
+    if record.pages <= 0:
+        return ""
+    unit = UNITS.get(record.kind, "page")
+    return f"{record.pages} {unit}{'' if record.pages == 1 else 's'}"
+
+
+def ocr_label(record: FileRecord) -> str:
+    """'OCR, 3 pages', 'OCR, 2 of 10 pages', '' when OCR read nothing; for a PDF ingested
+    before OCR pages were recorded, 'unknown' (an image is always read by OCR)."""
+    from rag_app.store import UNKNOWN_COUNT
+
+    if record.ocr_pages == UNKNOWN_COUNT:
+        return "OCR" if record.kind == "image" else UNKNOWN if record.kind == "pdf" else ""
+    if record.ocr_pages <= 0:
+        return ""
+    pages = f"{record.ocr_pages} page{'' if record.ocr_pages == 1 else 's'}"
+    if record.kind == "pdf" and record.ocr_pages < record.pages:
+        pages = f"{record.ocr_pages} of {record.pages} pages"
+    return f"OCR, {pages}"
+
+
+def language_label(record: FileRecord) -> str:
+    """Its language's ISO 639-1 code; '' when none was identified, 'unknown' when it was
+    ingested before languages were recorded."""
+    from rag_app.store import UNKNOWN_LANGUAGE
+
+    return UNKNOWN if record.language == UNKNOWN_LANGUAGE else record.language
+
+
+def languages_line(languages: dict[str, int], unknown: int) -> str:
+    """'Languages: de 2 files, en 1 file (2 files indexed before languages were recorded)'."""
+    def files(n: int) -> str:
+        return f"{n} file{'' if n == 1 else 's'}"
+
+    found = ", ".join(f"{lang} {files(n)}" for lang, n in languages.items()) or "none identified"
+    later = (f" ({files(unknown)} indexed before languages were recorded: a rebuild records "
+             "them)" if unknown else "")
+    return f"Languages: {found}{later}."
+
+
 @dataclass
 class IndexOverview:
     collection: str
     store: str
     exists: bool
     chunks: int = 0
-    pages: int = 0
+    pages: int = 0  # pages of PDFs and images (not slides or sheets)
     files: list[FileRecord] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, Any] = field(default_factory=dict)  # see `index_sizes`
+    languages: dict[str, int] = field(default_factory=dict)  # ISO 639-1 -> files, most first
+    languages_unknown: int = 0  # files ingested before their language was recorded
 
     @property
     def files_by_kind(self) -> dict[str, int]:
         return dict(Counter(r.kind for r in self.files))
 
     def to_dict(self) -> dict[str, Any]:
+        from rag_app.store import UNKNOWN_COUNT, UNKNOWN_LANGUAGE
+
         return {
             "collection": self.collection, "store": self.store, "exists": self.exists,
             "chunks": self.chunks, "files": len(self.files), "files_by_kind": self.files_by_kind,
             "pages": self.pages, "fingerprint": self.fingerprint, "sizes": self.sizes,
-            "file_list": [{"source": r.source, "kind": r.kind, "chunks": r.chunks,
-                           "pages": r.pages, "error": r.error} for r in self.files],
+            "languages": self.languages, "languages_unknown": self.languages_unknown,
+            # ocr_pages and language are null for files ingested before they were recorded
+            "file_list": [{"source": r.source, "kind": r.kind, "kind_label": kind_label(r),
+                           "chunks": r.chunks, "pages": r.pages, "length": length_label(r),
+                           "ocr_pages": None if r.ocr_pages == UNKNOWN_COUNT else r.ocr_pages,
+                           "ocr": ocr_label(r),
+                           "language": None if r.language == UNKNOWN_LANGUAGE else r.language,
+                           "error": r.error} for r in self.files],
         }
 
 
 def index_overview(settings: Settings) -> IndexOverview:
     """What the index holds: files (sorted by path), chunks, pages and the model it was built
     with. Reads only; works while a writer runs."""
-    from rag_app.store import Store
+    from rag_app.store import UNITS, Store, collection_languages
 
     store = Store.open(settings)
     base = IndexOverview(settings.collection, settings.describe_store(), exists=store is not None)
@@ -256,7 +323,9 @@ def index_overview(settings: Settings) -> IndexOverview:
     records = sorted(store.file_records().values(), key=lambda r: (r.source, r.root))
     base.files = records
     base.chunks = store.count()
-    base.pages = sum(r.pages for r in records)
+    base.pages = sum(r.pages for r in records if r.kind not in UNITS)
+    found, base.languages_unknown = collection_languages(records)
+    base.languages = dict(found)
     base.fingerprint = store.fingerprint
     base.sizes = index_sizes(settings, store.lexical_dir, base.chunks, base.fingerprint)
     return base

@@ -142,9 +142,11 @@ class Settings(BaseSettings):
         "off: never (such pages are reported as needing OCR).",
     )
     ocr_languages: str = Field(
-        default="eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
+        default="auto", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
         description="Tesseract language codes joined by '+', e.g. eng+deu; each needs its "
-        "package (apt-get install tesseract-ocr-deu).",
+        "package (apt-get install tesseract-ocr-deu). auto: eng plus the installed packs of "
+        "the languages recorded with the collection's files (the ingest report names those "
+        "not installed).",
     )
     failed_files: Literal["keep", "remove"] = Field(
         default="keep",

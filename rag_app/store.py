@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -82,6 +83,11 @@ def make_client(settings: Settings) -> ClientAPI:
     return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
 
 
+UNKNOWN_COUNT = -1  # a FileRecord count the file was ingested too early to record
+UNKNOWN_LANGUAGE = "?"  # the same for its language
+UNITS = {"pptx": "slide", "xlsx": "sheet"}  # what `FileRecord.pages` counts; else pages
+
+
 @dataclass(frozen=True, slots=True)
 class FileRecord:
     """What the store knows about one ingested file."""
@@ -94,10 +100,13 @@ class FileRecord:
     sha256: str
     state: str  # "done" or "pending" (a write was under way)
     chunks: int = 0
-    pages: int = 0
+    pages: int = 0  # its length in its own unit: pages (PDF, image), slides, sheets (`UNITS`)
     kind: str = ""
     error: str = ""  # last failure; previous chunks are kept
     cut: str = ""  # "": indexed whole; "budget N": only its first N chunks; "not prose": none
+    # Recorded since issue 28; a file ingested before keeps the defaults, read as unknown:
+    ocr_pages: int = UNKNOWN_COUNT  # pages (frames of an image) whose text OCR read
+    language: str = UNKNOWN_LANGUAGE  # py3langid's ISO 639-1 code; "": none identified
 
     def to_metadata(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "key"}
@@ -164,6 +173,19 @@ def chunk_metadata(chunk: Chunk, record: FileRecord) -> dict[str, Any]:
     if chunk.title:
         meta["title"] = chunk.title
     return meta
+
+
+def collection_languages(records: Iterable[FileRecord]) -> tuple[Counter[str], int]:
+    """The languages of a collection's files (ISO 639-1 code -> files, most first) and how
+    many files were ingested before their language was recorded."""
+    found: Counter[str] = Counter()
+    unknown = 0
+    for record in records:
+        if record.language == UNKNOWN_LANGUAGE:
+            unknown += 1
+        elif record.language:
+            found[record.language] += 1
+    return Counter(dict(found.most_common())), unknown
 
 
 def _fingerprint_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
