@@ -215,8 +215,10 @@ class Settings(BaseSettings):
         default=True,
         description="Flag an answer sentence whose names, code or figures the sources give only "
         "away from what the question asks about (the normal's dnorm given for the log-normal; "
-        "Python's release year given for the year a foundation was founded). The sentence stays, "
-        "marked with the reason.",
+        "Python's release year given for the year a foundation was founded), or whose figure, "
+        "version or key chord stands where the sources give another one beside a word only the "
+        "question's place has (100 °C given for oolong tea, whose line says 85 °C). The "
+        "sentence stays, marked with the reason.",
     )
     answer_confidence: Literal["auto", "on", "off"] = Field(
         default="auto",

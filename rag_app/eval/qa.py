@@ -823,7 +823,7 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     m["wrong_flagged"] = float(outcomes.count("wrong, flagged"))
     m["right_flagged"] = float(outcomes.count("right, flagged"))
     # of those, flagged by the confidence check (a key term the model was unsure of) and by
-    # the subject check (a name or figure the sources give about something else)
+    # the subject and rival checks (a name or figure the sources give about something else)
     for check, flag in _flag_starts().items():
         by = [o for r, o in zip(graded, outcomes, strict=True) if _flagged_by(r, flag)]
         m[f"wrong_flagged_{check}"] = float(by.count("wrong, flagged"))

@@ -22,6 +22,7 @@ from rag_app.answering.checks import (
     model,
     names,
     quotes,
+    rival,
     similarity,
     subject,
     support,
@@ -47,6 +48,7 @@ POST: list[Check] = [
     support.Support(),  # each sentence's quote; a sentence nothing supports is flagged
     contradiction.Contradiction(),  # a sentence its quote contradicts ("a fee" / "at no cost")
     subject.Subject(),  # names or figures the sources give only about something else
+    rival.Rival(),  # a figure where the sources give another beside the question's own word
     confidence.Confidence(),  # names or figures the model was unsure of (token probabilities)
     whole.Whole(),  # an answer that stops inside an open bracket, quote or code span
 ]

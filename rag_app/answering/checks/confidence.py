@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 _CODE = re.compile(r"`([^`\n]{1,80})`")
 # key chords and short options: C-r, M-d, C-x C-s, -e (a part of one or two characters)
-_CHORD = re.compile(r"(?<![\w-])(?:[A-Za-z]{1,2}-[A-Za-z0-9]{1,2})(?![\w-])")
+CHORD = re.compile(r"(?<![\w-])(?:[A-Za-z]{1,2}-[A-Za-z0-9]{1,2})(?![\w-])")
 _ANSWER_KEY = re.compile(r'"answer"\s*:\s*"')
 UNSURE = "the model was unsure of"  # how its flags begin (counted by the evaluation)
 _OPENING = re.compile(r"\s*[A-Z][a-z]*")  # a capitalised word that may open a sentence
@@ -55,7 +55,7 @@ def key_terms(sentence: str, question: str) -> list[str]:
     the model had to choose: names and code, code in backticks, figures and chords — not those
     the question itself gives."""
     asked = question.lower()
-    given = [term.strip() for term in (*_CODE.findall(sentence), *_CHORD.findall(sentence))]
+    given = [term.strip() for term in (*_CODE.findall(sentence), *CHORD.findall(sentence))]
     out: list[str] = []
     for term in (*answer_names(sentence, question),  # leaves out the question's own names
                  *(t for t in given if t and t.lower() not in asked),

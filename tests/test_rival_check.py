@@ -1,0 +1,87 @@
+"""The rival check: a figure, version or chord given where the sources give another one beside
+the question's own word is flagged; the right item, or an item beside it, is not."""
+
+from __future__ import annotations
+
+from rag_app.answering.checks.rival import checked, rival
+from rag_app.answering.checks.subject import OFF_SUBJECT
+from rag_app.answering.records import Claim
+
+PRESETS = ("The control panel\nThe control panel on the handle has a power button and five "
+           "temperature buttons.\nTemperature presets\n- 70 °C: green tea\n- 80 °C: white tea\n"
+           "- 85 °C: oolong tea\n- 90 °C: French press coffee\n- 100 °C: black tea, herbal tea "
+           "and instant drinks\nThe default temperature, used when you only press the power "
+           "button, is 100 °C.\nKeep-warm function\nHold a temperature button for 3 seconds.")
+PRESETS_AT = "manual.pdf p. 3"
+ALTITUDE = ("Above 2,000 metres water boils below 100 °C. The AK-200 Smart with firmware 2.3.0 "
+            "has an altitude mode.", "faq.html § Can I use the kettle at high altitude?")
+STACK = ("The pointer protection stack defaults to 10000, but can be increased to allow "
+         "large and complicated calculations to be done.\nIt is set by the command-line "
+         "option --max-ppsize.\nThe largest value accepted is 100000.", "R-ints.pdf p. 12")
+HISTORY = ("C-p Go to the previous command (backwards in the history).\n"
+           "C-n Go to the next command (forwards in the history).\n"
+           "C-r text Find the last command with the text string in it.\n"
+           "M-b Go back one word.", "R-intro.pdf p. 90")
+OOLONG = "Which temperature preset should I use for oolong tea?"
+
+
+def claim(text: str) -> Claim:
+    return Claim(text=text, source=1, quote="", supported=True)
+
+
+def passages() -> list[tuple[str, str]]:
+    return [(PRESETS, PRESETS_AT), ALTITUDE]
+
+
+def test_a_figure_where_the_question_word_stands_beside_another_is_flagged() -> None:
+    text = "The default temperature, used when you only press the power button, is 100 °C."
+    out = checked(claim(text), OOLONG, passages(), text)
+    assert not out.supported
+    # counted by the evaluation with the subject check's flags
+    assert out.reason == f"{OFF_SUBJECT} 85 °C beside “oolong”, not 100"
+
+
+def test_the_right_figure_passes() -> None:
+    text = "Use the 85 °C preset for oolong tea."
+    assert checked(claim(text), OOLONG, passages(), text).supported
+
+
+def test_a_figure_on_the_line_beside_the_question_word_passes() -> None:
+    # the item may sit on the line before or after the word (a list's label and its value)
+    text = "Use 90 °C."
+    assert rival(claim(text), OOLONG, passages(), text) is None
+
+
+def test_a_largest_value_given_as_the_default_is_flagged() -> None:
+    question = ("What is the default depth of the pointer protection stack, and what is the "
+                "largest value R will accept?")
+    text = "The default depth is 10000, and R will accept at most 10000."
+    why = rival(claim(text), question, [STACK, (PRESETS, PRESETS_AT)], text)
+    assert why is not None and "100000" in why and "not 10000" in why
+    right = "The default depth is 10000, and R will accept at most 100000."
+    # the answer gives the rival itself elsewhere: no flag for the default's figure
+    assert rival(claim("The default depth is 10000."), question,
+                 [STACK, (PRESETS, PRESETS_AT)], right) is None
+
+
+def test_items_of_another_kind_are_no_rivals() -> None:
+    # beside "oolong" stands a temperature, not a time: a time is not judged against it
+    text = "Hold it for 3 seconds."
+    assert rival(claim(text), OOLONG, passages(), text) is None
+
+
+def test_names_and_code_are_left_to_the_other_checks() -> None:
+    text = "Use the `oolong_preset()` function."
+    assert rival(claim(text), OOLONG, passages(), text) is None
+
+
+def test_a_common_question_word_is_no_pinpoint() -> None:
+    # "history" stands in three lines: it pins nothing down, so C-n is not judged by it
+    question = "Which keystroke moves through the history?"
+    text = "C-n"
+    assert rival(claim(text), question, [HISTORY, (PRESETS, PRESETS_AT)], text) is None
+
+
+def test_a_flagged_claim_keeps_its_reason() -> None:
+    flagged = Claim(text="It is 100 °C.", source=1, quote="", supported=False, reason="earlier")
+    assert checked(flagged, OOLONG, passages(), flagged.text) == flagged
