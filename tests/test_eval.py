@@ -78,6 +78,13 @@ def test_token_f1_and_contains_answer_by_hand() -> None:
     assert not contains_answer("It was released on September 13, 2023.", "2023-09-12")
     assert contains_answer("It comes with a 2-year warranty.", "2 years")
     assert contains_answer("It lasts 2 years.", "2-year")
+    # an argument set in words states it set in code; binary digits are bits
+    assert contains_answer("set the fill argument to TRUE in read.csv", "fill = TRUE")
+    assert contains_answer("set the `las` parameter to 1 in axis()", "las=1")
+    assert not contains_answer("set the `las` parameter to 2", "las=1")
+    assert not contains_answer("set the fill argument to FALSE", "fill = TRUE")
+    assert contains_answer("They carry 53 bits of precision.", "53 binary digits")
+    assert not contains_answer("They carry 52 bits of precision.", "53 binary digits")
     assert not contains_answer("It comes with a 3-year warranty.", "2 years")
     assert not contains_answer("2 minutes", "2 minutes 10 seconds")
 

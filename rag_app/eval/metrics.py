@@ -111,10 +111,17 @@ def _iso_dates(text: str) -> str:
     return _DATE_IN_WORDS.sub(iso, text)
 
 
+# "set the fill argument to TRUE" states "fill = TRUE"; "53 binary digits" states "53 bits"
+_SETTING = re.compile(r"\b(?:argument|parameter|option)s? (?:(?:is |be )?set )?(?:to|as|of) ")
+_BINARY_DIGITS = re.compile(r"\bbinary digit")
+
+
 def _fact_form(text: str) -> str:
-    """`normalize_answer`, with a date written in words as its ISO date and a unit right after
-    a number in the singular ("2-year warranty" states "2 years")."""
-    words = normalize_answer(_iso_dates(text)).split()
+    """`normalize_answer`, with a date written in words as its ISO date, a unit right after
+    a number in the singular ("2-year warranty" states "2 years"), an argument set in words as
+    set in code ("the `las` parameter to 1" states "las=1") and binary digits as bits."""
+    plain = _BINARY_DIGITS.sub("bit", _SETTING.sub("", normalize_answer(_iso_dates(text))))
+    words = plain.split()
     return " ".join(w[:-1] if i and words[i - 1].isdigit() and len(w) > 3 and w.endswith("s")
                     and not w.endswith("ss") else w for i, w in enumerate(words))
 
