@@ -196,7 +196,7 @@ class Retriever:
             lexical = self.lexical.search(query, depth, allowed=(allowed.__contains__
                                                                  if allowed is not None
                                                                  else None))
-        fused = fuse(dense, lexical, replace(self.fusion, mode=opts.mode))
+        fused = fuse(dense, lexical, self.fusion_for(query, opts.mode))
         rerank = self.reranker is not None and opts.rerank
         size = max(opts.k * 4, 20) if opts.mmr else opts.k * 2 + 10
         if rerank:
@@ -210,6 +210,19 @@ class Retriever:
         if opts.names and opts.mode != "dense":
             top = self._add_named(query, top, found, qvec, allowed)
         return top
+
+    def fusion_for(self, query: str, mode: Mode) -> FusionConfig:
+        """The fusion for this query: the configured one, leaning on BM25 (its dense weight
+        `foreign_alpha`) when the query is not in English and the model reads English only
+        (rag_app.fusion: measured on the multilingual dev set)."""
+        from rag_app.answering.checks.language import foreign_question
+
+        config = replace(self.fusion, mode=mode)
+        if mode != "hybrid" or config.alpha <= config.foreign_alpha:
+            return config
+        if foreign_question(query, str(getattr(self.embedder, "name", "") or "")) is None:
+            return config
+        return replace(config, alpha=config.foreign_alpha)
 
     def with_context(self, hits: Sequence[Hit], neighbours: int) -> list[Hit]:
         """Each hit widened with up to `neighbours` chunks of its file before and after it

@@ -77,6 +77,7 @@ class AnswerStream:
         self._first_answer = ""
         self._tokens: list[TokenProb] | None = None  # the first reply's, when asked for
         self._again_tokens: list[TokenProb] | None = None  # the second reply's, if asked again
+        self._notes: list[str] = []  # what checks before the model said about the question
 
     @property
     def finished(self) -> bool:
@@ -106,6 +107,8 @@ class AnswerStream:
                     yield verdict.say
                     self._refuse(verdict, empty)
                     return
+                if verdict.say:  # a note about the question: kept for the result, not streamed
+                    self._notes.append(verdict.say)
         if self._chat is None:
             yield NO_LLM_LABEL
             self._finish(NO_LLM_LABEL, list(range(1, len(self.hits) + 1)), found=True,
@@ -314,7 +317,8 @@ class AnswerStream:
             invalid_citations=invalid, support=support, mode=mode, endpoint=endpoint,
             flagged_sources=self.flagged,
             removed_links=draft.removed_links if draft is not None else 0,
-            notice=self.notice, checked=self._checked, draft=kept,
+            notice="\n\n".join(n for n in (self.notice, *self._notes) if n),
+            checked=self._checked, draft=kept,
             missing_names=self._names.get(Refusal.NAMES, []),
             refused_by="" if found else str(refused_by or Refusal.MODEL),
             claims=list(claims), first_answer=self._first_answer,

@@ -99,7 +99,9 @@ class Answer:
     removed_links: int = 0  # URLs in the answer that no source contains (removed)
     support: float | None = None  # best cosine between the answer and a cited passage
     mode: str = "llm"  # "llm" or "no-llm"
-    notice: str = ""  # why there is no LLM answer, when no model could be found
+    # What the user should know besides the answer: why there is no LLM answer, when no model
+    # could be found; a question in another language than the collection's model reads.
+    notice: str = ""
     checked: bool | None = None  # the check's verdict; None: not run (off, no answer, failed)
     draft: str = ""  # the model's answer when a check turned it into "not found"
     missing_names: list[str] = field(default_factory=list)  # named in the question, not found

@@ -66,6 +66,8 @@ def answer_message(result: dict[str, Any], *, key: str,
         st.info(NO_LLM_LABEL + (f"\n\n{md(result['notice'])}" if result.get("notice") else ""))
         source_list(hits, flagged, title="Best passages", expanded=True)
         return
+    if result.get("notice"):  # e.g. a question in another language than the model reads
+        st.info(md(result["notice"]))
     if not result.get("found", True):
         st.markdown(md(NOT_FOUND))
         reason = NOT_FOUND_REASONS.get(str(result.get("refused_by") or ""))
