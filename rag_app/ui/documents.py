@@ -50,6 +50,15 @@ def render() -> None:
         return
     st.caption(f"{len(info.files)} files, {int(info.pages)} pages, {int(info.chunks)} passages "
                f"in collection {md(info.collection)} ({md(short_paths(info.store))})")
+    from rag_app.service import (
+        kind_label,
+        language_label,
+        languages_line,
+        length_label,
+        ocr_label,
+    )
+
+    st.caption(md(languages_line(info.languages, info.languages_unknown)))
     if info.sizes:
         from rag_app.service import size_line
 
@@ -59,8 +68,9 @@ def render() -> None:
         rec = manifest.get(r.source) if Path(r.root).resolve() == uploads else None
         return r.source if rec is None or rec.name == r.source else f"{rec.name} ({r.source})"
 
-    rows = [{"file": shown(r), "folder": folder_label(r.root, uploads), "kind": r.kind,
-             "pages": str(r.pages) if r.pages else "", "chunks": r.chunks,
+    rows = [{"file": shown(r), "folder": folder_label(r.root, uploads), "kind": kind_label(r),
+             "length": length_label(r), "OCR": ocr_label(r), "language": language_label(r),
+             "chunks": r.chunks,
              "status": "failed (previous version kept)" if r.error else
              ("pending" if r.state != "done" else "indexed"),
              "last error": short_paths(r.error or "")} for r in info.files]
@@ -110,7 +120,9 @@ def _upload(settings: Any) -> None:
     files = st.file_uploader(
         f"Your documents, up to {settings.upload_max_mb:g} MB each (the kinds this app reads "
         "are listed below)",
-        type=UPLOAD_TYPES, accept_multiple_files=True, key=key,
+        # with their dots: Streamlit reads a bare "text" as the MIME wildcard text/* (so a
+        # .text file was not offered, and any text file was)
+        type=[f".{t}" for t in UPLOAD_TYPES], accept_multiple_files=True, key=key,
         # whole megabytes, at least 1: Streamlit refuses 0 (REVIEW L3); save_upload keeps the
         # exact limit
         max_upload_size=max(1, math.ceil(settings.upload_max_mb)))
