@@ -18,8 +18,9 @@ them), `RAG_OCR=off` turns it off, `RAG_OCR_LANGUAGES` (Tesseract codes joined b
 e.g. "eng+deu") chooses the languages; its default, `auto`, follows the collection
 (`collection_ocr_languages`): eng plus the installed Tesseract packs of the languages recorded
 with the collection's files (`TESSERACT_CODES` maps py3langid's ISO 639-1 codes to them);
-a new collection's first ingest has none recorded yet, so it reads with eng. Pages are drawn
-at most `max_pixels` big: a poster-size page is drawn smaller, not refused.
+and a page whose OCR text is in another language with an installed pack is read again with it,
+as are the file's next pages (`followed`: a new collection has no languages recorded yet).
+Pages are drawn at most `max_pixels` big: a poster-size page is drawn smaller, not refused.
 
 Each OCR'd document carries a warning made by `ocr_note` ("OCR: pages 1-3 read by OCR (eng),
 4.2 s"), which the ingest report adds up (`read_ocr_note`).
@@ -34,7 +35,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -43,8 +44,9 @@ from rag_app.errors import EmptyDocument, FileTooLarge, LoadError, NeedsOCR, Par
 from rag_app.records import LoadedDocument, Section
 
 __all__ = ["IMAGE_SUFFIXES", "TESSERACT_CODES", "OcrOptions", "OcrWord", "PdfPageOcr",
-           "collection_ocr_languages", "engine_problem", "installed_languages", "load_image",
-           "ocr_image", "ocr_note", "ocr_page_count", "ocr_words", "read_ocr_note"]
+           "collection_ocr_languages", "engine_problem", "followed", "installed_languages",
+           "load_image", "ocr_image", "ocr_note", "ocr_page_count", "ocr_words",
+           "read_ocr_note"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 INSTALL_HINT = "install Tesseract with `make ocr` (Debian: apt-get install tesseract-ocr)"
@@ -64,6 +66,7 @@ class OcrOptions:
     dpi: int = 300
     max_pixels: int = 40_000_000  # a page is drawn at most this big (a poster gets a lower dpi)
     budget_s: float = 0.0  # OCR time for one file, then pages are left unread; 0: no limit
+    follow: bool = False  # RAG_OCR_LANGUAGES=auto: read again in the page's language (`followed`)
 
     @property
     def enabled(self) -> bool:
@@ -264,6 +267,10 @@ class PdfPageOcr:
         finally:
             page.close()
         result = ocr_image(image, self.options, dpi=round(scale * 72))
+        better = followed(result.text, self.options)
+        if better is not None:  # in another language: this page and the file's next ones
+            self.options = better
+            result = ocr_image(image, better, dpi=round(scale * 72))
         self.seconds += time.monotonic() - started  # drawing included
         if letters(result.text) > letters(text):
             self.pages.append(number)
@@ -340,6 +347,26 @@ def collection_ocr_languages(setting: str, found: Iterable[str], mode: str = "au
     return chosen, (f"OCR reads with {chosen} (RAG_OCR_LANGUAGES=auto: the collection's "
                     f"languages): {'; '.join(parts)}, so scans in those languages are read "
                     "with the others")
+
+
+def followed(text: str, options: OcrOptions) -> OcrOptions | None:
+    """Under `options.follow` (RAG_OCR_LANGUAGES=auto): when `text`, what OCR read from a
+    page, is identified (py3langid, as a document is) as a language whose Tesseract pack is
+    installed but not among `options.languages`, the options with that pack first; else None.
+    The page is then read again with them, and so are the file's next pages: a collection's
+    first ingest has no languages recorded yet, and a German scan read with eng alone loses
+    its umlauts ("GréRe", "Uberprift")."""
+    if not options.follow:
+        return None
+    from ingest.languages import identify
+
+    got = identify(text)
+    packs = TESSERACT_CODES.get(got[0]) if got is not None else None
+    if packs is None:
+        return None
+    using = options.languages.split("+")
+    new = [p for p in packs.split("+") if p in installed_languages() and p not in using]
+    return replace(options, languages="+".join([*new, *using])) if new else None
 
 
 # --- the report's note ---------------------------------------------------------------------------
@@ -420,6 +447,11 @@ def load_image(path: Path, options: OcrOptions) -> LoadedDocument:
                                               max(1, int(picture.height * factor))))
                 result = ocr_image(picture, options)
                 seconds += result.seconds
+                better = followed(result.text, options)
+                if better is not None:  # in another language: this frame and the next ones
+                    options = better
+                    result = ocr_image(picture, options)
+                    seconds += result.seconds
                 if result.text:
                     sections.append(Section(text=result.text, page_start=frames,
                                             page_end=frames))

@@ -598,7 +598,7 @@ class Ingestor:
         # collection under RAG_EMBEDDING_MODEL=auto) and the ingest share it.
         with ParseWorker(s.parse_timeout_s, max_text_chars=s.max_text_chars,
                          max_memory_mb=s.parse_max_memory_mb, pdf_parser=s.pdf_parser,
-                         ocr=OcrOptions(s.ocr, ocr_languages,
+                         ocr=OcrOptions(s.ocr, ocr_languages, follow=s.ocr_languages == "auto",
                                         budget_s=0.8 * s.parse_timeout_s)) as worker:
             if rebuild or existing is None:
                 self._choose_model(candidates, report, worker)

@@ -126,3 +126,52 @@ def test_languages_are_recorded_shown_by_stats_and_followed_by_ocr(
     out = capsys.readouterr().out
     assert "Languages: de 3 files, en 1 file." in out
     assert "OCR, 1 page" in out
+
+
+def test_a_page_in_another_installed_language_is_read_again_with_it(tmp_path: Path) -> None:
+    """RAG_OCR_LANGUAGES=auto before the collection has languages (its first ingest): the
+    German page read with eng is identified as German and read again with deu first, and so
+    are the file's next pages; an explicit setting (follow off) is never changed."""
+    needs_tesseract("eng", "deu")
+    from ingest.loaders import load_file
+    from ingest.ocr import OcrOptions, followed
+    from tests.test_ocr import picture, scanned_pdf
+
+    read_with_eng = "Die GréRe des Warmetauschers muss jahrlich Uberprift werden. " * 3
+    auto = OcrOptions(follow=True)
+    assert followed(read_with_eng, auto) == OcrOptions(languages="deu+eng", follow=True)
+    assert followed(read_with_eng, OcrOptions()) is None  # explicit: as given
+    assert followed(ENGLISH_NOTE, auto) is None
+    assert followed(read_with_eng, OcrOptions(languages="deu+eng", follow=True)) is None
+
+    scan = load_file(scanned_pdf(tmp_path / "scan.pdf", GERMAN), ocr=auto)
+    assert scan.warnings[0].startswith("OCR: page 1 read by OCR (deu+eng), ")
+    assert "Größe des Wärmetauschers" in " ".join(scan.sections[0].text.split())
+    picture(tmp_path / "src.png", GERMAN).save(tmp_path / "photo.png")
+    photo = load_file(tmp_path / "photo.png", ocr=auto)
+    assert photo.warnings[0].startswith("OCR: page 1 read by OCR (deu+eng), ")
+    assert "jährlich überprüft" in " ".join(photo.sections[0].text.split())
+    plain = load_file(tmp_path / "photo.png", ocr=OcrOptions(languages="eng"))
+    assert plain.warnings[0].startswith("OCR: page 1 read by OCR (eng), ")
+    assert "jährlich überprüft" not in " ".join(plain.sections[0].text.split())
+
+
+@pytest.mark.slow
+def test_a_new_collections_first_ingest_reads_a_german_scan_in_german(
+        embedder: Any, tmp_path: Path) -> None:
+    needs_tesseract("eng", "deu")
+    from rag_app.service import index_overview, sync_paths
+    from tests.test_ocr import scanned_pdf
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    scanned_pdf(tmp_path / "scan.pdf", GERMAN).rename(docs / "scan.pdf")
+    settings = make_settings(tmp_path / "state")
+    report = sync_paths(settings, [docs], embedder=embedder)
+    outcome = next(o for o in report.outcomes if o.source == "scan.pdf")
+    assert outcome.status == "ingested", outcome.reason
+    assert outcome.warnings[0].startswith("OCR: page 1 read by OCR (deu+eng), ")
+    overview = index_overview(settings)
+    assert overview.languages == {"de": 1}
+    record = overview.files[0]
+    assert (record.kind, record.pages, record.ocr_pages) == ("pdf", 1, 1)
