@@ -11,6 +11,12 @@ One loader per kind, chosen by file suffix (`SUPPORTED_SUFFIXES`):
   wide) is read again with pypdfium2, and its text kept when fewer words are run together
   ("auto", the default); "pypdfium2" reads every page with pypdfium2 alone (about 13x faster;
   damaged files may fare differently); "pypdf" is pypdf alone.
+  Tables drawn with ruling lines are kept as tables (`_PdfTables`): a page whose drawings
+  could be a table's rules (pypdfium2 counts them, under 2 ms a page) is read by pdfplumber; each
+  table it finds with at least 2 rows and 2 columns, half its cells filled and a header row, is
+  cut into Markdown tables of whole rows under that header (ingest.office.table_sections, one
+  section each, headed `table N > rows a-b`, on its page), and the page's other text is read by
+  pdfplumber around them. Other pages are read as before.
 - **markdown**: split at ATX (`## Title`) and setext (`Title` / `-----`) headings outside fenced
   code blocks (attribute lists such as `{: #anchor }` are cut from heading text); front matter
   is dropped from the text and its `title` becomes the title, else the first level-1 heading.
@@ -35,8 +41,9 @@ import codecs
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import charset_normalizer
 import frontmatter
@@ -399,10 +406,12 @@ def _load_pdf(
             raise EmptyDocument(f"{path} has no pages")
         fallback = _PdfiumFallback(path, password) if parser == "auto" else None
         scans = PdfPageOcr(path, password, ocr)
+        tables = _PdfTables(path, [password or ""])
         try:
             return _pdf_pages(path, count, _pypdf_reader(reader, fallback),
-                              lambda: _pdf_title(reader), progress, scans)
+                              lambda: _pdf_title(reader), progress, scans, tables)
         finally:
+            tables.close()
             scans.close()
             if fallback is not None:
                 fallback.close()
@@ -447,10 +456,147 @@ class _PdfiumFallback:
             self.document = None
 
 
+TABLE_MIN_SEGMENTS = 8  # path segments a page draws before it may hold a ruled table
+TABLE_MIN_FILLED = 0.5  # share of a table's cells that must hold text
+TABLE_MAX_CELLS = 5000  # a bigger "table" is read as text (a bound on the work per page)
+
+
+class _PdfTables:
+    """Ruled tables of PDF pages, found by pdfplumber (its default `lines` strategy: cells
+    bounded by drawn lines), on pages whose drawings have at least TABLE_MIN_SEGMENTS path
+    segments (counted by pypdfium2; a page of text draws none). Opened on first need; any
+    failure leaves the page as it was read."""
+
+    def __init__(self, path: Path, passwords: Sequence[str],
+                 document: pdfium.PdfDocument | None = None) -> None:
+        self.path = path
+        self.passwords = list(dict.fromkeys(passwords))
+        self._document = document  # pdfium's, when the caller has it open (not closed here)
+        self._own: pdfium.PdfDocument | None = None
+        self._plumber: Any = None
+        self.broken = False
+        self.count = 0  # tables kept
+
+    def sections(self, number: int) -> list[Section] | None:
+        """Page `number`'s text around its tables, then the tables as sections of whole rows;
+        None when it has no table (the page's text stands)."""
+        if self.broken:
+            return None
+        try:
+            if not self._may_hold_table(number):
+                return None
+            return self._read(number)
+        except Exception:  # noqa: BLE001 - the page's text stands
+            return None
+
+    def _may_hold_table(self, number: int) -> bool:
+        document = self._document
+        if document is None:
+            if self._own is None:
+                try:
+                    self._own = _open_pdfium(self.path, self.passwords)
+                except Exception:  # noqa: BLE001 - no tables then
+                    self.broken = True
+                    return False
+            document = self._own
+        page = document[number - 1]
+        try:
+            segments = 0
+            for obj in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_PATH], max_depth=2):
+                segments += max(0, pdfium_c.FPDFPath_CountSegments(obj.raw))
+                if segments >= TABLE_MIN_SEGMENTS:
+                    return True
+            return False
+        finally:
+            page.close()
+
+    def _open_plumber(self) -> Any:
+        import pdfplumber
+
+        for password in self.passwords:
+            try:
+                return pdfplumber.open(self.path, password=password or None)
+            except Exception:  # noqa: BLE001 - the next password, or no tables
+                continue
+        self.broken = True
+        return None
+
+    def _read(self, number: int) -> list[Section] | None:
+        from ingest.office import table_sections
+
+        if self._plumber is None:
+            self._plumber = self._open_plumber()
+            if self._plumber is None:
+                return None
+        page = self._plumber.pages[number - 1]
+        try:
+            found = [(t.bbox, rows) for t in page.find_tables()
+                     if _is_table(rows := [[_table_cell(c) for c in row]
+                                           for row in t.extract()])]
+            if not found:
+                return None
+            found.sort(key=lambda item: (item[0][1], item[0][0]))
+            boxes = [bbox for bbox, _ in found]
+
+            def outside(obj: dict[str, Any]) -> bool:
+                x = (obj["x0"] + obj["x1"]) / 2
+                y = (obj["top"] + obj["bottom"]) / 2
+                return not any(x0 <= x <= x1 and top <= y <= bottom
+                               for x0, top, x1, bottom in boxes)
+
+            rest = page.filter(outside)
+            sections: list[Section] = []
+            top = 0.0
+
+            def text_above(bottom: float) -> None:
+                """The page's text (tables left out) from `top` down to `bottom`."""
+                if bottom > top:
+                    band = rest.crop((0, top, float(page.width), bottom), strict=False)
+                    text = _clean_pdf_text(band.extract_text() or "")
+                    if text:
+                        sections.append(Section(text=text, page_start=number, page_end=number))
+
+            for k, (bbox, cells) in enumerate(found, start=1):
+                text_above(float(bbox[1]))
+                sections.extend(replace(s, page_start=number, page_end=number)
+                                for s in table_sections(cells, (f"table {k}",)))
+                top = max(top, float(bbox[3]))
+            text_above(float(page.height))
+            self.count += len(found)
+            return sections
+        finally:
+            page.close()
+
+    def close(self) -> None:
+        if self._plumber is not None:
+            self._plumber.close()
+            self._plumber = None
+        if self._own is not None:
+            self._own.close()
+            self._own = None
+
+
+def _table_cell(value: object) -> str:
+    """A cell as one line of Markdown-table text ("" for an empty or merged cell)."""
+    return " ".join(str(value or "").split()).replace("|", "\\|")
+
+
+def _is_table(rows: Sequence[Sequence[str]]) -> bool:
+    """Rows pdfplumber found between drawn lines that are a table, not a figure or a box: at
+    least 2 rows and 2 columns, TABLE_MIN_FILLED of the cells with text, 2 header cells."""
+    cells = [cell for row in rows for cell in row]
+    if len(rows) < 2 or max((len(row) for row in rows), default=0) < 2 \
+            or len(cells) > TABLE_MAX_CELLS:
+        return False
+    filled = sum(1 for cell in cells if cell)
+    return filled >= TABLE_MIN_FILLED * len(cells) and sum(1 for c in rows[0] if c) >= 2
+
+
 def _load_pdf_pdfium(
     path: Path, passwords: Sequence[str], progress: ProgressCallback | None, ocr: OcrOptions
 ) -> LoadedDocument:
     document = _open_pdfium(path, passwords)
+    tables = _PdfTables(path, ["", *passwords], document=document)
     try:
         count = len(document)
         if count == 0:
@@ -462,8 +608,10 @@ def _load_pdf_pdfium(
             lambda: _tidy_title(document.get_metadata_value("Title")),
             progress,
             PdfPageOcr(path, None, ocr, document=document),
+            tables,
         )
     finally:
+        tables.close()
         document.close()
 
 
@@ -587,9 +735,12 @@ def _pdf_pages(
     title: Callable[[], str | None],
     progress: ProgressCallback | None,
     scans: PdfPageOcr,
+    tables: _PdfTables | None = None,
 ) -> LoadedDocument:
     """Every page read by `read`; pages that draw something and have no text, or only a little
-    on a page that is a picture, read again by OCR (`scans`) when it is enabled."""
+    on a page that is a picture, read again by OCR (`scans`) when it is enabled. A page read
+    from its text layer that holds ruled tables (`tables`) gives its text around them, then
+    the tables as sections of whole rows."""
     sections: list[Section] = []
     no_text: list[int] = []  # draws something, but has no extractable text
     blank: list[int] = []  # draws nothing at all
@@ -603,6 +754,7 @@ def _pdf_pages(
         except Exception as exc:  # noqa: BLE001 - any failure costs this page only
             failed[number] = _short(exc)
         else:
+            read_by_ocr = False
             if use_ocr and marks:
                 try:
                     if scans.wants(number, text):
@@ -610,9 +762,14 @@ def _pdf_pages(
                             over_budget.append(number)
                         else:
                             text = scans.read(number, text)
+                            read_by_ocr = True
                 except Exception as exc:  # noqa: BLE001 - the page keeps its layer's text
                     ocr_failed[number] = _short(exc)
-            if text:
+            found = tables.sections(number) if tables is not None and text and not read_by_ocr \
+                else None
+            if found:
+                sections.extend(found)
+            elif text:
                 sections.append(Section(text=text, page_start=number, page_end=number))
             elif marks:
                 no_text.append(number)

@@ -12,7 +12,8 @@ Text without separators (runs of non-space characters longer than a chunk) is cu
 tokens, one window at a time, so splitting stays linear in the text's length.
 
 PDF pages are split as one text with page offsets, so a chunk may span a page break and records
-its first and last page.
+its first and last page; a table found on a page (ingest.loaders) stays apart, its blocks of
+whole rows under their header chunked like any section, on their page.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Protocol
 
@@ -149,33 +150,58 @@ class Splitter:
     def _pieces(self, doc: LoadedDocument) -> Iterator[tuple[Section, int | None]]:
         """Sections of at most one chunk each, with their token counts where already known."""
         if doc.kind == "pdf":
-            yield from self._split_paged(doc.sections)
+            yield from self._pdf_pieces(doc.sections)
             return
         for section in doc.sections:
-            header, body = _heading_line(section)
-            if not body.strip():
-                continue  # a heading with nothing under it
-            size, chars = self.config.chunk_tokens, self.config.max_chars
-            if not header:
-                for _, text, count in self._chunks(body, size, chars):
-                    yield Section(text=text, headings=section.headings), count
+            yield from self._section_pieces(section)
+
+    def _pdf_pieces(self, sections: Sequence[Section]) -> Iterator[tuple[Section, int | None]]:
+        """A PDF's pages split as one text (a chunk may span pages), except a table found on a
+        page (a section with headings: ingest.loaders) is its own piece, on its page."""
+        pages: list[Section] = []
+        for section in sections:
+            if not section.headings:
+                pages.append(section)
                 continue
-            # Every chunk of a section starts with the section's heading path ("Version 2.3.0 >
-            # Added"), so no chunk is a stray heading on its own, each one says what it is
-            # about, and a parent heading with only sub-sections under it is still searchable.
-            trail = " > ".join(h.strip() for h in section.headings[:-1] if h.strip())
-            if trail:
-                header = f"{trail} > {header.lstrip('#').strip()}"
-            room, char_room = self._room(header, size, chars)
-            if (room < size // 2 or char_room < chars // 2) and trail:  # long path: own only
-                header = _heading_line(section)[0]
-                room, char_room = self._room(header, size, chars)
-            if room < size // 2 or char_room < chars // 2:  # an absurdly long heading
-                header, body, room, char_room = "", section.text, size, chars
-            for _, text, count in self._chunks(body, room, char_room):
-                if header:
-                    text, count = f"{header}\n{text}", None
+            yield from self._split_paged(pages)
+            pages = []
+            for piece, count in self._section_pieces(section):
+                yield replace(piece, page_start=section.page_start,
+                              page_end=section.page_end), count
+        yield from self._split_paged(pages)
+
+    def _section_pieces(self, section: Section) -> Iterator[tuple[Section, int | None]]:
+        """One section's pieces, each starting with its heading path (when it has one)."""
+        header, body = _heading_line(section)
+        if not body.strip():
+            return  # a heading with nothing under it
+        size, chars = self.config.chunk_tokens, self.config.max_chars
+        if not header:
+            for _, text, count in self._chunks(body, size, chars):
                 yield Section(text=text, headings=section.headings), count
+            return
+        # Every chunk of a section starts with the section's heading path ("Version 2.3.0 >
+        # Added"), so no chunk is a stray heading on its own, each one says what it is
+        # about, and a parent heading with only sub-sections under it is still searchable.
+        trail = " > ".join(h.strip() for h in section.headings[:-1] if h.strip())
+        if trail:
+            header = f"{trail} > {header.lstrip('#').strip()}"
+        # A Markdown table's header row and rule go with the heading: each chunk of a table
+        # longer than one chunk is whole rows under the table's header (the text of a table
+        # that fits in one chunk is the same either way).
+        table_head, rows = _table_head(body)
+        if table_head:
+            header, body = f"{header}\n{table_head}", rows
+        room, char_room = self._room(header, size, chars)
+        if (room < size // 2 or char_room < chars // 2) and trail:  # long path: own only
+            header = _heading_line(section)[0]
+            room, char_room = self._room(header, size, chars)
+        if room < size // 2 or char_room < chars // 2:  # an absurdly long heading
+            header, body, room, char_room = "", section.text, size, chars
+        for _, text, count in self._chunks(body, room, char_room):
+            if header:
+                text, count = f"{header}\n{text}", None
+            yield Section(text=text, headings=section.headings), count
 
     def _room(self, header: str, size: int, chars: int) -> tuple[int, int]:
         """(tokens, characters) left for text under `header` in a chunk."""
@@ -302,6 +328,18 @@ def _text_blocks(text: str, start: int, end: int, block: int) -> Iterator[tuple[
 def _clip(text: str) -> str:
     """A title or heading short enough to copy into every chunk's metadata."""
     return text if len(text) <= META_CHARS else text[: META_CHARS - 1] + "…"
+
+
+_TABLE_RULE = re.compile(r"^\|(?: *:?-+:? *\|)+$")
+
+
+def _table_head(body: str) -> tuple[str, str]:
+    """(header row + rule line, the rows after them) when `body` is a Markdown table (as
+    ingest.office.table_sections writes them), else ("", body)."""
+    lines = body.strip().split("\n")
+    if len(lines) >= 3 and lines[0].startswith("|") and _TABLE_RULE.match(lines[1]):
+        return f"{lines[0]}\n{lines[1]}", "\n".join(lines[2:])
+    return "", body
 
 
 def _heading_line(section: Section) -> tuple[str, str]:
