@@ -19,6 +19,16 @@ half-written one, and a crash at any point leaves a loadable index (or none, whi
 (`Store.rebuild_lexical`); readers that find the saved index stale build one in memory and
 never save it (`Store.load_lexical`).
 
+Adding to a big index costs what the addition costs: `updated(added, removed)` keeps the
+built index (the *main* segment, bm25s) and puts the new chunks in a small *delta* segment
+scored at query time, with the removed ones hidden (tombstones). The delta's chunks are scored
+with the statistics of the whole index (document count, document frequencies, average
+length), exactly as a full rebuild would score them; the main segment keeps the statistics it
+was built with until the next merge. When the delta and the tombstones together pass
+`MERGE_SHARE` of the main segment, the owner builds the whole index again (a merge), which
+makes every score exact again. On disk the delta is its chunks' terms, beside the main
+segment's files.
+
 Tokenisation: lower-case Unicode word tokens (`\\w+`), plus, by default, Lucene's English
 stop words and the Snowball English stemmer (PyStemmer). On the msmarco sample
 (`bench/fusion_study.py`) they lifted BM25 alone from nDCG@10 0.570 to 0.615 (stemming did
@@ -30,11 +40,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -47,7 +59,11 @@ from rag_app.errors import ConfigError, RagError
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the folder layout or tokenisation changes incompatibly
+FORMAT = 2  # bump when the folder layout or tokenisation changes incompatibly (2: segments)
+# the delta and the tombstones may grow to this share of the main segment before the owner
+# builds the whole index again (and at least to MERGE_MIN chunks)
+MERGE_SHARE = 0.1
+MERGE_MIN = 2000
 _POINTER = "CURRENT"
 _META = "meta.json"
 _ORIGIN = "origin.json"  # a copy of meta's "origin", small enough to read on every load
@@ -74,6 +90,15 @@ class LexicalOptions:
     stem: bool = True
     k1: float = 1.5
     b: float = 0.75
+
+
+@dataclass(slots=True)
+class _Delta:
+    """The chunks added since the main segment was built: ids, content hashes, terms."""
+
+    ids: list[str]
+    hashes: list[str]
+    terms: list[list[str]]
 
 
 class Tokenizer:
@@ -120,27 +145,36 @@ class Tokenizer:
 
 
 class LexicalIndex:
-    """A BM25 index over (id, text) pairs. Build it, save it, load it, search it."""
+    """A BM25 index over (id, text) pairs. Build it, update it, save it, load it, search it."""
 
     def __init__(self, ids: list[str], bm25: Any, options: LexicalOptions, stamp: str,
-                 origin: Mapping[str, Any] | None = None) -> None:
-        self._ids = ids
-        self._bm25 = bm25  # bm25s.BM25, or None for an empty corpus
+                 origin: Mapping[str, Any] | None = None, *, hashes: Sequence[str] = (),
+                 length: int = 0, delta: _Delta | None = None,
+                 deleted: frozenset[str] = frozenset()) -> None:
+        self._ids = ids  # the main segment's chunks, in bm25s order
+        self._bm25 = bm25  # bm25s.BM25, or None for an empty main segment
         self.options = options
         self._stamp = stamp
         self.origin: dict[str, Any] = dict(origin or {})  # what it was built from (saved too)
         self.saved_in: Path | None = None  # the folder it was saved to or loaded from
+        # each main chunk's content hash (same order as ids; empty when not recorded)
+        self._hashes = list(hashes)
+        self._length = length  # the main segment's terms, in all (for the average length)
+        self._delta = delta or _Delta([], [], [])
+        self._deleted = deleted  # main-segment ids removed since it was built
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def build(cls, ids: Sequence[str], texts: Sequence[str], *, stamp: str = "",
               options: LexicalOptions | None = None,
-              origin: Mapping[str, Any] | None = None) -> LexicalIndex:
+              origin: Mapping[str, Any] | None = None,
+              hashes: Sequence[str] | None = None) -> LexicalIndex:
         """Index `texts` under `ids` (same order, ids unique). `stamp` identifies the corpus
-        snapshot the index was built from; `origin` (JSON-able) says where it came from. Both
-        are saved with the index."""
+        snapshot the index was built from; `origin` (JSON-able) says where it came from;
+        `hashes` (each text's content hash) let `changes` tell what an update must do. All are
+        saved with the index."""
         options = options or LexicalOptions()
-        if len(ids) != len(texts):
+        if len(ids) != len(texts) or (hashes is not None and len(hashes) != len(ids)):
             raise LexicalIndexError(f"{len(ids)} ids but {len(texts)} texts")
         if len(set(ids)) != len(ids):
             raise LexicalIndexError("chunk ids must be unique to build the BM25 index")
@@ -151,14 +185,52 @@ class LexicalIndex:
             bm25s = _import_bm25s()
             bm25 = bm25s.BM25(k1=options.k1, b=options.b, backend="numpy")
             bm25.index(corpus, show_progress=False)
-        return cls(list(ids), bm25, options, stamp, origin)
+        return cls(list(ids), bm25, options, stamp, origin, hashes=hashes or [],
+                   length=sum(len(c) for c in corpus))
+
+    def updated(self, added: Sequence[tuple[str, str, str]], removed: Sequence[str], *,
+                stamp: str, origin: Mapping[str, Any] | None = None) -> LexicalIndex:
+        """This index with chunks `added` ((id, text, content hash) each) and the ids `removed`
+        taken out, without building it again: the main segment stays, `added` go into the
+        delta segment. An id both removed and added is replaced."""
+        gone = set(removed)
+        keep = [i for i, cid in enumerate(self._delta.ids) if cid not in gone]
+        delta = _Delta([self._delta.ids[i] for i in keep],
+                       [self._delta.hashes[i] for i in keep],
+                       [self._delta.terms[i] for i in keep])
+        tokenize = self._tokenize
+        for cid, text, chash in added:
+            delta.ids.append(cid)
+            delta.hashes.append(chash)
+            delta.terms.append(tokenize(text))
+        in_main = set(self._ids)
+        deleted = self._deleted | {cid for cid in gone if cid in in_main}
+        return LexicalIndex(self._ids, self._bm25, self.options, stamp, origin,
+                            hashes=self._hashes, length=self._length, delta=delta,
+                            deleted=frozenset(deleted))
+
+    def contents(self) -> dict[str, str] | None:
+        """Every chunk the index holds now, id -> content hash; None for an index saved
+        without hashes (it cannot be updated, only built again)."""
+        if len(self._hashes) != len(self._ids):
+            return None
+        out = {cid: h for cid, h in zip(self._ids, self._hashes, strict=True)
+               if cid not in self._deleted}
+        out.update(zip(self._delta.ids, self._delta.hashes, strict=True))
+        return out
+
+    def needs_merge(self, more: int = 0) -> bool:
+        """Would the delta and the tombstones, with `more` changes, pass `MERGE_SHARE` of the
+        main segment (and `MERGE_MIN`)? Then build the whole index again instead."""
+        pending = len(self._delta.ids) + len(self._deleted) + more
+        return pending > max(MERGE_MIN, MERGE_SHARE * len(self._ids))
 
     @property
     def stamp(self) -> str:
         return self._stamp
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._ids) - len(self._deleted) + len(self._delta.ids)
 
     @cached_property
     def _tokenize(self) -> Tokenizer:
@@ -170,13 +242,13 @@ class LexicalIndex:
         """The `k` best (id, BM25 score) pairs, best first; only chunks sharing a term with
         the query. `allowed(id)` may exclude chunks (e.g. other sources): it is asked in rank
         order, only until `k` chunks are found."""
-        if k <= 0 or self._bm25 is None:
+        if k <= 0 or len(self) == 0:
             return []
-        vocab = self._bm25.vocab_dict
-        term_ids = [vocab[t] for t in self._tokenize(query) if t in vocab]
-        if not term_ids:
-            return []
-        scores = np.asarray(self._bm25.get_scores(term_ids), dtype=np.float32)
+        terms = self._tokenize(query)
+        scores, ids = self._main_scores(terms), self._ids
+        if self._delta.ids:
+            scores = np.concatenate([scores, self._delta_scores(terms)])
+            ids = self._all_ids
         hits = np.flatnonzero(scores > 0)
         if allowed is None and len(hits) > k:
             hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
@@ -184,12 +256,65 @@ class LexicalIndex:
         order = hits[np.lexsort((hits, -scores[hits]))]
         out: list[tuple[str, float]] = []
         for i in order:
-            doc_id = self._ids[i]
+            doc_id = ids[i]
             if allowed is None or allowed(doc_id):
                 out.append((doc_id, float(scores[i])))
                 if len(out) == k:
                     break
         return out
+
+    @cached_property
+    def _all_ids(self) -> list[str]:
+        return self._ids + self._delta.ids
+
+    @cached_property
+    def _dead(self) -> np.ndarray:
+        """The main segment's positions of removed chunks."""
+        return np.array([i for i, cid in enumerate(self._ids) if cid in self._deleted],
+                        dtype=np.int64)
+
+    def _main_scores(self, terms: list[str]) -> np.ndarray:
+        if self._bm25 is None:
+            return np.zeros(len(self._ids), dtype=np.float32)
+        vocab = self._bm25.vocab_dict
+        term_ids = [vocab[t] for t in terms if t in vocab]
+        if not term_ids:
+            return np.zeros(len(self._ids), dtype=np.float32)
+        scores = np.asarray(self._bm25.get_scores(term_ids), dtype=np.float32)
+        if self._deleted:
+            scores[self._dead] = 0.0
+        return scores
+
+    def _main_df(self, term: str) -> int:
+        """How many main-segment chunks hold `term` (removed ones included, as in its
+        statistics)."""
+        if self._bm25 is None or term not in self._bm25.vocab_dict:
+            return 0
+        indptr = self._bm25.scores["indptr"]
+        t = self._bm25.vocab_dict[term]
+        return int(indptr[t + 1] - indptr[t])
+
+    def _delta_scores(self, terms: list[str]) -> np.ndarray:
+        """The delta's chunks scored as bm25s scores a chunk of a full index (its "lucene"
+        BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b + b dl / avgdl)),
+        summed over the query's terms as given, repeats included) with the statistics of both
+        segments together."""
+        delta = self._delta
+        n = len(self._ids) + len(delta.ids)
+        lengths = np.array([len(t) for t in delta.terms], dtype=np.float32)
+        avgdl = (self._length + float(lengths.sum())) / max(n, 1)
+        k1, b = self.options.k1, self.options.b
+        norm = k1 * (1 - b + b * lengths / max(avgdl, 1e-9))
+        counts = [Counter(t) for t in delta.terms]
+        scores = np.zeros(len(delta.ids), dtype=np.float32)
+        for term in dict.fromkeys(terms):
+            tf = np.array([c.get(term, 0) for c in counts], dtype=np.float32)
+            if not tf.any():
+                continue
+            df = self._main_df(term) + int(np.count_nonzero(tf))
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            scores += terms.count(term) * idf * tf / (tf + norm)
+        return scores
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -201,7 +326,9 @@ class LexicalIndex:
         try:
             temp.mkdir()
             meta = {"format": FORMAT, "stamp": self._stamp, "options": asdict(self.options),
-                    "ids": self._ids, "empty": self._bm25 is None, "origin": self.origin}
+                    "ids": self._ids, "empty": self._bm25 is None, "origin": self.origin,
+                    "hashes": self._hashes, "length": self._length,
+                    "deleted": sorted(self._deleted), "delta": asdict(self._delta)}
             if self._bm25 is not None:
                 self._bm25.save(str(temp), show_progress=False)
             _write_synced(temp / _META, json.dumps(meta, ensure_ascii=False))
@@ -270,7 +397,14 @@ class LexicalIndex:
             bm25 = bm25s.BM25.load(str(path), show_progress=False, verbosity=0)
             if int(bm25.scores["num_docs"]) != len(ids):
                 raise ValueError(f"{bm25.scores['num_docs']} indexed documents, {len(ids)} ids")
-        return cls(ids, bm25, options, str(meta["stamp"]), meta.get("origin") or {})
+        delta = meta.get("delta") or {}
+        return cls(ids, bm25, options, str(meta["stamp"]), meta.get("origin") or {},
+                   hashes=[str(h) for h in meta.get("hashes") or []],
+                   length=int(meta.get("length") or 0),
+                   delta=_Delta([str(i) for i in delta.get("ids") or []],
+                                [str(h) for h in delta.get("hashes") or []],
+                                [[str(t) for t in terms] for terms in delta.get("terms") or []]),
+                   deleted=frozenset(str(i) for i in meta.get("deleted") or []))
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -475,30 +475,68 @@ class Store:
         metas = got.get("metadatas") or [{}]
         return str((metas[0] or {}).get("generation", "")) if got["ids"] else ""
 
-    def rebuild_lexical(self, *, save: bool = True) -> Any:
-        """Build the BM25 index from every chunk in the collection. With `save` (writers only:
-        ingest and `remove_files`, which hold the writer lock) it is saved and the DIRTY marker
-        removed; readers pass `save=False` and get it in memory only."""
+    def rebuild_lexical(self, *, save: bool = True, whole: bool = False) -> Any:
+        """Bring the BM25 index up to the collection's chunks. The saved index is updated
+        with what changed since it was saved (`LexicalIndex.updated`: only new chunks are
+        read and tokenised) unless there is none, it cannot be updated, the changes would pass
+        its merge share, or `whole`: then every chunk is indexed again. With `save` (writers
+        only: ingest and `remove_files`, which hold the writer lock) it is saved and the DIRTY
+        marker removed; readers pass `save=False` and get it in memory only."""
         import hashlib
 
         from rag_app.lexical import LexicalIndex
 
         generation = self._lexical_generation()  # before the rows: a later write looks stale
-        rows: list[tuple[str, str, str]] = []
-        for page_ids, pairs in self.all_chunks():
-            for chunk_id, (text, meta) in zip(page_ids, pairs, strict=True):
-                rows.append((chunk_id, text or "", str((meta or {}).get("content_hash", ""))))
+        rows: list[tuple[str, str]] = []
+        for page_ids, metas in self.all_chunks(include=("metadatas",)):
+            for chunk_id, meta in zip(page_ids, metas, strict=True):
+                rows.append((chunk_id, str((meta or {}).get("content_hash", ""))))
         rows.sort()  # the stamp must not depend on the order the store returns rows in
         digest = hashlib.sha256()
-        for chunk_id, _, chash in rows:
+        for chunk_id, chash in rows:
             digest.update(f"{chunk_id}:{chash}\n".encode())
         origin = {"collection": self.chunks.name, "count": len(rows), "generation": generation}
-        index = LexicalIndex.build([r[0] for r in rows], [r[1] for r in rows],
-                                   stamp=digest.hexdigest(), origin=origin)
+        index = None if whole else self._lexical_update(dict(rows), digest.hexdigest(), origin)
+        if index is None:
+            every: dict[str, str] = {}
+            for page_ids, docs in self.all_chunks(include=("documents",)):
+                every.update(zip(page_ids, (d or "" for d in docs), strict=True))
+            texts = [every.get(r[0], "") for r in rows]
+            index = LexicalIndex.build([r[0] for r in rows], texts, stamp=digest.hexdigest(),
+                                       origin=origin, hashes=[r[1] for r in rows])
         if save:
             index.save(self.lexical_dir)
             (self.lexical_dir / _DIRTY).unlink(missing_ok=True)
         return index
+
+    def _lexical_update(self, now: dict[str, str], stamp: str, origin: dict[str, Any]
+                        ) -> Any:
+        """The saved BM25 index updated to hold the chunks `now` (id -> content hash), or
+        None when it must be built whole (none saved, saved without hashes, or past its merge
+        share)."""
+        from rag_app.lexical import LexicalIndex
+
+        saved = LexicalIndex.load(self.lexical_dir)
+        held = saved.contents() if saved is not None else None
+        if saved is None or held is None:
+            return None
+        removed = [cid for cid, chash in held.items() if now.get(cid) != chash]
+        added = [cid for cid, chash in now.items() if held.get(cid) != chash]
+        if saved.needs_merge(len(removed) + len(added)):
+            return None
+        texts = self._chunk_texts(added)
+        return saved.updated([(cid, text, now[cid]) for cid, text in zip(added, texts,
+                                                                           strict=True)],
+                             removed, stamp=stamp, origin=origin)
+
+    def _chunk_texts(self, ids: Sequence[str], page: int = 2000) -> list[str]:
+        """The texts of these chunks, in this order ("" for one the collection lacks)."""
+        out: dict[str, str] = {}
+        for at in range(0, len(ids), page):
+            got = self.chunks.get(ids=list(ids[at:at + page]), include=["documents"])
+            out.update(zip(got["ids"], (d or "" for d in got.get("documents") or []),
+                           strict=True))
+        return [out.get(cid, "") for cid in ids]
 
     def load_lexical(self) -> Any:
         """For readers: the saved BM25 index if it matches the collection now, else one built
