@@ -14,10 +14,13 @@ PRESETS = ("The control panel\nThe control panel on the handle has a power butto
            "button, is 100 °C.\nKeep-warm function\nHold a temperature button for 3 seconds.")
 PRESETS_AT = "manual.pdf p. 3"
 ALTITUDE = ("Above 2,000 metres water boils below 100 °C. The AK-200 Smart with firmware 2.3.0 "
-            "has an altitude mode.", "faq.html § Can I use the kettle at high altitude?")
-STACK = ("The pointer protection stack defaults to 10000, but can be increased to allow "
-         "large and complicated calculations to be done.\nIt is set by the command-line "
-         "option --max-ppsize.\nThe largest value accepted is 100000.", "R-ints.pdf p. 12")
+            "has an altitude mode. On the standard AK-200, choose the 90 °C preset instead.",
+            "faq.html § Can I use the kettle at high altitude?")
+STACK = ("The pointer protection stack holds the objects in use.\n"
+         "The pointer protection stack defaults to 10000, but can be increased to allow "
+         "big and complicated calculations to be done.\nIt is set by the command-line "
+         "option --max-ppsize.\nThe largest value accepted is 100000.\n"
+         "Overflowing the pointer protection stack is an error.", "R-ints.pdf p. 12")
 HISTORY = ("C-p Go to the previous command (backwards in the history).\n"
            "C-n Go to the next command (forwards in the history).\n"
            "C-r text Find the last command with the text string in it.\n"
@@ -29,8 +32,11 @@ def claim(text: str) -> Claim:
     return Claim(text=text, source=1, quote="", supported=True)
 
 
+DESCALE = ("Descale the kettle every 4 weeks in hard water areas.", "manual.pdf p. 4")
+
+
 def passages() -> list[tuple[str, str]]:
-    return [(PRESETS, PRESETS_AT), ALTITUDE]
+    return [(PRESETS, PRESETS_AT), ALTITUDE, DESCALE]
 
 
 def test_a_figure_where_the_question_word_stands_beside_another_is_flagged() -> None:
@@ -42,7 +48,10 @@ def test_a_figure_where_the_question_word_stands_beside_another_is_flagged() -> 
 
 
 def test_the_right_figure_passes() -> None:
-    text = "Use the 85 °C preset for oolong tea."
+    # "presets" pins two places too (the list's heading, the altitude answer's 90 °C preset):
+    # beside one of the question's pinpoint words ("oolong") is enough (seen live: the right
+    # 85 °C was flagged for the 90 °C beside "presets")
+    text = "The temperature preset for oolong tea is 85 °C."
     assert checked(claim(text), OOLONG, passages(), text).supported
 
 

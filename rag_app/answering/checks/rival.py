@@ -13,16 +13,18 @@ where the sources give another item of the same kind, and not this one.
 For each supported sentence's key terms (figures with their unit, versions, key chords: as the
 confidence check finds them) and each of the question's telling words (subject.telling) of at
 least `MIN_LETTERS` letters that stand in at most `MAX_PLACES` sentences or list lines of the
-passages: when the term is not in those sentences nor in the one before or after them, and those
-sentences give another item of the term's kind (the same unit after a figure; another version;
-another chord) that the answer does not give elsewhere, the sentence is flagged ("the sources give
-85 °C beside “oolong”, not 100"). It keeps its quote. Names and code are left to the other checks:
-their kind cannot be told from their shape.
+passages: when the term is beside none of them (not in their sentences, nor in the one before or
+after), and one of them gives another item of the term's kind (the same unit after a figure;
+another version; another chord) that the answer does not give elsewhere, the sentence is flagged
+("the sources give 85 °C beside “oolong”, not 100"). It keeps its quote. Names and code are left
+to the other checks: their kind cannot be told from their shape.
 
 Measured on recorded replies of the three dev sets (bench/replay_answers.py; README, "Misleading
-answers, measured"): see the README's table. Wider pinpoints (three places) flagged two right
-answers ("15–16 digits" beside "stored", "16-bit" beside "column") for no more wrong ones; words of
-four letters flagged a right refund time beside "once".
+answers, measured"): see the README's table. Judging each pinpoint word on its own flagged a right
+"85 °C" in a live run (the 90 °C preset of another answer stands beside "presets"); wider
+pinpoints (three places) flagged two right answers ("15–16 digits" beside "stored", "16-bit"
+beside "column") for no more wrong ones; words of four letters flagged a right refund time beside
+"once".
 """
 
 from __future__ import annotations
@@ -111,21 +113,23 @@ def rival(claim: Claim, question: str, passages: Sequence[tuple[str, str]],
     pieces = [(n, piece) for n, (text, _) in enumerate(passages) for piece in _pieces(text)]
     stems = [{stem(w) for w in WORD.findall(piece)} for _, piece in pieces]
     given = set(key_terms(answer, question))
+    pinned = {}  # pinpoint word -> the pieces it stands in
+    for word in words:
+        pins = [i for i, s in enumerate(stems) if word in s]
+        if 0 < len(pins) <= MAX_PLACES:
+            pinned[word] = pins
     for term in key_terms(claim.text, question):
-        places = [i for i, (_, piece) in enumerate(pieces) if _given(term, piece)]
+        places = {i for i, (_, piece) in enumerate(pieces) if _given(term, piece)}
         if not places:
             continue
-        kind = _kind(term, pieces[places[0]][1])
+        kind = _kind(term, pieces[min(places)][1])
         if kind is None:
             continue
-        for word in words:
-            pins = [i for i, s in enumerate(stems) if word in s]
-            if not pins or len(pins) > MAX_PLACES:
-                continue
-            beside = {j for i in pins for j in (i - 1, i, i + 1)
-                      if 0 <= j < len(pieces) and pieces[j][0] == pieces[i][0]}
-            if beside & set(places):
-                continue
+        beside = {j for pins in pinned.values() for i in pins for j in (i - 1, i, i + 1)
+                  if 0 <= j < len(pieces) and pieces[j][0] == pieces[i][0]}
+        if beside & places:
+            continue  # the term stands beside one of the question's pinpoint words
+        for word, pins in pinned.items():
             others = sorted(set().union(*(_items(pieces[i][1], kind) for i in pins)) - given)
             if others:
                 text = " ".join(pieces[i][1] for i in pins)
