@@ -24,11 +24,14 @@ _VERSION = re.compile(r"\d+(?:\.\d+){2,}")  # 4.3.0, 2.2.0.1 (not 1.5: that is a
 _CALL_AFTER = re.compile(r"\((?!s\))")
 
 
-def distinctive_names(question: str) -> list[str]:
+def distinctive_names(question: str, *, capitalised: bool = True) -> list[str]:
     """The words of a question that name something, in order, once each: codes with letters
     and digits (AK-300, E5), acronyms (USB), capitalised words after the first (Alexa,
     Tkinter), code identifiers (words with "_", dotted names such as read.csv or
-    data.table, a word written as a call: mutate()) and versions with three or more parts."""
+    data.table, a word written as a call: mutate()) and versions with three or more parts.
+    Without `capitalised`, a capitalised word counts only when it is all capitals or has a
+    capital inside (USB, PyPI): for a language that capitalises every noun (German's
+    "Garantie", "Wasserkocher" are no names)."""
     names: list[str] = []
     for i, m in enumerate(_WORD.finditer(question)):
         word = re.sub(r"'s$", "", m.group(0))
@@ -42,7 +45,7 @@ def distinctive_names(question: str) -> list[str]:
         elif _is_identifier(word) or _CALL_AFTER.match(question, m.end()):
             names.append(word)
         elif i > 0 and word[0].isupper() and word.lower() not in _QUESTION_WORDS \
-                and len(word) > 1:
+                and len(word) > 1 and (capitalised or any(c.isupper() for c in word[1:])):
             names.append(word)
     return list(dict.fromkeys(names))
 
@@ -52,12 +55,13 @@ def distinctive_names(question: str) -> list[str]:
 _NAMED_VERSION = re.compile(r"(?:\b[A-Z][\w+#-]*|\b[Vv]ersion|\b[Rr]elease)\s+(\d+(?:\.\d+)+)\b")
 
 
-def question_names(question: str) -> list[str]:
-    """The names of a question (`distinctive_names`) and the versions it gives after a name
-    ("Python 3.13"): what a passage must mention to be about what the question asks. Asked
-    which release first supported Python 3.13, the bundled model named a release-notes heading
-    from passages that mention 3.12 and 3.14, never 3.13 (web docs wd-012)."""
-    names = distinctive_names(question)
+def question_names(question: str, *, capitalised: bool = True) -> list[str]:
+    """The names of a question (`distinctive_names`, `capitalised` passed on) and the versions
+    it gives after a name ("Python 3.13"): what a passage must mention to be about what the
+    question asks. Asked which release first supported Python 3.13, the bundled model named a
+    release-notes heading from passages that mention 3.12 and 3.14, never 3.13 (web docs
+    wd-012)."""
+    names = distinctive_names(question, capitalised=capitalised)
     return list(dict.fromkeys([*names, *_NAMED_VERSION.findall(question)]))
 
 

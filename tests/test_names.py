@@ -75,3 +75,19 @@ def test_a_question_names_the_version_it_gives_after_a_name() -> None:
     # a number alone is a figure, not a version
     assert question_names("Does it boil 1.5 litres?") == []
     assert question_names("It costs 3.50 pounds, right?") == []
+
+
+def test_a_question_in_a_language_that_capitalises_nouns_keeps_only_codes_as_names() -> None:
+    """German capitalises every noun: "Garantie" and "Wasserkocher" are no names, and the names
+    check refused German questions over a multilingual collection for them (a walk through
+    issue 25: over English passages, and over German ones for the compound "Fahrradkette")."""
+    from rag_app.answering.checks.names import unmatched_names
+
+    assert unmatched_names("Wie lange gilt die Garantie für den Wasserkocher?", []) == []
+    assert unmatched_names("Wie oft soll man die Fahrradkette ölen?", []) == []
+    # codes and capitals inside a word still count
+    assert unmatched_names("Wie viel kostet der AK-300 Pro?", []) == ["AK-300"]
+    assert distinctive_names("Wie installiert man PyPI-Pakete mit USB?", capitalised=False) \
+        == ["PyPI-Pakete", "USB"]
+    # an English question keeps its capitalised names
+    assert unmatched_names("Does the kettle work with Alexa?", []) == ["Alexa"]

@@ -61,9 +61,9 @@ def _mostly_not_latin(letters: str) -> bool:
     return latin * 2 < len(letters)
 
 
-def question_language(question: str) -> str | None:
-    """The ISO 639-1 code of the language `question` is confidently written in, or None (too
-    short, or unsure)."""
+def question_language(question: str, least: float = MIN_CONFIDENCE) -> str | None:
+    """The ISO 639-1 code of the language `question` is written in with at least `least`
+    confidence, or None (too short, or unsure)."""
     from ingest.languages import _identifier
 
     letters = "".join(ch for ch in question if ch.isalpha())
@@ -71,7 +71,7 @@ def question_language(question: str) -> str | None:
     if len(letters) < MIN_LETTERS and not other_script:
         return None
     lang, prob = _identifier().classify(question)
-    if prob >= MIN_CONFIDENCE or (other_script and lang != "en"):
+    if prob >= least or (other_script and lang != "en"):
         return str(lang)
     return None
 
