@@ -224,3 +224,21 @@ def test_a_slow_view_does_not_hold_up_another_sessions_view(files: dict[str, Pat
         assert done["normal"] < done["slow"], "the ordinary view waited for the slow one"
     finally:
         v.close()
+
+
+def test_a_passage_over_three_pages_is_drawn_where_its_quote_is(tmp_path: Path) -> None:
+    """Short pages make one passage of pp. 1-3; two pages are drawn. A quote from page 3 was
+    shown on pages 1-2 (a walk through issue 28): the pages drawn now start where it is."""
+    from rag_app.ui.viewer import _pdf
+    from tests.pdfgen import make_pdf
+
+    pages = ["The kettle has a lid.", "The base has a cable.",
+             "Descale the kettle every four weeks with citric acid."]
+    path = make_pdf(tmp_path / "short.pdf", pages)
+    passage = " ".join(pages)
+    drawn = _pdf(str(path), 1, 3, ["Descale the kettle every four weeks"], passage, 4_000_000)
+    assert [page for page, _, _ in drawn] == [2, 3]
+    assert drawn[1][2] > 0  # the quote is marked on page 3
+    # a quote on page 1 keeps the first two pages
+    drawn = _pdf(str(path), 1, 3, ["The kettle has a lid."], passage, 4_000_000)
+    assert [page for page, _, _ in drawn] == [1, 2]

@@ -69,6 +69,7 @@ def _pdf(path: str, start: int, end: int | None, quotes: Sequence[str], passage:
 
     mark = passage
     quoted = " ".join(quotes)
+    start = _first_drawn(Path(path), start, end, quoted)
     if quoted.strip() and any(find_passage_spans(text, quoted)
                               for text in _page_texts(Path(path), start, end)):
         mark = quoted
@@ -76,7 +77,26 @@ def _pdf(path: str, start: int, end: int | None, quotes: Sequence[str], passage:
             for v in render_pdf_pages(Path(path), start, end, mark, max_pixels=max_pixels)]
 
 
-def _page_texts(path: Path, start: int, end: int | None, max_pages: int = 2) -> list[str]:
+def _first_drawn(path: Path, start: int, end: int | None, quoted: str) -> int:
+    """The first page to draw. A passage over more pages than are drawn (`_DRAWN`: short pages
+    make one passage of three) starts where the quoted words are, so that the page holding
+    them is shown (a walk through issue 28 saw a quote from page 3 of a pp. 1-3 passage open
+    pages 1-2). Pages without a text layer (scans) cannot tell: drawn from the start."""
+    from rag_app.sources import find_passage_spans
+
+    if end is None or end - start + 1 <= _DRAWN or not quoted.strip():
+        return start
+    texts = _page_texts(path, start, end, max_pages=end - start + 1)
+    for offset, text in enumerate(texts):
+        if find_passage_spans(text, quoted):
+            return min(start + offset, end - _DRAWN + 1)
+    return start
+
+
+_DRAWN = 2  # pages render_pdf_pages draws at most (its max_pages)
+
+
+def _page_texts(path: Path, start: int, end: int | None, max_pages: int = _DRAWN) -> list[str]:
     """The text of the pages render_pdf_pages would draw (no rendering); empty when the file
     cannot be read (render_pdf_pages then says why)."""
     import pypdfium2 as pdfium
