@@ -338,16 +338,22 @@ def index_sizes(settings: Settings, lexical_dir: Path, chunks: int,
                 fingerprint: dict[str, Any]) -> dict[str, Any]:
     """What the index costs: its vectors (count x dimension x 4 bytes of float32, as Chroma
     keeps them), the BM25 files, the embedded store's folder (None for a server: not on this
-    disk), bytes per passage on disk and a linear estimate for 10x and 100x the passages."""
+    disk) split into its SQLite file (texts and metadata) and its vector files, bytes per
+    passage on disk and a linear estimate for 10x and 100x the passages."""
     dimension = int(fingerprint.get("dimension") or 0)
     bm25 = _folder_bytes(lexical_dir)
     store = None if settings.chroma_host else _folder_bytes(settings.chroma_dir)
+    # an embedded Chroma keeps texts and metadata in its SQLite file (and its write-ahead log)
+    # and each collection's vectors (HNSW) in a folder of its own
+    metadata = None if store is None else sum(
+        p.stat().st_size for p in settings.chroma_dir.glob("chroma.sqlite3*") if p.is_file())
     on_disk = (store or chunks * dimension * 4) + bm25
     # A store's fixed part (SQLite pages, the catalog) swamps a few passages: extrapolate
     # only from enough of them.
     per = on_disk / chunks if chunks >= EXTRAPOLATE_FROM else None
     return {"vectors": chunks, "dimension": dimension, "vector_bytes": chunks * dimension * 4,
-            "bm25_bytes": bm25, "store_bytes": store,
+            "bm25_bytes": bm25, "store_bytes": store, "metadata_bytes": metadata,
+            "vector_files_bytes": None if store is None or metadata is None else store - metadata,
             "bytes_per_passage": None if per is None else round(per),
             "estimate_10x_bytes": None if per is None else round(per * chunks * 10),
             "estimate_100x_bytes": None if per is None else round(per * chunks * 100),
@@ -357,7 +363,9 @@ def index_sizes(settings: Settings, lexical_dir: Path, chunks: int,
 def size_line(size: dict[str, Any]) -> str:
     """One sentence on what the index costs (`rag_app.service.index_sizes`), for `stats` and
     the Documents page."""
-    store = (f"the Chroma folder {human_bytes(size['store_bytes'])}"
+    store = (f"the Chroma folder {human_bytes(size['store_bytes'])} (texts and metadata "
+             f"{human_bytes(size.get('metadata_bytes') or 0)}, vector files "
+             f"{human_bytes(size.get('vector_files_bytes') or 0)})"
              if size.get("store_bytes") is not None else "the Chroma server's disk not seen")
     scale = (f"{human_bytes(size['bytes_per_passage'])} per passage on disk, so about "
              f"{human_bytes(size['estimate_10x_bytes'])} for 10× the documents and "

@@ -205,6 +205,9 @@ def test_ingest_two_markdown_files_then_stats(tmp_path: Path, clean_env: pytest.
     assert sizes["vectors"] == 2 and sizes["dimension"] == 384
     assert sizes["vector_bytes"] == 2 * 384 * 4 and sizes["bm25_bytes"] > 0
     assert sizes["store_bytes"] > sizes["vector_bytes"]
+    # the SQLite file (texts, metadata) and the vector files make up the folder
+    assert sizes["metadata_bytes"] > 0 and sizes["vector_files_bytes"] > 0
+    assert sizes["metadata_bytes"] + sizes["vector_files_bytes"] == sizes["store_bytes"]
     assert sizes["bytes_per_passage"] is None  # 2 passages: too few to extrapolate
     assert sizes["model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -228,6 +231,7 @@ def test_index_sizes_extrapolate_from_enough_passages(tmp_path: Path) -> None:
     (lexical / "v1").write_bytes(b"y" * 1_000_000)
     sizes = index_sizes(settings, lexical, EXTRAPOLATE_FROM * 2, {"dimension": 384})
     assert sizes["store_bytes"] == 3_000_000 and sizes["bm25_bytes"] == 1_000_000
+    assert sizes["metadata_bytes"] == 3_000_000 and sizes["vector_files_bytes"] == 0
     assert sizes["bytes_per_passage"] == 2_000  # (3 MB + 1 MB) / 2,000 passages
     assert sizes["estimate_10x_bytes"] == 40_000_000
     assert sizes["estimate_100x_bytes"] == 400_000_000
