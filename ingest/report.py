@@ -7,6 +7,7 @@ one plain line per file. Progress goes to stderr; the summary to stdout.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from ingest.ocr import read_ocr_note
@@ -108,13 +109,23 @@ def _short(source: str, width: int = 40) -> str:
     return source if len(source) <= width else "…" + source[-(width - 1) :]
 
 
+# what a file's "pages" are, by suffix (a deck's are slides, a workbook's sheets)
+_PARTS = {".pptx": "slide", ".xlsx": "sheet", ".xlsm": "sheet"}
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _line(o: FileOutcome) -> str:
     detail = o.reason
     if o.status in ("ingested", "updated"):
-        detail = f"{o.chunks_added} chunks" + (f", {o.pages} pages" if o.pages else "")
+        part = _PARTS.get(Path(o.source).suffix.lower(), "page")
+        detail = _count(o.chunks_added, "passage") + (f", {_count(o.pages, part)}"
+                                                       if o.pages else "")
         detail += f", {o.seconds:.1f} s"
     elif o.status == "removed":
-        detail = f"{o.chunks_removed} chunks removed"
+        detail = f"{_count(o.chunks_removed, 'passage')} removed"
     text = f"{o.status:<9} {o.source}" + (f" — {detail}" if detail else "")
     for w in o.warnings:  # the OCR note is news, not a problem
         text += f"\n          {'note' if read_ocr_note(w) else 'warning'}: {w}"
