@@ -229,6 +229,11 @@ class LexicalIndex:
     def stamp(self) -> str:
         return self._stamp
 
+    @property
+    def ids(self) -> list[str]:
+        """The ids of every chunk the index holds now (both segments, removed ones left out)."""
+        return [cid for cid in self._ids if cid not in self._deleted] + self._delta.ids
+
     def __len__(self) -> int:
         return len(self._ids) - len(self._deleted) + len(self._delta.ids)
 

@@ -65,6 +65,7 @@ def test_removed_chunks_are_never_found_and_replaced_ones_are_found_once() -> No
     assert not set(gone) & set(hits)
     assert hits.count(replaced) == 1
     assert len(updated) == 90
+    assert sorted(updated.ids) == sorted({cid for cid, _ in main[10:]} | {replaced})
     contents = updated.contents()
     assert contents is not None and contents[replaced] == "h-new" and gone[0] not in contents
     # a chunk added, then removed by a later update, goes from the delta

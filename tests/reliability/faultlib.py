@@ -530,7 +530,7 @@ print(json.dumps({
     "exists": True, "chunks": chunks, "records": records, "count": count,
     "collection": store.chunks.name,
     "lexical": {"dirty_marker": dirty_marker, "is_dirty": lexical_is_dirty, "len": len(index),
-                "ids_match": sorted(index._ids) == sorted(chunks),
+                "ids_match": sorted(index.ids) == sorted(chunks),
                 "stamp_match": index.stamp == digest.hexdigest(),
                 "saved_in_use": index.saved_in is not None and Path(index.saved_in) == lex_dir,
                 "origin_match": index.origin == store.lexical_origin()},

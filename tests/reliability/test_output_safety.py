@@ -167,7 +167,10 @@ def test_stats_table_escapes_every_field(capsys: pytest.CaptureFixture[str]) -> 
     info = {"exists": True, "collection": "docs", "store": f"local store in /tmp/[b]x{CLEAR}",
             "files": 1, "pages": 0, "chunks": 1,
             "fingerprint": {"model": f"m{OSC8}", "dimension": 384, "chunk_tokens": 256},
+            "languages": {f"d{CLEAR}e": 1}, "languages_unknown": 0,
             "file_list": [{"source": f"a{CLEAR}[/b].md", "kind": "md\x1b[31m", "pages": 0,
+                           "kind_label": "Markdown\x1b[31m", "length": f"2 [b]pages{CLEAR}",
+                           "ocr": f"OCR{OSC8}", "language": "de\x1b[31m",
                            "chunks": 1, "error": f"bad {OSC8} [link=x]y[/link]"}]}
     _print_stats(info)
     out = capsys.readouterr().out
