@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag_app.answering.records import Claim, Refusal
@@ -62,6 +62,12 @@ class Verdict:
 
 
 PASS = Verdict()
+
+
+def amended(draft: Draft, claims: list[Claim]) -> Verdict:
+    """The verdict of a check that re-judged the draft's claims one by one: PASS when none
+    changed, else the draft with `claims`."""
+    return PASS if claims == draft.claims else Verdict(draft=replace(draft, claims=claims))
 
 
 class Check(Protocol):

@@ -26,7 +26,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
+from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
 from rag_app.answering.records import Claim
 from rag_app.names import answer_names
 from rag_app.text.numbers import numbers_in
@@ -77,10 +77,7 @@ class Confidence:
             return PASS
         reply = Reply(draft.tokens, json_reply=draft.json_reply)
         least = inputs.settings.answer_confidence_min
-        claims = [_checked(c, reply, inputs.query, least) for c in draft.claims]
-        if claims == draft.claims:
-            return PASS
-        return Verdict(draft=replace(draft, claims=claims))
+        return amended(draft, [_checked(c, reply, inputs.query, least) for c in draft.claims])
 
 
 def _checked(claim: Claim, reply: Reply, question: str, least: float) -> Claim:

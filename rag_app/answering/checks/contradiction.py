@@ -22,7 +22,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, amended
 from rag_app.answering.records import Claim
 from rag_app.text.words import stem as _stem
 
@@ -156,10 +156,7 @@ class Contradiction:
         return settings.answer_flag_contradictions
 
     def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
-        claims = [_checked(c, inputs.query) for c in draft.claims]
-        if claims == draft.claims:
-            return PASS
-        return Verdict(draft=replace(draft, claims=claims))
+        return amended(draft, [_checked(c, inputs.query) for c in draft.claims])
 
 
 def _checked(claim: Claim, question: str) -> Claim:

@@ -33,7 +33,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
+from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
 from rag_app.answering.checks.confidence import CHORD, key_terms
 from rag_app.answering.checks.subject import OFF_SUBJECT, telling
 from rag_app.answering.records import Claim
@@ -158,7 +158,4 @@ class Rival:
             return PASS
         passages = [(h.text, h.location) for h in inputs.context]
         answer = " ".join(c.text for c in draft.claims)
-        claims = [checked(c, inputs.query, passages, answer) for c in draft.claims]
-        if claims == draft.claims:
-            return PASS
-        return Verdict(draft=replace(draft, claims=claims))
+        return amended(draft, [checked(c, inputs.query, passages, answer) for c in draft.claims])

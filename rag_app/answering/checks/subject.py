@@ -30,7 +30,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
+from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
 from rag_app.answering.checks.confidence import key_terms
 from rag_app.answering.records import Claim
 from rag_app.text.words import STOP, WORD, stem
@@ -159,7 +159,4 @@ class Subject:
         if draft.raw_claims is not None or not draft.claims:
             return PASS
         passages = [(h.text, h.location) for h in inputs.context]
-        claims = [checked(c, inputs.query, passages) for c in draft.claims]
-        if claims == draft.claims:
-            return PASS
-        return Verdict(draft=replace(draft, claims=claims))
+        return amended(draft, [checked(c, inputs.query, passages) for c in draft.claims])
