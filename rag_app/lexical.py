@@ -171,11 +171,13 @@ class LexicalIndex:
               hashes: Sequence[str] | None = None) -> LexicalIndex:
         """Index `texts` under `ids` (same order, ids unique). `stamp` identifies the corpus
         snapshot the index was built from; `origin` (JSON-able) says where it came from;
-        `hashes` (each text's content hash) let `changes` tell what an update must do. All are
+        `hashes` (each text's content hash) let `contents` tell what an update must do. All are
         saved with the index."""
         options = options or LexicalOptions()
-        if len(ids) != len(texts) or (hashes is not None and len(hashes) != len(ids)):
+        if len(ids) != len(texts):
             raise LexicalIndexError(f"{len(ids)} ids but {len(texts)} texts")
+        if hashes is not None and len(hashes) != len(ids):
+            raise LexicalIndexError(f"{len(ids)} ids but {len(hashes)} content hashes")
         if len(set(ids)) != len(ids):
             raise LexicalIndexError("chunk ids must be unique to build the BM25 index")
         tokenize = Tokenizer(options)
@@ -299,26 +301,44 @@ class LexicalIndex:
         t = self._bm25.vocab_dict[term]
         return int(indptr[t + 1] - indptr[t])
 
+    @cached_property
+    def _delta_postings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each term of the delta: the delta chunks holding it and how often (built once, not
+        per query)."""
+        rows: dict[str, tuple[list[int], list[int]]] = {}
+        for i, terms in enumerate(self._delta.terms):
+            for term, tf in Counter(terms).items():
+                at, tfs = rows.setdefault(term, ([], []))
+                at.append(i)
+                tfs.append(tf)
+        return {term: (np.array(at, dtype=np.int64), np.array(tfs, dtype=np.float32))
+                for term, (at, tfs) in rows.items()}
+
+    @cached_property
+    def _delta_norm(self) -> np.ndarray:
+        """k1 (1 - b + b dl / avgdl) of each delta chunk, avgdl over both segments."""
+        n = len(self._ids) + len(self._delta.ids)
+        lengths = np.array([len(t) for t in self._delta.terms], dtype=np.float32)
+        avgdl = (self._length + float(lengths.sum())) / max(n, 1)
+        k1, b = self.options.k1, self.options.b
+        return k1 * (1 - b + b * lengths / max(avgdl, 1e-9))
+
     def _delta_scores(self, terms: list[str]) -> np.ndarray:
         """The delta's chunks scored as bm25s scores a chunk of a full index (its "lucene"
         BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b + b dl / avgdl)),
         summed over the query's terms as given, repeats included) with the statistics of both
         segments together."""
-        delta = self._delta
-        n = len(self._ids) + len(delta.ids)
-        lengths = np.array([len(t) for t in delta.terms], dtype=np.float32)
-        avgdl = (self._length + float(lengths.sum())) / max(n, 1)
-        k1, b = self.options.k1, self.options.b
-        norm = k1 * (1 - b + b * lengths / max(avgdl, 1e-9))
-        counts = [Counter(t) for t in delta.terms]
-        scores = np.zeros(len(delta.ids), dtype=np.float32)
+        n = len(self._ids) + len(self._delta.ids)
+        norm = self._delta_norm
+        scores = np.zeros(len(self._delta.ids), dtype=np.float32)
         for term in dict.fromkeys(terms):
-            tf = np.array([c.get(term, 0) for c in counts], dtype=np.float32)
-            if not tf.any():
+            posting = self._delta_postings.get(term)
+            if posting is None:
                 continue
-            df = self._main_df(term) + int(np.count_nonzero(tf))
+            at, tf = posting
+            df = self._main_df(term) + len(at)
             idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            scores += terms.count(term) * idf * tf / (tf + norm)
+            scores[at] += terms.count(term) * idf * tf / (tf + norm[at])
         return scores
 
     # -- persistence ------------------------------------------------------------------------

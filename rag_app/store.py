@@ -463,8 +463,7 @@ class Store:
     def lexical_origin(self) -> dict[str, Any]:
         """What an index built from the collection now records as its origin: the physical
         collection, its chunk count and the write generation the last writer set."""
-        return {"collection": self.chunks.name, "count": self.count(),
-                "generation": self._lexical_generation()}
+        return self._origin(self.count(), self._lexical_generation())
 
     @property
     def _generation_id(self) -> str:
