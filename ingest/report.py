@@ -12,6 +12,7 @@ from typing import Any
 
 from ingest.ocr import read_ocr_note
 from ingest.sync import STATUSES, FileOutcome, SyncReport
+from rag_app.store import length_text
 
 
 class PlainReporter:
@@ -109,10 +110,6 @@ def _short(source: str, width: int = 40) -> str:
     return source if len(source) <= width else "…" + source[-(width - 1) :]
 
 
-# what a file's "pages" are, by suffix (a deck's are slides, a workbook's sheets)
-_PARTS = {".pptx": "slide", ".xlsx": "sheet", ".xlsm": "sheet"}
-
-
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -120,9 +117,8 @@ def _count(n: int, word: str) -> str:
 def _line(o: FileOutcome) -> str:
     detail = o.reason
     if o.status in ("ingested", "updated"):
-        part = _PARTS.get(Path(o.source).suffix.lower(), "page")
-        detail = _count(o.chunks_added, "passage") + (f", {_count(o.pages, part)}"
-                                                       if o.pages else "")
+        length = length_text(o.pages, Path(o.source).suffix.lower().lstrip("."))
+        detail = _count(o.chunks_added, "passage") + (f", {length}" if length else "")
         detail += f", {o.seconds:.1f} s"
     elif o.status == "removed":
         detail = f"{_count(o.chunks_removed, 'passage')} removed"

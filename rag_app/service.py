@@ -234,12 +234,9 @@ def kind_label(record: FileRecord) -> str:
 
 def length_label(record: FileRecord) -> str:
     """'3 pages', '1 slide', '2 sheets'; '' for kinds without pages (Markdown, text, ...)."""
-    from rag_app.store import UNITS
+    from rag_app.store import length_text
 
-    if record.pages <= 0:
-        return ""
-    unit = UNITS.get(record.kind, "page")
-    return f"{record.pages} {unit}{'' if record.pages == 1 else 's'}"
+    return length_text(record.pages, record.kind)
 
 
 def ocr_label(record: FileRecord) -> str:

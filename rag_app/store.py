@@ -88,6 +88,14 @@ UNKNOWN_LANGUAGE = "?"  # the same for its language
 UNITS = {"pptx": "slide", "xlsx": "sheet"}  # what `FileRecord.pages` counts; else pages
 
 
+def length_text(pages: int, kind: str) -> str:
+    """'3 pages', '1 slide', '2 sheets' (`kind`: a file's kind, its suffix for Office files);
+    '' for none."""
+    if pages <= 0:
+        return ""
+    return f"{pages} {UNITS.get(kind, 'page')}{'' if pages == 1 else 's'}"
+
+
 @dataclass(frozen=True, slots=True)
 class FileRecord:
     """What the store knows about one ingested file."""
