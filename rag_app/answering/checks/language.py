@@ -19,6 +19,7 @@ identified in their own language (111 by confidence, the 3 others by script).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import TYPE_CHECKING
@@ -61,16 +62,24 @@ def _mostly_not_latin(letters: str) -> bool:
     return latin * 2 < len(letters)
 
 
+@functools.lru_cache(maxsize=256)
+def _classified(question: str) -> tuple[str, float]:
+    """py3langid's (language, confidence) for a question: the note, the names check and the
+    retrieval's fusion each ask, so it is worked out once."""
+    from ingest.languages import _identifier
+
+    lang, prob = _identifier().classify(question)
+    return str(lang), float(prob)
+
+
 def question_language(question: str, least: float = MIN_CONFIDENCE) -> str | None:
     """The ISO 639-1 code of the language `question` is written in with at least `least`
     confidence, or None (too short, or unsure)."""
-    from ingest.languages import _identifier
-
     letters = "".join(ch for ch in question if ch.isalpha())
     other_script = len(letters) >= MIN_SCRIPT_LETTERS and _mostly_not_latin(letters)
     if len(letters) < MIN_LETTERS and not other_script:
         return None
-    lang, prob = _identifier().classify(question)
+    lang, prob = _classified(question)
     if prob >= least or (other_script and lang != "en"):
         return str(lang)
     return None
