@@ -439,9 +439,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             upstream.close()
 
 
+class _ProxyServer(ThreadingHTTPServer):
+    request_queue_size = 128  # not socketserver's 5: a burst of askers must not lose a SYN
+
+
 @contextmanager
 def arrival_proxy(upstream_port: int) -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+    server: Any = _ProxyServer(("127.0.0.1", 0), _ProxyHandler)
     server.daemon_threads = True
     server.upstream = ("127.0.0.1", upstream_port)
     server.arrivals = []

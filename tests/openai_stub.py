@@ -194,9 +194,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload.encode())
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: with 8 askers connecting at once on 2 busy
+    # cores the kernel dropped a SYN, the client (whose httpx "request" hook had already run)
+    # gave up while still connecting, and one request counted as sent never arrived. A real
+    # server listens with a deep backlog; so does the stub.
+    request_queue_size = 128
+
+
 @contextmanager
 def openai_stub(*, seed: int = 0) -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server: Any = _Server(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.requests = Counter()
     server.seen_keys = []

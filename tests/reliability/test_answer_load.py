@@ -76,7 +76,10 @@ def test_answer_path_under_load_against_a_chaos_endpoint(tmp_path: Any, embedder
         f"+{late * 1000:.1f} ms: {report.describe(rid)}"
         for rid, late in report.arrived_after_give_up())
     # every request the client sent reached the stub, and only those
-    assert sum(len(t.sends) for t in report.traces) == len(stub.arrivals)
+    arrived = Counter(a.rid for a in stub.arrivals)
+    unmatched = [t.rid for t in report.traces if len(t.sends) != arrived.pop(t.rid, 0)]
+    assert not unmatched and not arrived, "\n".join(
+        [report.describe(rid) for rid in unmatched] + [f"arrived unsent: {rid}" for rid in arrived])
     # failures are LLMErrors with a message; successes are Answers
     errors = report.errors
     assert errors and not report.non_llm_errors, [
