@@ -102,7 +102,7 @@ def main() -> None:
     args = p.parse_args()
 
     from ingest.sync import Ingestor
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
 
     print(f"CPU: {detect().summary()}")
     print(f"one new {args.pages}-page PDF, {args.trials} trials per row; data/samples first")

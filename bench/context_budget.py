@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rag_app.compress import select_evidence  # noqa: E402
-from rag_app.embeddings import make_embedder  # noqa: E402
+from rag_app.embedders.auto import make_embedder  # noqa: E402
 from rag_app.eval.configs import EvalConfig  # noqa: E402
 from rag_app.eval.metrics import contains_answer  # noqa: E402
 from rag_app.eval.qa import index_documents, load_questions, warm  # noqa: E402

@@ -56,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="unsafe cast from uint64")  # ranx under numba
 
     from bench import multilingual_study as ms
-    from rag_app import nano_backend
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders import nano
+    from rag_app.embedders.auto import make_embedder
     from rag_app.settings import Settings
 
     print(f"CPU: {detect().summary()}\n")
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (MULTILINGUAL / "corpus.jsonl").exists():
         beir = load_beir(MULTILINGUAL)
         order = list(range(len(beir.doc_ids)))
-        models = [ms.minilm(2)] + ([ms.e5(2)] if nano_backend.available() else [])
+        models = [ms.minilm(2)] + ([ms.e5(2)] if nano.available() else [])
         for model in models:  # cached by bench/multilingual_study.py's own keys
             rows.append(("multilingual man pages", model.label, beir,
                          ms.embed_passages(model, beir, order, args.cache),

@@ -26,9 +26,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rag_app.embeddings import Embedder, SentenceTransformerEmbedder  # noqa: E402
+from rag_app.embedders.base import Embedder  # noqa: E402
+from rag_app.embedders.onnx import FP32_FILE, OnnxEmbedder  # noqa: E402
+from rag_app.embedders.sentence_transformers import SentenceTransformerEmbedder  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
-from rag_app.onnx_backend import FP32_FILE, OnnxEmbedder  # noqa: E402
 from rag_app.settings import Settings  # noqa: E402
 
 DOCS = REPO.parent / "shared" / "docs" / "markdown"

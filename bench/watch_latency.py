@@ -202,7 +202,7 @@ def main() -> None:
     args = p.parse_args()
     sizes = sorted(args.chunks or [1000])
 
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.service import sync_paths
 
     print(f"CPU: {detect().summary()}")

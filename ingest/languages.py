@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from rag_app.embeddings import ENGLISH_DEFAULT as ENGLISH_MODEL
+from rag_app.embedders.base import ENGLISH_DEFAULT as ENGLISH_MODEL
 
 if TYPE_CHECKING:
     from rag_app.records import LoadedDocument
@@ -61,10 +61,10 @@ def model_for(found: Counter[str]) -> str:
     English (or nothing identified) -> the bundled English model; any other language -> the
     multilingual one (its package is a dependency; when missing, the English model, and the
     caller warns)."""
-    from rag_app import nano_backend
+    from rag_app.embedders import nano
 
-    if any(lang != "en" for lang in found) and nano_backend.available():
-        return nano_backend.NAME
+    if any(lang != "en" for lang in found) and nano.available():
+        return nano.NAME
     return ENGLISH_MODEL
 
 

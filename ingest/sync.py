@@ -46,7 +46,8 @@ from ingest.ocr import OcrOptions, collection_ocr_languages
 from ingest.prose import check_prose
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
-from rag_app.embeddings import Embedder, follow_collection
+from rag_app.embedders.auto import follow_collection
+from rag_app.embedders.base import Embedder
 from rag_app.errors import ConfigError, LoadError, StoreLocked, StoreUnavailable
 from rag_app.records import Chunk, LoadedDocument, valid_utf8
 from rag_app.settings import Settings

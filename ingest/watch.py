@@ -37,7 +37,7 @@ from rag_app.errors import RagError, StoreLocked, StoreUnavailable
 
 if TYPE_CHECKING:
     from ingest.sync import SyncReport
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
     from rag_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
     short). `on_round` hears every sync. `sync_options` go to each `sync_paths` (passwords,
     drop_missing_roots); `rebuild=True` applies to the first sync that runs to its end only.
     The embedding model is loaded once, for every sync."""
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.service import sync_paths, watching
 
     stop = stop or threading.Event()

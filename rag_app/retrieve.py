@@ -20,7 +20,7 @@ from rag_app.fusion import FusionConfig, Mode, fuse
 from rag_app.names import mentions, question_names, unmatched
 
 if TYPE_CHECKING:
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
     from rag_app.rerank import Reranker
     from rag_app.settings import Settings
     from rag_app.store import Store, StoredChunk
@@ -129,7 +129,7 @@ class Retriever:
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
                  store: Store | None = None, fusion: FusionConfig | None = None,
                  reranker: Reranker | None = None) -> None:
-        from rag_app.embeddings import follow_collection, make_embedder
+        from rag_app.embedders.auto import follow_collection, make_embedder
         from rag_app.store import Store
 
         opened = store if store is not None else Store.open(settings)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ingest.sync import Reporter, SyncReport
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
     from rag_app.llm import ChatClient
     from rag_app.settings import Settings
     from rag_app.store import FileRecord
@@ -41,7 +41,7 @@ def sync_paths(settings: Settings, paths: Sequence[Path], *, passwords: Sequence
     (a dry run takes no lock and writes nothing). Raises `StoreLocked` at once when another
     process is writing. `command` is shown to a second writer: never put secrets in it."""
     from ingest.sync import Ingestor
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.store import writer_lock
 
     t0 = time.perf_counter()

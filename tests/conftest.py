@@ -59,7 +59,7 @@ def stub_client(base_url: str, model: str, key: str, **values: Any) -> Any:
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The real bundled model, loaded once for the whole session."""
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
 
     # named, not "auto": a test ingesting another language must not switch the shared model
     emb = make_embedder(make_settings(Path("/nonexistent"),

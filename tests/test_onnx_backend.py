@@ -16,19 +16,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rag_app.embeddings import SentenceTransformerEmbedder
-from rag_app.errors import EmbeddingError
-from rag_app.hardware import detect
-from rag_app.onnx_backend import (
+from rag_app.embedders.auto import choose_embedder
+from rag_app.embedders.onnx import (
     INT8_MIN_TOKENS,
     META_FILE,
     MODEL_FILE,
     RECIPE,
     VERIFY_TEXTS,
     OnnxEmbedder,
-    choose_embedder,
     pool,
 )
+from rag_app.embedders.sentence_transformers import SentenceTransformerEmbedder
+from rag_app.errors import EmbeddingError
+from rag_app.hardware import detect
 from rag_app.settings import Settings
 from tests.conftest import make_settings
 
@@ -203,7 +203,7 @@ def test_rejected_export_falls_back_to_torch(
         choose_embedder(_with_backend(settings, "onnx-int8"))
     if detect().native_bf16 or detect().cuda:
         pytest.skip("auto picks torch on this machine anyway")
-    with caplog.at_level(logging.WARNING, logger="rag_app.onnx_backend"):
+    with caplog.at_level(logging.WARNING, logger="rag_app.embedders.auto"):
         chosen = choose_embedder(_with_backend(settings, "auto"))
     assert isinstance(chosen, SentenceTransformerEmbedder)
     assert "using torch instead" in caplog.text

@@ -23,8 +23,8 @@ from rag_app.answering.checks.language import (
 )
 from rag_app.api.answers import rag_fields
 from rag_app.cli import main
-from rag_app.embeddings import ENGLISH_DEFAULT
-from rag_app.nano_backend import NAME as MULTILINGUAL
+from rag_app.embedders.base import ENGLISH_DEFAULT
+from rag_app.embedders.nano import NAME as MULTILINGUAL
 from rag_app.retrieve import Retriever
 from tests.conftest import REPO, SAMPLES, make_settings
 from tests.fakes import ScriptedChat

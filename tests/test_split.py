@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ingest.split import effective_config, make_splitter
-from rag_app.embeddings import default_prompts
+from rag_app.embedders.base import default_prompts
 from rag_app.records import LoadedDocument, Section
 
 

@@ -237,7 +237,7 @@ def test_second_writer_is_told_who_holds_the_lock(tmp_path: Path) -> None:
 
 
 def test_nothing_to_do_loads_no_model(settings: Settings, embedder: Any, tmp_path: Path) -> None:
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
 
     root = make_corpus(tmp_path / "docs")
     run(settings, embedder, root)

@@ -43,10 +43,10 @@ def loading(env: dict[str, str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
             ) -> Any:
     """Services made from now on get a model that is still loading. A setting of their own
     makes them new ones (services are kept per settings, for the whole process)."""
-    import rag_app.embeddings
+    import rag_app.embedders.auto
 
     model = _LoadingEmbedder()
-    monkeypatch.setattr(rag_app.embeddings, "make_embedder", lambda settings: model)
+    monkeypatch.setattr(rag_app.embedders.auto, "make_embedder", lambda settings: model)
     monkeypatch.setenv("RAG_VIEW_TIMEOUT_S", f"{14 + time.time() % 1:.6f}")
     yield model
     model.release.set()

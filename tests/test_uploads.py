@@ -160,12 +160,12 @@ def test_delete_queued_behind_an_upload_of_the_same_name_removes_nothing_new(
     """The review's reproduction (M5) through `Services`: a busy worker, delete(foo.md)
     queued, then foo.md v2 and bar.md uploaded. Both new files stay and are indexed, and
     the upload job does not fail."""
-    import rag_app.embeddings
+    import rag_app.embedders.auto
     from rag_app.service import index_overview, sync_paths
     from rag_app.ui import services as services_module
     from rag_app.ui.services import Services, save_upload
 
-    monkeypatch.setattr(rag_app.embeddings, "make_embedder", lambda s: embedder)
+    monkeypatch.setattr(rag_app.embedders.auto, "make_embedder", lambda s: embedder)
     monkeypatch.setattr(Services, "_warm_llm", lambda self: None)
     gate = threading.Event()
     real = services_module.run_ingest

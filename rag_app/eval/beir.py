@@ -45,7 +45,7 @@ from rag_app.eval.metrics import Qrels, Run, ranx_compare, ranx_evaluate, requir
 from rag_app.eval.qa import index_documents, read_jsonl, warm, work_dir
 
 if TYPE_CHECKING:
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
     from rag_app.settings import Settings
 
 Progress = Callable[[int, int, str], None]
@@ -312,7 +312,7 @@ def evaluate_beir(folder: str | Path, configs: Sequence[EvalConfig], settings: S
     """Index the corpus (one index per chunking), retrieve for every judged query with every
     configuration, and score with ranx. Rows hold each query's scores and its ranking
     (passage ids, best first), so any other ranx measure can be computed from them later."""
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.retrieve import Retriever
 
     require("ranx", "Retrieval metrics")

@@ -27,7 +27,7 @@ from rag_app.errors import ConfigError
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
     from rag_app.retrieve import RetrievalOptions, Retriever
     from rag_app.store import Store
 

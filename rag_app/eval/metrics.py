@@ -29,7 +29,7 @@ from rag_app.errors import EXIT_USAGE, RagError
 from rag_app.text.sentences import split_sentences
 
 if TYPE_CHECKING:
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
 
 Run = dict[str, list[tuple[str, float]]]  # query id -> ranked (doc id, score), best first
 Qrels = dict[str, dict[str, int]]  # query id -> doc id -> relevance grade (> 0)

@@ -68,7 +68,7 @@ from rag_app.eval.metrics import (
 if TYPE_CHECKING:
     from ingest.sync import SyncReport
     from rag_app.answering import Answer
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
     from rag_app.llm import ChatClient, TokenProb
     from rag_app.retrieve import Hit, Retriever
     from rag_app.settings import Settings
@@ -479,7 +479,7 @@ def evaluate_qa(items: Sequence[QAItem], docs_dir: str | Path, configs: Sequence
     `index_dir`: keep the indexes there for the next run (None: a temporary folder).
     `embedder` / `chat`: reuse a loaded model / an LLM client (else made from `settings`;
     with `use_llm` and no endpoint available, ConfigError)."""
-    from rag_app.embeddings import make_embedder
+    from rag_app.embedders.auto import make_embedder
     from rag_app.llm import redact_url
     from rag_app.retrieve import Retriever
 

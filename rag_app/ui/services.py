@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
     from ingest.sync import FileOutcome
-    from rag_app.embeddings import Embedder
+    from rag_app.embedders.base import Embedder
     from rag_app.llm import ChatClient
     from rag_app.retrieve import Retriever
     from rag_app.settings import Settings
@@ -98,7 +98,7 @@ class Services:
     """Process-wide, shared by every browser session."""
 
     def __init__(self, settings: Settings, *, warm_map: bool = False) -> None:
-        from rag_app.embeddings import make_embedder
+        from rag_app.embedders.auto import make_embedder
         from rag_app.store import make_client
 
         self.settings = settings

