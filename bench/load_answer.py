@@ -4,7 +4,7 @@ and nothing is sent for a caller that gave up (issue 14).
     python bench/load_answer.py [--seconds 120] [--askers 8] [--target stub|local|both]
                                 [--seed 1] [--first-token S --idle S --total S]
 
-data/samples is ingested into a throwaway store (`rag_app.service.sync_paths`, the real
+data/samples is ingested into a throwaway store (`ingest.entry.sync_paths`, the real
 embedding model); then `--askers` threads ask the questions of data/eval/samples-qa.jsonl
 through `rag_app.answering.answer` for `--seconds` (a request running when the time is up is
 finished, not cut), sharing one retriever and one `ChatClient`, as the chat UI's sessions do:
@@ -121,6 +121,28 @@ class Trace:
     sends: list[float] = field(default_factory=list)  # client side, per HTTP request
     overdue_noted: bool = False
     hang_noted: bool = False
+    t_first: float | None = None  # the answer's first piece reached the asker
+    queue_wait_s: float = 0.0  # waited for a slot (rag_app.llm_queue), all its LLM calls
+    waiting_since: float | None = None  # waiting for a slot now, since then
+    max_ahead: int = 0  # the most questions it was told were ahead of it
+    cut: bool = False  # still waiting for a slot when the run ended: cancelled there
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def on_queue(self, status: Any) -> None:
+        """rag_app.llm_queue's listener: this request's place while it waits for a slot."""
+        now = time.monotonic()
+        if status.ahead > 0:
+            self.max_ahead = max(self.max_ahead, status.ahead)
+            if self.waiting_since is None:
+                self.waiting_since = now
+        else:
+            self.queue_wait_s += status.waited_s
+            self.waiting_since = None
+            self.t_llm_start = now  # the LLM deadline starts once it has a slot
+
+    def waited(self, now: float) -> float:
+        """Seconds waited for a slot so far (none of the deadlines counts them)."""
+        return self.queue_wait_s + (now - self.waiting_since if self.waiting_since else 0.0)
 
     @property
     def llm_s(self) -> float | None:
@@ -142,6 +164,7 @@ class _RequestChat(ChatClient):
 
     def stream(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> Iterator[str]:
         self.trace.t_llm_start = time.monotonic()
+        kwargs.setdefault("cancel", self.trace.cancel)  # set when the run ends while it waits
         try:
             yield from super().stream(messages, **kwargs)
         finally:
@@ -226,6 +249,33 @@ class LoadReport:
         story = "; ".join(f"{t:+.3f} {what}" for t, what in sorted(events))
         return f"{rid}: {story} ({trace.kind or trace.outcome}: {trace.message[:120]})"
 
+    def concurrency_row(self) -> list[str]:
+        """This run's line of the README's concurrency table: askers, answers, answers/min
+        (over the wall time, draining included), p50/p95 time to the first source (answer()
+        returned) and to the first token, the queue wait, and what did not finish."""
+        done = self.done
+        answered = [t for t in done if t.outcome == "answer" and t.t_first is not None]
+        firsts = [t.t_first - t.t_call for t in answered if t.t_first is not None]
+        sources = [t.t_hits - t.t_call for t in self.traces if t.t_hits is not None]
+        waits = [t.queue_wait_s for t in answered]
+        cut = [t for t in self.traces if t.cut]
+        errors = [t for t in done if t.outcome == "error"]
+        # a question cut in the queue would have had its first token later than it waited
+        # there: its wait is a lower bound, and a p95 that falls on one is shown as "> x"
+        bounds = sorted([(x, False) for x in firsts]
+                        + [((t.t_end or t.t_call) - t.t_call, True) for t in cut])
+        p95_first = "-"
+        if bounds:
+            value, lower = bounds[min(len(bounds) - 1, round(0.95 * (len(bounds) - 1)))]
+            p95_first = f"{'> ' if lower else ''}{value:.1f}"
+        return [str(self.askers), str(len(answered)),
+                f"{len(answered) / self.wall_s * 60:.2f}",
+                f"{_q(sources, 0.5)} / {_q(sources, 0.95)}",
+                f"{_q(firsts, 0.5)} / {p95_first}",
+                f"{_q(waits, 0.5)} / {_q(waits, 0.95)} / {_q(waits, 1.0)}",
+                str(max((t.max_ahead for t in self.traces), default=0)),
+                f"{len(cut)} / {len(errors)}", f"{self.wall_s:.0f}"]
+
     def table(self) -> list[str]:
         done = self.done
         e2e = [t.t_end - t.t_call for t in done if t.t_end is not None]
@@ -267,6 +317,19 @@ class LoadReport:
         return ["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
 
 
+CONCURRENCY_HEAD = ("| askers | answers | answers/min | first source s p50 / p95 | first token s "
+                    "p50 / p95 | queue wait s p50 / p95 / max | most ahead | cut in queue / "
+                    "errors | wall s |")
+
+
+def _q(values: Sequence[float], p: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    value = ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
 def _pcts(values: Sequence[float]) -> str:
     if not values:
         return "-"
@@ -294,6 +357,7 @@ def run_load(settings: Settings, retriever: Retriever, endpoint: Endpoint,
     import openai
 
     from rag_app.answering import answer
+    from rag_app.llm_queue import listening
 
     deadline_s = float(settings.llm_total_timeout_s or 0)
     if not deadline_s:
@@ -326,13 +390,16 @@ def run_load(settings: Settings, retriever: Retriever, endpoint: Endpoint,
                 by_rid[trace.rid] = trace
                 inflight[trace.rid] = (trace, threading.get_ident())
             try:
-                stream = answer(q, settings=settings, retriever=retriever,
-                                chat=_RequestChat(base, shared, trace))
-                trace.t_hits = time.monotonic()
-                for _ in stream:
-                    pass
+                with listening(trace.on_queue):
+                    stream = answer(q, settings=settings, retriever=retriever,
+                                    chat=_RequestChat(base, shared, trace))
+                    trace.t_hits = time.monotonic()
+                    for _ in stream:
+                        if trace.t_first is None:
+                            trace.t_first = time.monotonic()
                 trace.answer = stream.result
-                trace.outcome = "answer" if trace.t_llm_start is not None else "no-model"
+                trace.outcome = ("cut" if trace.cut else "answer" if trace.t_llm_start is not None
+                                 else "no-model")
             except BaseException as exc:  # noqa: BLE001 - every failure is recorded
                 trace.outcome, trace.exc = "error", exc
                 trace.kind, trace.message = error_kind(exc), str(exc)
@@ -350,6 +417,11 @@ def run_load(settings: Settings, retriever: Retriever, endpoint: Endpoint,
             with lock:
                 running = list(inflight.values())
             for trace, ident in running:
+                if now >= stop_at and trace.waiting_since is not None and not trace.cut:
+                    trace.cut = True  # the run is over: a question still waiting leaves
+                    trace.cancel.set()
+                if trace.waiting_since is not None:
+                    continue  # waiting for a slot: no deadline runs (RAG_LLM_QUEUE_TIMEOUT_S)
                 note = ""
                 if (trace.t_llm_start is not None and trace.t_llm_end is None
                         and now - trace.t_llm_start > deadline_s + margin_s
@@ -357,8 +429,8 @@ def run_load(settings: Settings, retriever: Retriever, endpoint: Endpoint,
                     trace.overdue_noted = True
                     note = (f"{trace.rid}: LLM phase still running {now - trace.t_llm_start:.1f}"
                             f" s after it began (deadline {deadline_s:g} s + {margin_s:g} s)")
-                elif (now - trace.t_call > deadline_s + margin_s + hang_after_s
-                      and not trace.hang_noted):
+                elif (now - trace.t_call - trace.waited(now)
+                      > deadline_s + margin_s + hang_after_s and not trace.hang_noted):
                     trace.hang_noted = True
                     note = (f"{trace.rid}: request running {now - trace.t_call:.1f} s "
                             f"(LLM phase {'not started' if trace.t_llm_start is None else 'on'})")
@@ -544,7 +616,12 @@ def _local_log_summary(path: Path | None, since: int) -> list[tuple[str, str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=120.0)
-    p.add_argument("--askers", type=int, default=8)
+    p.add_argument("--askers", default="8",
+                   help="concurrent askers; a list (1,4,8) runs each in turn, one server, and "
+                        "ends with the concurrency table (README)")
+    p.add_argument("--slots", type=int,
+                   help="RAG_LLM_SLOTS: the local server's slots (default: from the machine); "
+                        "with the stub, a queue of that many in front of it")
     p.add_argument("--target", choices=["stub", "local", "both"], default="stub")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--first-token", type=float, help="llm_first_token_timeout_s")
@@ -553,20 +630,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-warmup", action="store_true",
                    help="local: skip the one request asked alone before the load")
     args = p.parse_args(argv)
+    levels = [int(x) for x in str(args.askers).split(",") if x.strip()]
     for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
                         ("ANONYMIZED_TELEMETRY", "False")):
         os.environ.setdefault(name, value)
 
+    from ingest.entry import sync_paths
     from rag_app.embedders.auto import make_embedder
     from rag_app.hardware import detect
     from rag_app.retrieve import Retriever
-    from rag_app.service import sync_paths
     from rag_app.settings import Settings
     from tests.openai_stub import openai_stub
 
     overrides = {k: v for k, v in (("llm_first_token_timeout_s", args.first_token),
                                    ("llm_idle_timeout_s", args.idle),
-                                   ("llm_total_timeout_s", args.total)) if v is not None}
+                                   ("llm_total_timeout_s", args.total),
+                                   ("llm_slots", args.slots)) if v is not None}
     print(f"CPU: {detect().summary()}")
     questions = load_questions()
     failed = False
@@ -582,46 +661,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         retriever = Retriever(base, embedder=emb)
         retriever.search("warm up")
         targets = ["stub", "local"] if args.target == "both" else [args.target]
+        rows: list[str] = []
         for target in targets:
             limits = dict(STUB_LIMITS if target == "stub" else LOCAL_LIMITS, **overrides)
             settings = base.model_copy(update=limits)
             print(f"\n== {target}: {describe_settings(settings)}", flush=True)
-            cache_before = emb.query_cache_info()
             if target == "stub":
-                with openai_stub(seed=args.seed) as stub:
-                    load = run_load(settings, retriever, Endpoint(stub.base_url, "chaos", "sk-x"),
-                                    questions, lambda: list(stub.arrivals),
-                                    seconds=args.seconds, askers=args.askers, seed=args.seed,
-                                    margin_s=STUB_MARGIN_S, log=print,
-                                    target=f"chaos stub on 127.0.0.1 (seed {args.seed})")
-                    fates = Counter(a.outcome for a in stub.arrivals)
-                    load.extra_rows.append(("stub's draws per HTTP request", ", ".join(
-                        f"{k} {v}" for k, v in sorted(fates.items(), key=lambda x: -x[1]))))
+                loads = []
+                for askers in levels:
+                    cache_before = emb.query_cache_info()
+                    with openai_stub(seed=args.seed) as stub:
+                        load = run_load(settings, retriever,
+                                        Endpoint(stub.base_url, "chaos", "sk-x",
+                                                 slots=args.slots),
+                                        questions, lambda: list(stub.arrivals),
+                                        seconds=args.seconds, askers=askers, seed=args.seed,
+                                        margin_s=STUB_MARGIN_S, log=print,
+                                        target=f"chaos stub on 127.0.0.1 (seed {args.seed})")
+                        fates = Counter(a.outcome for a in stub.arrivals)
+                        load.extra_rows.append(("stub's draws per HTTP request", ", ".join(
+                            f"{k} {v}" for k, v in sorted(fates.items(), key=lambda x: -x[1]))))
+                    load.extra_rows.append(("query-embedding cache: hits / lookups",
+                                            _cache_row(cache_before, emb.query_cache_info())))
+                    loads.append(load)
             else:
-                load = _run_local(settings, retriever, questions, args)
-            load.extra_rows.append(("query-embedding cache: hits / lookups",
-                                    _cache_row(cache_before, emb.query_cache_info())))
-            print("\n".join(load.table()))
-            for note in load.notes:
-                print(f"\nWATCHDOG {note}")
-            for rid, late in load.sent_after_give_up():
-                print(f"sent after give-up (+{late * 1000:.1f} ms): {load.describe(rid)}")
-            for rid, late in load.arrived_after_give_up():
-                print(f"received after give-up (+{late * 1000:.1f} ms): {load.describe(rid)}")
-            if target == "local":
-                clock = ("llama.cpp's log clock (s since it started)" if load.t_ref is not None
-                         else "s since each LLM phase began")
-                print(f"\nEach request, on {clock}:")
-                for trace in load.traces:
-                    print("  " + load.describe(trace.rid, t_ref=load.t_ref))
-                if load.server_events:
-                    print("llama.cpp's tasks:\n  " + "\n  ".join(load.server_events))
-            for trace in load.non_llm_errors:
-                print(f"not an LLMError: {trace.rid}: {trace.kind}: {trace.message[:300]}")
-            failed |= bool(load.over_deadline or load.hung or load.notes
-                           or load.non_llm_errors or load.sent_after_give_up()
-                           or [x for x in load.arrived_after_give_up() if x[1] > TRANSIT_S])
+                loads = _run_local(settings, retriever, questions, args, levels)
+            for load in loads:
+                rows.append(f"| {target} | " + " | ".join(load.concurrency_row()) + " |")
+                failed |= _report(load)
+        print(f"\nConcurrency ({detect().summary()}; slots: {args.slots or 'from the machine'}):")
+        print("| target " + CONCURRENCY_HEAD)
+        print("|---" * (CONCURRENCY_HEAD.count("|")) + "|")
+        print("\n".join(rows))
     return 1 if failed else 0
+
+
+def _report(load: LoadReport) -> bool:
+    """Print one run's table and findings; True when it failed a reliability check."""
+    print("\n".join(load.table()))
+    for note in load.notes:
+        print(f"\nWATCHDOG {note}")
+    for rid, late in load.sent_after_give_up():
+        print(f"sent after give-up (+{late * 1000:.1f} ms): {load.describe(rid)}")
+    for rid, late in load.arrived_after_give_up():
+        print(f"received after give-up (+{late * 1000:.1f} ms): {load.describe(rid)}")
+    if load.target.startswith("bundled"):
+        clock = ("llama.cpp's log clock (s since it started)" if load.t_ref is not None
+                 else "s since each LLM phase began")
+        print(f"\nEach request, on {clock}:")
+        for trace in load.traces:
+            print("  " + load.describe(trace.rid, t_ref=load.t_ref))
+        if load.server_events:
+            print("llama.cpp's tasks:\n  " + "\n  ".join(load.server_events))
+    for trace in load.non_llm_errors:
+        print(f"not an LLMError: {trace.rid}: {trace.kind}: {trace.message[:300]}")
+    return bool(load.over_deadline or load.hung or load.notes
+                or load.non_llm_errors or load.sent_after_give_up()
+                or [x for x in load.arrived_after_give_up() if x[1] > TRANSIT_S])
 
 
 def _cache_row(before: Any, after: Any) -> str:
@@ -633,18 +729,22 @@ def _cache_row(before: Any, after: Any) -> str:
 
 
 def _run_local(settings: Settings, retriever: Retriever, questions: Sequence[str],
-               args: argparse.Namespace) -> LoadReport:
+               args: argparse.Namespace, levels: Sequence[int]) -> list[LoadReport]:
+    """One run per number of askers in `levels`, one after the other, against one server."""
     from rag_app.answering import answer
     from rag_app.local_llm import ensure_server, stop_all
 
     t = time.perf_counter()
     server = ensure_server(settings)
     print(f"local server {server.model_name} ready in {time.perf_counter() - t:.1f} s "
-          f"(pid {server.pid}, {server.threads} threads, log {server.log_path})", flush=True)
+          f"(pid {server.pid}, {server.threads} threads, {server.slots} slots, "
+          f"log {server.log_path})", flush=True)
+    loads: list[LoadReport] = []
     try:
         log_start = server.log_path.stat().st_size if server.log_path else 0
         with arrival_proxy(server.port) as proxy:
-            endpoint = Endpoint(proxy.base_url, server.model_name, server.api_key)
+            endpoint = Endpoint(proxy.base_url, server.model_name, server.api_key,
+                                slots=server.slots)
             alone, t_warm = "skipped", None
             if not args.no_warmup:
                 q = questions[0]
@@ -656,37 +756,40 @@ def _run_local(settings: Settings, retriever: Retriever, questions: Sequence[str
                 alone = (f"first token {first:.1f} s, total {time.perf_counter() - t:.1f} s "
                          f"({text[:60]!r})" if first is not None else "no model call")
                 print(f"one request alone: {alone}", flush=True)
-                log_start = server.log_path.stat().st_size if server.log_path else 0
                 t_warm = proxy.arrivals[0].t if proxy.arrivals else None
+            for askers in levels:
+                log_start = server.log_path.stat().st_size if server.log_path else 0
                 proxy.arrivals.clear()
                 proxy.first_byte.clear()
                 proxy.first_data.clear()
                 proxy.client_gone.clear()
-            load = run_load(settings, retriever, endpoint, questions,
-                            lambda: list(proxy.arrivals), seconds=args.seconds,
-                            askers=args.askers, seed=args.seed, margin_s=LOCAL_MARGIN_S,
-                            log=print, target=f"bundled {server.model_name} via llama.cpp on "
-                                              "127.0.0.1 (1 slot), behind an arrival proxy")
-            load.extra_rows.append(("one request alone, before the load", alone))
-            if t_warm is not None and server.log_path is not None:
-                # the warm-up request was launched at once: align its arrival with that launch
-                ev = parse_llama_log(server.log_path.read_text(errors="replace"))
-                if ev["launch"]:
-                    load.t_ref = t_warm - min(ev["launch"].values())
-                    load.server_events = [
-                        f"{t:8.3f} task {task} {name}" for t, task, name in sorted(
-                            (t, task, name) for name, tasks in ev.items()
-                            for task, t in tasks.items())]
-            load.extra_rows += _proxy_rows(load, proxy)
-            load.extra_rows += _local_log_summary(server.log_path, log_start)
+                load = run_load(settings, retriever, endpoint, questions,
+                                lambda: list(proxy.arrivals), seconds=args.seconds,
+                                askers=askers, seed=args.seed, margin_s=LOCAL_MARGIN_S,
+                                log=print, target=f"bundled {server.model_name} via llama.cpp "
+                                f"on 127.0.0.1 ({server.slots} slots, {server.threads} threads)"
+                                ", behind an arrival proxy")
+                load.extra_rows.append(("one request alone, before the load", alone))
+                if t_warm is not None and server.log_path is not None:
+                    # the warm-up request was launched at once: align its arrival with that
+                    ev = parse_llama_log(server.log_path.read_text(errors="replace"))
+                    if ev["launch"]:
+                        load.t_ref = t_warm - min(ev["launch"].values())
+                        load.server_events = [
+                            f"{t:8.3f} task {task} {name}" for t, task, name in sorted(
+                                (t, task, name) for name, tasks in ev.items()
+                                for task, t in tasks.items())]
+                load.extra_rows += _proxy_rows(load, proxy)
+                load.extra_rows += _local_log_summary(server.log_path, log_start)
+                loads.append(load)
+                print(f"-- {askers} askers: " + " | ".join(load.concurrency_row()), flush=True)
             if server.log_path is not None and server.log_path.exists():
                 kept = Path(tempfile.gettempdir()) / "load-answer-local-llm.log"
                 kept.write_bytes(server.log_path.read_bytes())
                 print(f"llama.cpp's log kept in {kept}")
-            return load
+            return loads
     finally:
         stop_all()
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -268,20 +268,27 @@ def _url_host(host: str) -> str:
 
 def ask(args: argparse.Namespace, settings: Settings) -> int:
     from rag_app.answering import answer
+    from rag_app.llm_queue import listening
     from rag_app.retrieve import RetrievalOptions
+
+    def queued(status: Any) -> None:  # a place in the model's queue (rag_app.llm_queue)
+        if status.ahead > 0:
+            print(status.text, file=sys.stderr, flush=True)
 
     options = RetrievalOptions(k=args.k or settings.retrieval_k, mode=args.mode,
                                source=args.source, mmr=args.mmr, rerank=not args.no_rerank)
-    stream = answer(args.question, settings=settings, options=options, use_llm=not args.no_llm)
-    if args.json:
-        for _ in stream:
-            pass
-        print(json.dumps(stream.result.to_dict(), indent=2))
-        return 0
-    from rag_app.terminal import for_terminal as safe  # documents and model text are data
+    with listening(queued):
+        stream = answer(args.question, settings=settings, options=options,
+                        use_llm=not args.no_llm)
+        if args.json:
+            for _ in stream:
+                pass
+            print(json.dumps(stream.result.to_dict(), indent=2))
+            return 0
+        from rag_app.terminal import for_terminal as safe  # documents, model text are data
 
-    for piece in stream:
-        print(safe(piece), end="", flush=True)
+        for piece in stream:
+            print(safe(piece), end="", flush=True)
     print()
     result = stream.result
     if result.notice:

@@ -38,10 +38,13 @@ class Endpoint:
     base_url: str
     model: str
     api_key: str  # "not-needed" for local servers; never printed
+    # Requests this process sends at once; the others wait in `rag_app.llm_queue`, told their
+    # place. None: no queue here (a remote endpoint queues its own, unless RAG_LLM_SLOTS is set).
+    slots: int | None = None
 
     def __repr__(self) -> str:
         return (f"Endpoint(base_url={redact_url(self.base_url)!r}, model={self.model!r}, "
-                "api_key=***)")
+                f"api_key=***, slots={self.slots})")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def resolve(settings: Settings) -> tuple[Endpoint | None, str]:
                               "to use at that endpoint (e.g. gpt-4o-mini, llama3.1)")
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
         return Endpoint(settings.openai_base_url.rstrip("/"), settings.llm_model,
-                        key or "not-needed"), ""
+                        key or "not-needed", slots=settings.llm_slots), ""
     from rag_app.local_llm import NoLocalModel, ensure_server
 
     try:
@@ -86,7 +89,8 @@ def resolve(settings: Settings) -> tuple[Endpoint | None, str]:
     except NoLocalModel as exc:
         return None, (f"No LLM is available, so no answer is written. {exc}\nOr point "
                       "OPENAI_BASE_URL (and RAG_LLM_MODEL) at an OpenAI-compatible server.")
-    return Endpoint(server.base_url, server.model_name, server.api_key), ""
+    return Endpoint(server.base_url, server.model_name, server.api_key,
+                    slots=server.slots), ""
 
 
 def connect(settings: Settings) -> tuple[ChatClient | None, str]:
@@ -186,7 +190,38 @@ class ChatClient:
         with them, as it streams (a server that sends none leaves it empty).
         `cancel`, when set, ends the stream at once, even before the first token: the request
         is closed as soon as the server has answered it (llama.cpp answers when it starts to
-        read the prompt), so a caller that left does not keep the model busy."""
+        read the prompt), so a caller that left does not keep the model busy.
+
+        With `endpoint.slots` set, the request first waits for a slot in this process's queue
+        (`rag_app.llm_queue`; the listener of `llm_queue.listening` hears its place), and the
+        time limits above start once it has one; the wait has its own, RAG_LLM_QUEUE_TIMEOUT_S.
+        """
+        from rag_app import llm_queue
+
+        if cancel is not None and cancel.is_set():
+            return  # the caller gave up already: nothing is sent
+        if not self.endpoint.slots:
+            yield from self._stream(messages, max_tokens, response_format, temperature, stats,
+                                    tokens, cancel)
+            return
+        gate = llm_queue.queue_for(self.endpoint.base_url, self.endpoint.model,
+                                   self.endpoint.slots, self._settings.llm_queue_timeout_s)
+        try:
+            with gate.enter(cancel=cancel) as waited:
+                if stats is not None:
+                    stats["queue_wait_s"] = waited
+                yield from self._stream(messages, max_tokens, response_format, temperature,
+                                        stats, tokens, cancel)
+        except llm_queue.QueueCancelled:
+            return
+        except llm_queue.QueueTimeout as exc:
+            raise LLMError(f"{redact_url(self.endpoint.base_url)} (model "
+                           f"{self.endpoint.model!r}): {exc}") from None
+
+    def _stream(self, messages: Sequence[dict[str, str]], max_tokens: int | None,
+                response_format: dict[str, Any] | None, temperature: float | None,
+                stats: dict[str, float] | None, tokens: list[TokenProb] | None,
+                cancel: threading.Event | None) -> Iterator[str]:
         s = self._settings
         kwargs: dict[str, Any] = {
             "model": self.endpoint.model,

@@ -220,6 +220,20 @@ class GGUFInfo:
         value = self.metadata.get(f"{self.architecture}.context_length")
         return int(value) if isinstance(value, int) else None
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of llama.cpp's f16 KV cache per token of context (keys and values of every
+        layer's KV heads); a generous guess when the header lacks the figures."""
+        arch = self.architecture
+        layers = self.metadata.get(f"{arch}.block_count")
+        heads = self.metadata.get(f"{arch}.attention.head_count")
+        kv_heads = self.metadata.get(f"{arch}.attention.head_count_kv", heads)
+        width = self.metadata.get(f"{arch}.embedding_length")
+        if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(kv_heads, int)
+                and isinstance(width, int) and min(layers, heads, kv_heads, width) > 0):
+            return 256 * 1024
+        return layers * kv_heads * (width // heads) * 2 * 2
+
 
 class _Reader:
     def __init__(self, f: BinaryIO, path: Path) -> None:
@@ -498,6 +512,38 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available now (MemAvailable), None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# The bundled server's slots when RAG_LLM_SLOTS is unset. On a CPU, slots share the same cores:
+# llama.cpp reads all the slots' prompts and writes their tokens in one batch over all threads,
+# so a second slot mostly splits the machine between two questions (both answered later) unless
+# there are cores to spare. One slot per CORES_PER_SLOT cores, at most MAX_AUTO_SLOTS, and only
+# as many as half the memory left after the model holds (each slot keeps its own context).
+CORES_PER_SLOT = 4
+MAX_AUTO_SLOTS = 4
+
+
+def choose_slots(cores: int, memory: int | None, model_bytes: int, slot_bytes: int) -> int:
+    """Parallel slots for this machine: see CORES_PER_SLOT. `slot_bytes` is one slot's KV
+    cache (its context size times `GGUFInfo.kv_bytes_per_token`)."""
+    slots = max(1, min(MAX_AUTO_SLOTS, cores // CORES_PER_SLOT))
+    if memory is not None and slot_bytes > 0:
+        slots = min(slots, max(1, int((memory - model_bytes) * 0.5 // slot_bytes)))
+    return slots
+
+
 @dataclass(frozen=True, slots=True)
 class LocalLLMConfig:
     """What the local server needs; built from `Settings` by `from_settings`."""
@@ -507,13 +553,14 @@ class LocalLLMConfig:
     bundled_model: str = DEFAULT_BUNDLED_MODEL
     context_size: int = DEFAULT_CONTEXT_SIZE
     threads: int | None = None  # None: every core this process may use
+    slots: int | None = None  # None: chosen from the machine (choose_slots)
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     log_dir: Path | None = None  # None: beside the model cache
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalLLMConfig:
         # Settings fields: llm_model_path, llm_bundled_model, llm_context_size, llm_threads,
-        # llm_start_timeout_s, llm_cache_dir (None: <state_dir>/models).
+        # llm_slots, llm_start_timeout_s, llm_cache_dir (None: <state_dir>/models).
         state_dir = Path(settings.state_dir)
         cache_dir = Path(settings.cache_dir)
         model_path = settings.llm_model_path
@@ -523,6 +570,7 @@ class LocalLLMConfig:
             bundled_model=settings.llm_bundled_model,
             context_size=settings.llm_context_size,
             threads=settings.llm_threads,
+            slots=settings.llm_slots,
             start_timeout_s=settings.llm_start_timeout_s,
             log_dir=state_dir / "logs",
         )
@@ -566,7 +614,7 @@ class LocalLLMServer:
 
     def __init__(self, model_path: Path, *, model_name: str | None = None,
                  context_size: int = DEFAULT_CONTEXT_SIZE, threads: int | None = None,
-                 start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+                 slots: int = 1, start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
                  log_dir: Path | None = None, env: Mapping[str, str] | None = None) -> None:
         if context_size < 256:
             raise LocalModelError(f"context size {context_size} is too small (at least 256)")
@@ -574,6 +622,7 @@ class LocalLLMServer:
         self.model_name = model_name or self.model_path.stem
         self.context_size = context_size
         self.threads = threads or available_cores()
+        self.slots = max(1, slots)  # parallel slots, each with `context_size` tokens
         self.start_timeout_s = start_timeout_s
         self.log_dir = log_dir.resolve() if log_dir is not None else None
         self.env = dict(env or {})
@@ -603,7 +652,8 @@ class LocalLLMServer:
         ready = self.log_path.with_suffix(".ready")
         self.api_key = secrets.token_urlsafe(24)
         request = {"model": str(self.model_path), "alias": self.model_name,
-                   "n_ctx": self.context_size, "threads": self.threads,
+                   "n_ctx": self.context_size * self.slots, "n_parallel": self.slots,
+                   "threads": self.threads,
                    "api_key": self.api_key, "ready_file": str(ready)}
         # llama.cpp's OpenMP threads spin while they wait. When other work shares the cores
         # (embedding, another job) that made generation 4x slower here: let them sleep instead
@@ -744,8 +794,11 @@ def ensure_server_for(config: LocalLLMConfig) -> LocalLLMServer:
             ctx = config.context_size
             if model.info.context_length:
                 ctx = min(ctx, model.info.context_length)
+            slots = config.slots or choose_slots(
+                available_cores(), available_memory(), model.path.stat().st_size,
+                ctx * model.info.kv_bytes_per_token)
             server = LocalLLMServer(model.path, model_name=model.name, context_size=ctx,
-                                    threads=config.threads,
+                                    threads=config.threads, slots=slots,
                                     start_timeout_s=config.start_timeout_s,
                                     log_dir=config.log_dir or config.cache_dir)
             _servers[config] = server
@@ -790,8 +843,9 @@ def _child_main() -> int:
     params = xllamacpp.CommonParams()
     params.model.path = request["model"]
     params.model_alias = {request["alias"]}
+    # n_ctx is shared by the slots: each gets n_ctx / n_parallel (the parent multiplied it)
     params.n_ctx = int(request["n_ctx"])
-    params.n_parallel = 1
+    params.n_parallel = int(request.get("n_parallel", 1))
     params.cpuparams.n_threads = int(request["threads"])
     params.cpuparams_batch.n_threads = int(request["threads"])
     params.hostnames = [HOST]

@@ -289,6 +289,15 @@ class Settings(BaseSettings):
     llm_bundled_model: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"] = "qwen2.5-coder-1.5b"
     llm_context_size: int = Field(default=4096, ge=256, le=131072)
     llm_threads: int | None = Field(default=None, ge=1, description="None: all cores.")
+    llm_slots: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Questions the model answers at once; the others wait in this process's "
+        "queue and are told their place. None: the bundled server's slots are chosen from the "
+        "machine's cores and memory, and a remote endpoint gets no queue here (it queues its "
+        "own).")
+    llm_queue_timeout_s: float = Field(
+        default=600.0, gt=0,
+        description="How long a question may wait in the queue for the model before it fails.")
     llm_start_timeout_s: float = Field(default=300.0, gt=0)
 
     # --- the chat UI ------------------------------------------------------------------------

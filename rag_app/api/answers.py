@@ -9,6 +9,7 @@ model's request is closed (`CancellableChat`), so the model server stops generat
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
@@ -51,7 +52,9 @@ class CancellableChat:
             raise Cancelled()
         pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
         stop = threading.Event()
-        worker = threading.Thread(target=self._pump, args=(messages, kwargs, pieces, stop),
+        # run in a copy of this context: the queue's listener (rag_app.llm_queue) goes along
+        worker = threading.Thread(target=contextvars.copy_context().run,
+                                  args=(self._pump, messages, kwargs, pieces, stop),
                                   daemon=True, name="api-llm-stream")
         worker.start()
         try:
@@ -111,13 +114,16 @@ def split_conversation(messages: Sequence[ChatMessage]
 class AnswerRun:
     """One answer, computed in a thread; its events arrive on an asyncio queue: ("ready", None)
     once the sources are retrieved, ("piece", text) as the answer streams, then
-    ("done", Answer); or ("error", exc) or ("cancelled", None) at any point."""
+    ("done", Answer); or ("error", exc) or ("cancelled", None) at any point. While its model
+    request waits for a slot, ("queued", QueueStatus) each time its place changes (the last
+    one is kept in `queue_status`: it may come before "ready", while rewriting the question)."""
 
     def __init__(self, question: str, history: list[dict[str, str]], *, settings: Settings,
                  retriever: Retriever, chat: Chat | None, notice: str,
                  options: RetrievalOptions, loop: asyncio.AbstractEventLoop,
                  on_exit: Callable[[], object] | None = None) -> None:
         self.cancel = threading.Event()
+        self.queue_status: Any = None  # the latest rag_app.llm_queue.QueueStatus, if it waited
         self._on_exit = on_exit  # called when the thread ends (the answer slot is freed)
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._loop = loop
@@ -134,7 +140,17 @@ class AnswerRun:
         except RuntimeError:  # the server's loop is closed: nobody is listening
             self.cancel.set()
 
+    def _queued(self, status: Any) -> None:
+        self.queue_status = status
+        self._put("queued", status)
+
     def _run(self) -> None:
+        from rag_app.llm_queue import listening
+
+        with listening(self._queued):
+            self._answer()
+
+    def _answer(self) -> None:
         from rag_app.answering import answer
 
         question, history, settings, retriever, chat, notice, options = self._args
@@ -219,6 +235,14 @@ def completion(result: Answer, model: str, cid: str, created: int) -> dict[str, 
                      "message": {"role": "assistant", "content": content}}],
         "citations": citations_of(result), "rag": rag_fields(result),
     }
+
+
+def queue_chunk(status: Any, cid: str, model: str, created: int) -> dict[str, Any]:
+    """A chunk with no content that says where the request waits for the model: `queue` has
+    `ahead` (requests before it; 0 once the model has it), `slots`, `waited_s` and `text`."""
+    return chunk(cid, model, created, {}, queue={
+        "ahead": status.ahead, "slots": status.slots, "waited_s": round(status.waited_s, 3),
+        "text": status.text})
 
 
 def chunk(cid: str, model: str, created: int, delta: dict[str, Any],

@@ -284,6 +284,8 @@ async def _sse(run: ans.AnswerRun, cid: str, model: str, created: int, usage: bo
     stops the answer (`run.cancel`)."""
     try:
         yield _event(ans.chunk(cid, model, created, {"role": "assistant", "content": ""}))
+        if run.queue_status is not None and run.queue_status.ahead > 0:  # while condensing
+            yield _event(ans.queue_chunk(run.queue_status, cid, model, created))
         streamed: list[str] = []
         while True:
             try:
@@ -294,6 +296,8 @@ async def _sse(run: ans.AnswerRun, cid: str, model: str, created: int, usage: bo
             if kind == "piece":
                 streamed.append(value)
                 yield _event(ans.chunk(cid, model, created, {"content": value}))
+            elif kind == "queued":  # waiting for the model: where (rag_app.llm_queue)
+                yield _event(ans.queue_chunk(value, cid, model, created))
             elif kind == "done":
                 yield _event(ans.final_chunk(value, "".join(streamed), cid, model, created))
                 if usage:  # OpenAI's usage chunk: the answer path does not count tokens

@@ -327,6 +327,7 @@ def _draw_message(store: ConversationStore, conv: Conversation, i: int,
 
 
 def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
+    from rag_app import llm_queue
     from rag_app.answering import answer
     from rag_app.answering.context import needs_condensing
     from rag_app.retrieve import RetrievalOptions
@@ -359,10 +360,15 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
             options = RetrievalOptions(k=opts["k"], mode=opts["mode"],
                                        source=opts["source"] or None, mmr=opts["mmr"])
             condense = chat is not None and needs_condensing(question, history)
+            # Other sessions' questions ahead of this one at the model: said, with the place
+            # (rag_app.llm_queue), above the sources while rewriting, then where the answer goes.
+            line = _QueueLine(st.empty())
             with st.status("Rewriting the question with the conversation…",
-                           expanded=False) if condense else nullcontext():
+                           expanded=False) if condense else nullcontext(), \
+                    llm_queue.listening(line.show):
                 stream = answer(question, history, settings=settings, retriever=retriever,
                                 chat=chat, options=options, use_llm=chat is not None)
+            line.clear()
             stream.notice = notice
             if stream.query != question:
                 st.caption(f"Searched for: {md(stream.query)}")
@@ -371,11 +377,15 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
             sources_s = time.perf_counter() - t0
             written: list[str] = []
             out = st.empty()
+            reading = ""
             if chat is not None and stream.hits:
-                out.caption("The model is reading the sources… (a model on a CPU takes "
-                            "15–30 s before its first word; other questions may be ahead)")
+                reading = ("The model is reading the sources… (a model on a CPU takes "
+                           "15–30 s before its first word)")
+                out.caption(reading)
+            line = _QueueLine(out, reading)
             try:
-                write_stream(stream, written, out)
+                with llm_queue.listening(line.show):
+                    write_stream(stream, written, out)
             finally:
                 if not stream.finished:  # stopped midway: keep what was written
                     message.update(content="".join(written), stopped=True)
@@ -397,6 +407,30 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
 
 class _NoIndex(Exception):
     pass
+
+
+class _QueueLine:
+    """Shows a waiting question's place in the model's queue in `out` (an `st.empty()`), and
+    `after` (or nothing) once the model takes it. Called in the script's thread, from inside
+    the model's stream: a stop raised by Streamlit here leaves the queue (rag_app.llm_queue)."""
+
+    def __init__(self, out: Any, after: str = "") -> None:
+        self.out, self.after, self.shown = out, after, False
+
+    def show(self, status: Any) -> None:
+        if status.ahead > 0:
+            self.out.caption(md(status.text))
+            self.shown = True
+        elif self.shown:
+            self.clear()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.shown = False
+            if self.after:
+                self.out.caption(md(self.after))
+            else:
+                self.out.empty()
 
 
 def write_stream(stream: Iterable[str], written: list[str], out: Any) -> None:
