@@ -3,7 +3,7 @@
     python bench/load_api.py [--target stub|local] [--clients 1,4,8] [--per-client N]
                              [--no-chat-path]
 
-data/samples is ingested into a throwaway store (`rag_app.service.sync_paths`, the real
+data/samples is ingested into a throwaway store (`ingest.entry.sync_paths`, the real
 embedding model); `python -m rag_app api`'s app (`rag_app.api.app.create_app`, the chat's
 `Services`) runs under uvicorn on 127.0.0.1 in this process. For each number of clients, that
 many threads each ask `--per-client` questions of data/eval/samples-qa.jsonl (round robin) with
@@ -201,9 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = [int(c) for c in args.clients.split(",") if c.strip()]
     per_client = args.per_client or (3 if args.target == "stub" else 1)
 
+    from ingest.entry import sync_paths
     from rag_app.api.app import create_app
     from rag_app.embedders.auto import make_embedder
-    from rag_app.service import sync_paths
     from rag_app.settings import Settings
     from rag_app.ui.services import Services
     from tests.openai_stub import openai_stub

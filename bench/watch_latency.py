@@ -202,8 +202,8 @@ def main() -> None:
     args = p.parse_args()
     sizes = sorted(args.chunks or [1000])
 
+    from ingest.entry import sync_paths
     from rag_app.embedders.auto import make_embedder
-    from rag_app.service import sync_paths
 
     print(f"CPU: {detect().summary()}")
     print(f"documents: {args.folder}; quiet period {QUIET_MS} ms; {args.trials} trials per size")

@@ -211,7 +211,7 @@ def run(settings: Settings, paths: Sequence[Path], *, passwords: Sequence[str] =
         rebuild: bool = False, reporter: Any = None, command: str = "python -m ingest",
         drop_missing_roots: bool = False) -> Any:
     """Sync `paths` into the configured collection, holding the single-writer lock."""
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
 
     return sync_paths(settings, paths, passwords=passwords, file_passwords=file_passwords,
                       dry_run=dry_run, rebuild=rebuild, reporter=reporter, command=command,

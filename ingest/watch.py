@@ -3,7 +3,7 @@
 
 One sync at the start, then one more each time a burst of changes has settled (QUIET_MS with
 no new change, or MAX_GROUP_MS after the first one when changes never stop). Every sync is the
-ordinary one (`rag_app.service.sync_paths`): the same walk, the same crash safety (pending
+ordinary one (`ingest.entry.sync_paths`): the same walk, the same crash safety (pending
 records), the same single-writer lock, taken for each sync and released between them, so the
 chat's uploads and other writers can go in between. No event is trusted for what it says:
 an event only means "sync now", and the sync's walk finds what changed. So a rename is what the
@@ -214,8 +214,8 @@ def watch_and_sync(settings: Settings, paths: Sequence[Path], *,
     short). `on_round` hears every sync. `sync_options` go to each `sync_paths` (passwords,
     drop_missing_roots); `rebuild=True` applies to the first sync that runs to its end only.
     The embedding model is loaded once, for every sync."""
+    from ingest.entry import sync_paths, watching
     from rag_app.embedders.auto import make_embedder
-    from rag_app.service import sync_paths, watching
 
     stop = stop or threading.Event()
     emb = embedder if embedder is not None else make_embedder(settings)

@@ -179,7 +179,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import subprocess
 
-    from rag_app.service import index_overview, sync_paths
+    from ingest.entry import sync_paths
+    from rag_app.service import index_overview
     from rag_app.ui.server import allowed_hosts, exposure_warning, is_loopback, streamlit_flags
 
     hosts = allowed_hosts(args.host, args.allowed_host)

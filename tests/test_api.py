@@ -219,7 +219,7 @@ def stub() -> Iterator[Any]:
 def indexed(tmp_path_factory: pytest.TempPathFactory, embedder: Any, stub: Any
             ) -> Iterator[tuple[Running, Any]]:
     """The samples indexed; the model is the stub's "json" answer (citing source 1)."""
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
     from rag_app.ui.services import Services
 
     root = tmp_path_factory.mktemp("api")

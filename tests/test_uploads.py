@@ -161,7 +161,8 @@ def test_delete_queued_behind_an_upload_of_the_same_name_removes_nothing_new(
     queued, then foo.md v2 and bar.md uploaded. Both new files stay and are indexed, and
     the upload job does not fail."""
     import rag_app.embedders.auto
-    from rag_app.service import index_overview, sync_paths
+    from ingest.entry import sync_paths
+    from rag_app.service import index_overview
     from rag_app.ui import services as services_module
     from rag_app.ui.services import Services, save_upload
 

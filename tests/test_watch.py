@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from ingest.entry import sync_line, sync_status, time_ago
 from ingest.watch import Round, round_line, watch_and_sync
-from rag_app.service import sync_line, sync_status, time_ago
 from rag_app.settings import Settings
 from rag_app.store import Store, writer_lock
 from tests.conftest import REPO, make_settings
@@ -225,7 +225,7 @@ def test_the_last_sync_is_said_in_time_ago() -> None:
     assert time_ago(100.0, now=140.0) == "40 s ago"
     assert time_ago(0.0, now=3 * 60 + 5) == "3 min ago"
     assert time_ago(0.0, now=86400 + 10) == "1 day ago"
-    from rag_app.service import SyncStatus
+    from ingest.entry import SyncStatus
 
     line = sync_line(SyncStatus(last_synced=0.0, failed=1, watching=["/srv/docs"]), now=7300)
     assert line.startswith("Last synced 2 h ago (") and "1 file(s) failed" in line
@@ -278,7 +278,7 @@ def test_the_documents_page_says_when_the_index_last_synced(tmp_path: Path, embe
                                                             ) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from rag_app.service import sync_paths, watching
+    from ingest.entry import sync_paths, watching
 
     docs = tmp_path / "docs"
     docs.mkdir()

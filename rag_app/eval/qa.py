@@ -252,8 +252,8 @@ def index_documents(docs_dir: str | Path, settings: Settings, *,
                     ) -> tuple[Settings, dict[str, Any]]:
     """`build_index`, also returning what the ingest did (collection, chunks, files, time,
     failures, headings removed)."""
+    from ingest.entry import sync_paths
     from ingest.split import SPLITTER_VERSION
-    from rag_app.service import sync_paths
 
     docs = Path(docs_dir).expanduser().resolve()
     if not docs.is_dir():

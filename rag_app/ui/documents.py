@@ -41,7 +41,7 @@ def render() -> None:
     indexed = {(Path(r.root) / r.source).resolve() for r in info.files} if info.exists else set()
     _not_indexed(svc, uploads, manifest, indexed)
     st.subheader("Indexed files")
-    from rag_app.service import sync_line, sync_status  # when it last synced, what is watched
+    from ingest.entry import sync_line, sync_status  # when it last synced, what is watched
 
     st.caption(md(sync_line(sync_status(settings))))
     if not info.exists or not info.files:

@@ -327,7 +327,7 @@ def run_ingest(settings: Settings, job: Job, embedder: Embedder | None) -> None:
     """Ingest `job.paths`. A path gone since the job was queued (deleted meanwhile) is one
     failed outcome, not the whole job's failure (REVIEW M5). Uploads' states go to the
     manifest: indexed, or failed with the reason, so the Documents page lists them."""
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
 
     present = [p for p in job.paths if p.exists()]
     gone = [{"file": p.name, "status": "failed", "chunks": 0, "pages": 0,

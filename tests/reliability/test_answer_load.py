@@ -24,10 +24,10 @@ from bench.load_answer import (
     load_questions,
     run_load,
 )
+from ingest.entry import sync_paths
 from rag_app.answering import Answer
 from rag_app.llm import Endpoint, LLMError
 from rag_app.retrieve import Retriever
-from rag_app.service import sync_paths
 from tests.conftest import MEASUREMENTS, SAMPLES, make_settings
 from tests.openai_stub import openai_stub
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
+from ingest.entry import sync_paths
 from ingest.sync import FileOutcome
 from rag_app import store as store_module
 from rag_app.errors import StoreLocked
 from rag_app.lexical import LexicalIndex
 from rag_app.retrieve import RetrievalOptions, Retriever
-from rag_app.service import sync_paths
 from rag_app.settings import Settings
 from rag_app.store import Store, writer_lock
 from tests.conftest import REPO, make_settings

@@ -69,7 +69,7 @@ def assert_no_secret(text: str) -> None:
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Settings:
     """An index of files whose text, headings and names carry terminal escapes and markup."""
-    from rag_app.service import sync_paths
+    from ingest.entry import sync_paths
 
     root = tmp_path_factory.mktemp("hostile")
     docs = root / "docs"
