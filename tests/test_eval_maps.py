@@ -14,7 +14,7 @@ import pytest
 
 from ingest.sync import Ingestor
 from rag_app.errors import ConfigError
-from rag_app.eval.maps import MIN_UMAP_POINTS, _project, embedding_map, location_of, plot_map
+from rag_app.maps import MIN_UMAP_POINTS, _project, embedding_map, location_of, plot_map
 from rag_app.retrieve import RetrievalOptions, Retriever
 from rag_app.store import Store
 from tests.conftest import make_settings
@@ -151,7 +151,7 @@ def _old_read_chunks(store: Store, wanted: set[str], max_chunks: int, random_sta
 
 def test_a_sampled_map_reads_the_vectors_of_the_sample_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rag_app.eval import maps
+    from rag_app import maps
 
     store = Store.create(make_settings(tmp_path / "state"), {"model": "synthetic"})
     n, dim, max_chunks = 120, 8, 9

@@ -73,7 +73,6 @@ KNOWN_PACKAGE_CIRCLES: set[tuple[str, ...]] = {
     ("rag_app.answering", "rag_app.retrieve"),
 }
 KNOWN_LAYER_BREACHES: set[tuple[str, str]] = {
-    ("ui", "eval"),  # the chat's embedding map is built by rag_app.eval.maps
     ("retrieval", "answering"),  # retrieve asks answering.checks.language for the language
     ("answering", "ingest"),  # answering.checks.language identifies with ingest.languages
 }

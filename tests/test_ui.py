@@ -375,7 +375,7 @@ def test_feedback_and_export_keep_the_question_answer_and_citations(env: dict[st
 
 def test_the_embedding_map_marks_the_last_question_and_its_passages(
         env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import rag_app.eval.maps as maps
+    import rag_app.maps as maps
 
     fits: list[int] = []
     fit = maps.embedding_map

@@ -106,7 +106,7 @@ def test_the_embedding_map_is_fitted_as_the_server_starts(loading: Any,
     the map page then costs no fit."""
     from streamlit.testing.v1 import AppTest
 
-    import rag_app.eval.maps as maps
+    import rag_app.maps as maps
     from rag_app.settings import Settings
     from rag_app.ui import state
 

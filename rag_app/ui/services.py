@@ -169,7 +169,7 @@ class Services:
         L7) and shared by every session. The first fit in a process takes a while (UMAP
         compiles its code: 10-30 s here), so a server fits it in the background as it starts
         (`warm_map`) and again after each of its jobs, instead of when someone opens the map."""
-        from rag_app.eval.maps import embedding_map
+        from rag_app.maps import embedding_map
 
         store, version = self.index.open()
         key = (version, max_points)

@@ -9,6 +9,9 @@ The projection is fitted on the chunk vectors only and the questions are then pl
 `transform`, so adding questions never moves the chunks. UMAP needs more points than
 neighbours; below `MIN_UMAP_POINTS` chunks a PCA projection (plain numpy) is used instead and
 `note` says so. Everything is deterministic for a given `random_state`.
+
+Shared by the chat's map page (rag_app.ui.services) and the evaluation (the notebook), so it
+sits beside the retrieval, below both.
 """
 
 from __future__ import annotations
