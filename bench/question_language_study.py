@@ -9,7 +9,7 @@ questions, in two settings: the passages of the question's language (documents i
 language embedded with the English model), and the English passages (a question asked in
 another language than the documents; judged by the English passage of the same question).
 "routed" is what `Retriever.fusion_for` does: the question's language identified
-(rag_app.answering.checks.language), `FusionConfig.foreign_alpha` as its dense weight when it
+(rag_app.language), `FusionConfig.foreign_alpha` as its dense weight when it
 is not English, else the default. Each row against the default: paired sign-flip p.
 """
 
@@ -38,11 +38,11 @@ from bench.multilingual_study import (  # noqa: E402
     restrict,
 )
 from bench.retrieval_study import flip_test  # noqa: E402
-from rag_app.answering.checks.language import foreign_question  # noqa: E402
 from rag_app.embedders.base import ENGLISH_DEFAULT  # noqa: E402
 from rag_app.eval.beir import Beir, load_beir  # noqa: E402
 from rag_app.eval.metrics import Run  # noqa: E402
 from rag_app.fusion import FusionConfig  # noqa: E402
+from rag_app.language import foreign_question  # noqa: E402
 
 FOREIGN = ("ru", "de", "fr")
 WEIGHTS = (0.5, 0.3, 0.2, 0.1)

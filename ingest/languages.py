@@ -14,12 +14,12 @@ tables of numbers, a title page).
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from rag_app.embedders.base import ENGLISH_DEFAULT as ENGLISH_MODEL
+from rag_app.language import identifier
 
 if TYPE_CHECKING:
     from rag_app.records import LoadedDocument
@@ -29,20 +29,12 @@ MIN_CONFIDENCE = 0.9  # py3langid's normalised probability
 SAMPLE_CHARS = 4000  # characters of each document looked at
 
 
-@functools.cache
-def _identifier() -> Any:
-    from py3langid import langid
-
-    return langid.LanguageIdentifier.from_modelpath(langid.MODEL_DIR / langid.MODEL_FILE,
-                                                    norm_probs=True)
-
-
 def identify(text: str) -> tuple[str, float] | None:
     """(ISO 639-1 code, confidence) of `text`, or None when it is too short or unsure."""
     sample = text[:SAMPLE_CHARS]
     if sum(ch.isalpha() for ch in sample) < MIN_LETTERS:
         return None
-    lang, prob = _identifier().classify(sample)
+    lang, prob = identifier().classify(sample)
     return (str(lang), float(prob)) if prob >= MIN_CONFIDENCE else None
 
 

@@ -31,7 +31,7 @@ below BM25, 0.2 to 0.4 0.032 below); a multilingual model is the real fix for ot
 languages. On the QA sets, `bench/retrieval_study.py` compares it with convex.
 
 A question not in English over an English-only model (`Retriever.search` asks
-rag_app.answering.checks.language) is fused with `foreign_alpha` = 0.5 as its dense weight
+rag_app.language) is fused with `foreign_alpha` = 0.5 as its dense weight
 instead of `alpha`: the dense scores of such a question are not flat enough for the adaptive
 rule to drop them, yet mostly wrong. On the multilingual dev set with MiniLM
 (bench/question_language_study.py, the 114 Russian, German and French questions): passages in

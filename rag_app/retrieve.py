@@ -17,6 +17,7 @@ import numpy as np
 
 from rag_app.errors import ConfigError, StoreError
 from rag_app.fusion import FusionConfig, Mode, fuse
+from rag_app.language import foreign_question
 from rag_app.names import mentions, question_names, unmatched
 
 if TYPE_CHECKING:
@@ -215,8 +216,6 @@ class Retriever:
         """The fusion for this query: the configured one, leaning on BM25 (its dense weight
         `foreign_alpha`) when the query is not in English and the model reads English only
         (rag_app.fusion: measured on the multilingual dev set)."""
-        from rag_app.answering.checks.language import foreign_question
-
         config = replace(self.fusion, mode=mode)
         if mode != "hybrid" or config.alpha <= config.foreign_alpha:
             return config

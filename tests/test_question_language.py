@@ -15,16 +15,12 @@ import pytest
 from ingest.sync import Ingestor
 from rag_app.answering import answer
 from rag_app.answering.checks import PRE, Draft, Inputs
-from rag_app.answering.checks.language import (
-    QuestionLanguage,
-    english_only,
-    foreign_question,
-    question_language,
-)
+from rag_app.answering.checks.language import QuestionLanguage
 from rag_app.api.answers import rag_fields
 from rag_app.cli import main
 from rag_app.embedders.base import ENGLISH_DEFAULT
 from rag_app.embedders.nano import NAME as MULTILINGUAL
+from rag_app.language import english_only, foreign_question, question_language
 from rag_app.retrieve import Retriever
 from tests.conftest import REPO, SAMPLES, make_settings
 from tests.fakes import ScriptedChat

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict
-from rag_app.answering.checks.language import question_language
 from rag_app.answering.prompts import NOT_FOUND
 from rag_app.answering.records import Refusal
+from rag_app.language import question_language
 from rag_app.names import question_names, unmatched
 
 if TYPE_CHECKING:
