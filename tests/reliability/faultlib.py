@@ -385,7 +385,7 @@ _STEPS: list[tuple[str, str, str]] = [
     ("print_summary", "ingest/report.py", "printing the summary"),
     ("_process", "ingest/sync.py", "hashing files"),
     ("run", "ingest/sync.py", "sync (other)"),
-    ("sync_paths", "rag_app/service.py", "sync (other)"),
+    ("sync_paths", "ingest/entry.py", "sync (other)"),
     ("main", "ingest/cli.py", "starting up (cli)"),
 ]
 
