@@ -274,7 +274,7 @@ class LoadReport:
                 f"{_q(firsts, 0.5)} / {p95_first}",
                 f"{_q(waits, 0.5)} / {_q(waits, 0.95)} / {_q(waits, 1.0)}",
                 str(max((t.max_ahead for t in self.traces), default=0)),
-                f"{len(cut)} / {len(errors)}", f"{self.wall_s:.0f}"]
+                f"{len(cut)} / {len(errors)}", _cached(answered), f"{self.wall_s:.0f}"]
 
     def table(self) -> list[str]:
         done = self.done
@@ -319,7 +319,16 @@ class LoadReport:
 
 CONCURRENCY_HEAD = ("| askers | answers | answers/min | first source s p50 / p95 | first token s "
                     "p50 / p95 | queue wait s p50 / p95 / max | most ahead | cut in queue / "
-                    "errors | wall s |")
+                    "errors | prompt tokens from llama.cpp's cache | wall s |")
+
+
+def _cached(traces: Sequence[Trace]) -> str:
+    """The share of the answers' prompt tokens the server reused from its cache: the askers
+    draw from a short list, and a question asked before is read almost whole from it."""
+    timings = [t.answer.timings for t in traces if t.answer is not None]
+    read = sum(x.prompt_tokens or 0 for x in timings)
+    cached = sum(x.cached_tokens or 0 for x in timings)
+    return f"{cached / read:.0%}" if read else "-"
 
 
 def _q(values: Sequence[float], p: float) -> str:
