@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +204,18 @@ def _fingerprint_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> l
     ]
 
 
+@dataclass
+class _Journal:
+    """The chunks one writer changed since its `mark_lexical_dirty()`. `start` is the origin
+    of the saved BM25 index when it matched the collection at that moment (nothing dirty,
+    same count and write generation), else None: then the journal cannot update the index
+    and the ids are listed instead."""
+
+    start: dict[str, Any] | None
+    added: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (text, hash)
+    removed: set[str] = field(default_factory=set)
+
+
 class Store:
     """One logical collection: chunks, file records and the fingerprint they were built with."""
 
@@ -214,6 +226,7 @@ class Store:
         self.chunks = chunks
         self.files = files
         self._settings = settings
+        self._journal: _Journal | None = None  # a writer's changes, for the BM25 update
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -361,6 +374,8 @@ class Store:
                 documents=[c.text for c in part],
                 metadatas=[chunk_metadata(c, record) for c in part],
             )
+            if self._journal is not None:
+                self._journal.added.update((c.id, (c.text, c.content_hash)) for c in part)
 
     def get_chunks(self, ids: Sequence[str], *, vectors: bool = False) -> dict[str, StoredChunk]:
         """The stored chunks with these ids (missing ids are left out)."""
@@ -433,6 +448,10 @@ class Store:
         ids = sorted(ids)
         for batch in _batches(ids, WRITE_BATCH):
             self.chunks.delete(ids=batch)
+            if self._journal is not None:
+                self._journal.removed.update(batch)
+                for cid in batch:
+                    self._journal.added.pop(cid, None)
         return len(ids)
 
     def count(self) -> int:
@@ -450,7 +469,18 @@ class Store:
         """Called by a writer (holding the lock) before chunks change. The DIRTY marker (this
         host) and a new write generation (in the catalog, seen by every host) make readers
         build the BM25 index in memory until the writer saves a fresh one; if the run dies
-        first, the marker survives and the next writer rebuilds and saves it."""
+        first, the marker survives and the next writer rebuilds and saves it.
+
+        From here until `rebuild_lexical()` saves, this store keeps a journal of the chunks it
+        writes and deletes; if the saved index matched the collection now, the journal is
+        what updates it (no listing of the collection's ids)."""
+        from rag_app.lexical import LexicalIndex
+
+        if self._journal is None:
+            saved = LexicalIndex.saved_origin(self.lexical_dir)
+            clean = (saved is not None and not (self.lexical_dir / _DIRTY).exists()
+                     and saved == self.lexical_origin())
+            self._journal = _Journal(saved if clean else None)
         self.lexical_dir.mkdir(parents=True, exist_ok=True)
         (self.lexical_dir / _DIRTY).touch()
         _catalog(self.client).upsert(
@@ -494,7 +524,11 @@ class Store:
         from rag_app.lexical import LexicalIndex
 
         generation = self._lexical_generation()  # before the rows: a later write looks stale
-        index = None if whole else self._lexical_update(generation)
+        index = None
+        if not whole:
+            index, whole = self._journal_update(generation)
+        if index is None and not whole:
+            index = self._lexical_update(generation)
         if index is None:
             rows: list[tuple[str, str, str]] = []
             for page_ids, pairs in self.all_chunks():
@@ -510,10 +544,40 @@ class Store:
         if save:
             index.save(self.lexical_dir)
             (self.lexical_dir / _DIRTY).unlink(missing_ok=True)
+            self._journal = None
         return index
 
     def _origin(self, count: int, generation: str) -> dict[str, Any]:
         return {"collection": self.chunks.name, "count": count, "generation": generation}
+
+    def _journal_update(self, generation: str) -> tuple[Any, bool]:
+        """(the saved BM25 index updated with this writer's journal, False), or (None, True)
+        when the changes pass the merge share (build it whole), or (None, False) when the
+        journal cannot tell (none kept, the index was not current when it began, or the
+        result's size is not the collection's): then the ids are listed."""
+        from rag_app.lexical import LexicalIndex
+
+        journal = self._journal
+        if journal is None or journal.start is None:
+            return None, False
+        saved = LexicalIndex.load(self.lexical_dir)
+        held = saved.contents() if saved is not None else None
+        if saved is None or held is None or saved.origin != journal.start:
+            return None, False
+        if saved.needs_merge(len(journal.removed) + len(journal.added)):
+            return None, True
+        gone = journal.removed | set(journal.added)  # an id written again replaces its text
+        hashes = {cid: chash for cid, chash in held.items() if cid not in gone}
+        hashes.update((cid, chash) for cid, (_, chash) in journal.added.items())
+        count = self.count()
+        if len(hashes) != count:
+            log.warning("The BM25 update of collection %r from this run's changes gives %d "
+                        "passages where the collection holds %d: listing its ids instead",
+                        self.name, len(hashes), count)
+            return None, False
+        added = [(cid, text, chash) for cid, (text, chash) in sorted(journal.added.items())]
+        return saved.updated(added, sorted(gone), stamp=_chunks_digest(hashes),
+                             origin=self._origin(count, generation)), False
 
     def _lexical_update(self, generation: str) -> Any:
         """The saved BM25 index updated to hold the collection's chunks now, or None when it

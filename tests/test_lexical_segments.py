@@ -145,3 +145,61 @@ def test_the_store_updates_the_saved_index(settings: Settings, embedder: Any, tm
     assert built  # past the share: built whole
     index = store.load_lexical()
     assert len(index) == store.count() and index.search("rinse filter", 1)
+
+
+def test_a_writer_updates_the_index_from_what_it_wrote(settings: Settings, embedder: Any,
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingest hands the index the chunks it wrote and deleted (the store's journal): the
+    collection's ids are not listed, and the result is the index a whole build gives (same
+    stamp, same hits). When the saved index was not current as the writer began (a run died:
+    DIRTY left), the ids are listed instead, and the result is the same."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Kettle\n\nThe AK-200 kettle boils water in four minutes.\n")
+    (docs / "b.md").write_text("# Descaling\n\nUse citric acid to descale the limescale.\n")
+    Ingestor(settings, embedder).run([docs])
+    store = Store.open(settings)
+    assert store is not None
+
+    listed: list[int] = []
+    real_list = Store._lexical_update
+
+    def counting_list(self: Store, generation: str) -> Any:
+        listed.append(1)
+        return real_list(self, generation)
+
+    monkeypatch.setattr(Store, "_lexical_update", counting_list)
+
+    def same_as_whole() -> LexicalIndex:
+        index = LexicalIndex.load(store.lexical_dir)
+        assert index is not None
+        whole = store.rebuild_lexical(save=False, whole=True)
+        assert index.stamp == whole.stamp and sorted(index.ids) == sorted(whole.ids)
+        assert len(index) == store.count()
+        return index
+
+    # a new file, a changed file and a deleted file in one run
+    (docs / "c.md").write_text("# Filter\n\nRinse the mesh filter under the tap.\n")
+    (docs / "a.md").write_text("# Kettle\n\nThe AK-300 kettle boils water in three minutes.\n")
+    (docs / "b.md").unlink()
+    report = Ingestor(settings, embedder).run([docs])
+    assert report.counts()["ingested"] == 1 and report.counts()["updated"] == 1
+    assert listed == []  # the journal updated it
+    index = same_as_whole()
+    assert index.search("mesh filter", 1) and index.search("AK-300 three minutes", 1)
+    assert not index.search("citric acid limescale", 5)
+
+    # documents removed through the store (the chat's delete) use the journal too
+    records = store.file_records()
+    key = next(k for k, r in records.items() if r.source == "c.md")
+    store.remove_files([key])
+    assert listed == []
+    assert not same_as_whole().search("mesh filter", 5)
+
+    # a run that died left DIRTY: the next writer cannot trust the saved index as it begins
+    (store.lexical_dir / "DIRTY").touch()
+    (docs / "d.md").write_text("# Lid\n\nPress the lid button to open the hinged lid.\n")
+    Ingestor(settings, embedder).run([docs])
+    assert listed == [1]
+    assert same_as_whole().search("hinged lid", 1)
