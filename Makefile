@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DOCS ?= data/samples
 
 .DEFAULT_GOAL := help
-.PHONY: help install run ask test test-fast lint bench eval clean browser ocr
+.PHONY: help install run ask test test-fast lint bench bench-scale eval clean browser ocr
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ lint: install ## ruff and mypy only
 bench: install ocr ## ingest speed: this project vs the LangChain tutorial pipeline; OCR per page (prints tables)
 	$(PY) bench/ingest_bench.py
 	$(PY) bench/ocr_bench.py --threads
+
+bench-scale: install ## query latency at 10k and 100k passages, embedded and `chroma run` (about 15 min; SIZES="1000000" on purpose)
+	$(PY) bench/query_scale.py --sizes $(or $(SIZES),10000 100000)
 
 EVAL ?= qa data/eval/samples-qa.jsonl --docs data/samples -c hybrid
 
