@@ -272,9 +272,12 @@ def ask(args: argparse.Namespace, settings: Settings) -> int:
     from rag_app.llm_queue import listening
     from rag_app.retrieve import RetrievalOptions
 
+    said: list[int] = []
+
     def queued(status: Any) -> None:  # a place in the model's queue (rag_app.llm_queue)
-        if status.ahead > 0:
+        if status.ahead > 0 and status.ahead not in said[-1:]:
             print(status.text, file=sys.stderr, flush=True)
+        said.append(status.ahead)
 
     options = RetrievalOptions(k=args.k or settings.retrieval_k, mode=args.mode,
                                source=args.source, mmr=args.mmr, rerank=not args.no_rerank)

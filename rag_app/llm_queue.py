@@ -12,7 +12,9 @@ move up: no ghost places. A wait longer than `timeout_s` fails with a message th
 
 Who listens: `listening(callback)` around the code that asks (a context variable, so the answer
 path in between needs no new argument); the callback gets a `QueueStatus` when the request is
-queued, when its place changes, and once with `ahead == 0` when it reaches the model.
+queued, when its place changes, every TICK_S while it waits (the seconds waited move on, and a
+UI whose stop is raised from its own calls, as Streamlit's is, gets the chance within that
+time), and once with `ahead == 0` when it reaches the model.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def current_listener() -> Listener | None:
 
 
 POLL_S = 0.1  # how often a waiter looks at its cancel event
+TICK_S = 1.0  # how often a waiter's listener hears from it when its place has not changed
 
 
 class SlotQueue:
@@ -88,6 +91,7 @@ class SlotQueue:
         self._cond = threading.Condition()
         self._waiting: deque[object] = deque()
         self._holding = 0
+        self.tick_s = TICK_S
         self.served = 0  # tickets that got a slot (for tests and benches)
         self.waited = 0  # ... of them after a wait in the queue
 
@@ -131,7 +135,7 @@ class SlotQueue:
                 self.served += 1
                 return 0.0
             self._waiting.append(ticket)
-        told = -1
+        told, told_at = -1, 0.0
         try:
             while True:
                 with self._cond:
@@ -144,8 +148,9 @@ class SlotQueue:
                         break
                     ahead = self._ahead(ticket)
                 waited = time.monotonic() - started
-                if ahead != told and listener is not None:
-                    told = ahead
+                if listener is not None and (ahead != told
+                                             or time.monotonic() - told_at >= self.tick_s):
+                    told, told_at = ahead, time.monotonic()
                     listener(QueueStatus(ahead, self.slots, waited))
                 if cancel is not None and cancel.is_set():
                     raise QueueCancelled("the caller gave up while waiting for the model")

@@ -42,7 +42,8 @@ class _Waiter:
         self.inside = threading.Event()
 
         def listener(status: QueueStatus) -> None:
-            self.heard.append(status.ahead)
+            if self.heard[-1:] != [status.ahead]:  # the places, not the ticks between
+                self.heard.append(status.ahead)
             if raise_on is not None and status.ahead == raise_on:
                 raise KeyboardInterrupt("stopped by the UI")
 
@@ -141,6 +142,21 @@ def test_a_wait_past_the_limit_fails_and_leaves_the_queue() -> None:
     assert q.holding == 0
 
 
+def test_a_waiter_hears_from_the_queue_every_tick() -> None:
+    """Also when its place does not change: the seconds waited move on, and a UI whose stop
+    is raised from its own calls (Streamlit) gets the chance to leave."""
+    q = SlotQueue(1)
+    q.tick_s = 0.05
+    heard: list[QueueStatus] = []
+    with q.enter():
+        thread = threading.Thread(target=lambda: q.enter(listener=heard.append).__enter__())
+        thread.start()
+        _until(lambda: len(heard) >= 4)
+    thread.join(5)
+    waiting = [s for s in heard if s.ahead == 1]
+    assert len(waiting) >= 3 and waiting[-1].waited_s > waiting[0].waited_s
+
+
 def test_the_listener_comes_from_the_context() -> None:
     q = SlotQueue(1)
     heard: list[str] = []
@@ -231,7 +247,8 @@ def test_a_second_asker_is_told_it_waits_behind_one_then_answered(
         rest = "".join(first)
         thread.join(30)
     assert piece + rest
-    assert [s.ahead for s in heard] == [1, 0]
+    places = [s.ahead for s in heard]
+    assert [p for i, p in enumerate(places) if i == 0 or places[i - 1] != p] == [1, 0]
     assert second["result"].found and "2 years" in second["text"]
 
 

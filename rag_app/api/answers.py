@@ -141,8 +141,10 @@ class AnswerRun:
             self.cancel.set()
 
     def _queued(self, status: Any) -> None:
+        changed = self.queue_status is None or self.queue_status.ahead != status.ahead
         self.queue_status = status
-        self._put("queued", status)
+        if changed:  # not the queue's ticks: a chunk when the place changes
+            self._put("queued", status)
 
     def _run(self) -> None:
         from rag_app.llm_queue import listening
