@@ -21,6 +21,7 @@ from rag_app.answering.checks import (
     links,
     model,
     names,
+    opposite,
     quotes,
     rival,
     similarity,
@@ -49,6 +50,7 @@ POST: list[Check] = [
     contradiction.Contradiction(),  # a sentence its quote contradicts ("a fee" / "at no cost")
     subject.Subject(),  # names or figures the sources give only about something else
     rival.Rival(),  # a figure where the sources give another beside the question's own word
+    opposite.Opposite(),  # an item whose name or quoted line says the opposite of the question
     confidence.Confidence(),  # names or figures the model was unsure of (token probabilities)
     whole.Whole(),  # an answer that stops inside an open bracket, quote or code span
 ]
