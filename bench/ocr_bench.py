@@ -11,7 +11,7 @@ words" the share of them found in the generated page's text (generated scan only
 the text came back).
 
 `--threads` also times one page with Tesseract's default OpenMP threads against one thread
-(OMP_THREAD_LIMIT=1), the reason ingest/ocr.py runs the command itself. Compare ratios, not
+(OMP_THREAD_LIMIT=1), the reason ingest/loaders/ocr.py runs the command itself. Compare ratios, not
 absolute times: machines differ, and on a shared machine other work slows every row.
 """
 
@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingest.loaders import load_file  # noqa: E402
-from ingest.ocr import OcrOptions, read_ocr_note  # noqa: E402
+from ingest.loaders.common import read_ocr_note  # noqa: E402
+from ingest.loaders.ocr import OcrOptions  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
 from tests.pdfgen import make_pdf  # noqa: E402
 

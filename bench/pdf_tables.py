@@ -4,7 +4,7 @@ as before.
     python bench/pdf_tables.py [PDF ...]      # default: the R manuals in ../shared/docs/pdf
 
 For each file: `load_file` (default parser, OCR off) with the table finder
-(ingest.loaders._PdfTables) off and on, the faster of two runs each; ms per page, whether the
+(ingest.loaders.pdf._PdfTables) off and on, the faster of two runs each; ms per page, whether the
 sections are identical, and how many table sections were made.
 """
 
@@ -19,25 +19,25 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import ingest.loaders as loaders  # noqa: E402
-from ingest.ocr import OcrOptions  # noqa: E402
+from ingest.loaders import load_file, pdf  # noqa: E402
+from ingest.loaders.ocr import OcrOptions  # noqa: E402
 from rag_app.records import LoadedDocument  # noqa: E402
 
 NO_OCR = OcrOptions(mode="off")
 
 
 def timed(path: Path, tables: bool, rounds: int = 2) -> tuple[LoadedDocument, float]:
-    original = loaders._PdfTables.sections
+    original = pdf._PdfTables.sections
     if not tables:
-        loaders._PdfTables.sections = lambda self, number: None  # type: ignore[method-assign]
+        pdf._PdfTables.sections = lambda self, number: None  # type: ignore[method-assign]
     try:
         best, doc = float("inf"), None
         for _ in range(rounds):
             start = time.perf_counter()
-            doc = loaders.load_file(path, ocr=NO_OCR)
+            doc = load_file(path, ocr=NO_OCR)
             best = min(best, time.perf_counter() - start)
     finally:
-        loaders._PdfTables.sections = original  # type: ignore[method-assign]
+        pdf._PdfTables.sections = original  # type: ignore[method-assign]
     if doc is None:
         raise RuntimeError("no round ran")
     return doc, best

@@ -30,7 +30,8 @@ from pypdf.generic import ArrayObject, ContentStream, DictionaryObject, NameObje
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ingest.loaders import GLUED_WORD_LETTERS, PdfParser, load_file  # noqa: E402
+from ingest.loaders import load_file  # noqa: E402
+from ingest.loaders.pdf import GLUED_WORD_LETTERS, PdfParser  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
 from rag_app.records import LoadedDocument  # noqa: E402
 

@@ -70,7 +70,7 @@ def document_facts(doc: LoadedDocument) -> dict[str, Any]:
     (rag_app.store.FileRecord): its language (ISO 639-1, "" when none is identified from its
     first SAMPLE_CHARS characters), how many pages OCR read, and its length in its own unit
     (pages; slides; a workbook's sheets, those with cells)."""
-    from ingest.ocr import ocr_page_count
+    from ingest.loaders.common import ocr_page_count
 
     sample: list[str] = []
     for section in doc.sections:  # the first SAMPLE_CHARS characters, not the whole text

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ingest.ocr import read_ocr_note
+from ingest.loaders.common import read_ocr_note
 from ingest.sync import STATUSES, FileOutcome, SyncReport
 from rag_app.store import length_text
 

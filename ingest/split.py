@@ -12,7 +12,7 @@ Text without separators (runs of non-space characters longer than a chunk) is cu
 tokens, one window at a time, so splitting stays linear in the text's length.
 
 PDF pages are split as one text with page offsets, so a chunk may span a page break and records
-its first and last page; a table found on a page (ingest.loaders) stays apart, its blocks of
+its first and last page; a table found on a page (ingest.loaders.pdf) stays apart, its blocks of
 whole rows under their header chunked like any section, on their page.
 """
 
@@ -335,7 +335,7 @@ _TABLE_RULE = re.compile(r"^\|(?: *:?-+:? *\|)+$")
 
 def _table_head(body: str) -> tuple[str, str]:
     """(header row + rule line, the rows after them) when `body` is a Markdown table (as
-    ingest.office.table_sections writes them), else ("", body)."""
+    ingest.loaders.tables.table_sections writes them), else ("", body)."""
     lines = body.strip().split("\n")
     if len(lines) >= 3 and lines[0].startswith("|") and _TABLE_RULE.match(lines[1]):
         return f"{lines[0]}\n{lines[1]}", "\n".join(lines[2:])

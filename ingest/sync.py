@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from ingest import languages
 from ingest.loaders import kind_of
-from ingest.ocr import OcrOptions, collection_ocr_languages
+from ingest.loaders.ocr import OcrOptions, collection_ocr_languages
 from ingest.prose import check_prose
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker

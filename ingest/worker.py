@@ -280,7 +280,7 @@ class ParseWorker:
                  pdf_parser: str = "auto", ocr: Any = None) -> None:
         self.timeout_s = timeout_s
         self.pdf_parser = pdf_parser  # RAG_PDF_PARSER
-        self.ocr = ocr  # ingest.ocr.OcrOptions (RAG_OCR, RAG_OCR_LANGUAGES); None: defaults
+        self.ocr = ocr  # ingest.loaders.ocr.OcrOptions (RAG_OCR, RAG_OCR_LANGUAGES); None: defaults
         self._child = LimitedChild(_serve, name="ingest-parser", import_main=True,
                                    max_text_chars=max_text_chars,  # RAG_MAX_TEXT_CHARS
                                    max_memory_mb=max_memory_mb)  # RAG_PARSE_MAX_MEMORY_MB

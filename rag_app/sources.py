@@ -263,8 +263,8 @@ def _render_page(pdf: Any, number: int, passage: str, scale: float, max_pixels: 
 
 def _mark_scanned(image: Any, passage: str, draw: Any) -> int:
     """Mark the passage's words on a drawn page that has no text layer, with the boxes of the
-    words Tesseract finds on the drawing (ingest/ocr.py; none without the engine)."""
-    from ingest.ocr import OcrOptions, ocr_words
+    words Tesseract finds on the drawing (ingest/loaders/ocr.py; none without the engine)."""
+    from ingest.loaders.ocr import OcrOptions, ocr_words
 
     options = OcrOptions()
     if not options.enabled:

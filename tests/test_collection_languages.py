@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ingest.ocr import TESSERACT_CODES, collection_ocr_languages, installed_languages
+from ingest.loaders.ocr import TESSERACT_CODES, collection_ocr_languages, installed_languages
 from rag_app.store import UNKNOWN_COUNT, UNKNOWN_LANGUAGE, FileRecord, collection_languages
 from tests.conftest import make_settings
 
@@ -135,7 +135,7 @@ def test_a_page_in_another_installed_language_is_read_again_with_it(tmp_path: Pa
     are the file's next pages; an explicit setting (follow off) is never changed."""
     needs_tesseract("eng", "deu")
     from ingest.loaders import load_file
-    from ingest.ocr import OcrOptions, followed
+    from ingest.loaders.ocr import OcrOptions, followed
     from tests.test_ocr import picture, scanned_pdf
 
     read_with_eng = "Die GréRe des Warmetauschers muss jahrlich Uberprift werden. " * 3

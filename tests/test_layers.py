@@ -61,11 +61,7 @@ LAYERS: dict[str, set[str]] = {
 
 # Circles known and not yet broken: each one a sorted tuple of the modules in it. The test
 # fails on any other circle, and on one of these once it is gone (then strike it here).
-KNOWN_MODULE_CIRCLES: set[tuple[str, ...]] = {
-    # the loaders and the OCR/Office/language modules import one another lazily: issue 27
-    # point 3 (ingest/loaders/, one converter per kind)
-    ("ingest.languages", "ingest.loaders", "ingest.ocr", "ingest.office"),
-}
+KNOWN_MODULE_CIRCLES: set[tuple[str, ...]] = set()
 KNOWN_PACKAGE_CIRCLES: set[tuple[str, ...]] = set()
 KNOWN_LAYER_BREACHES: set[tuple[str, str]] = set()
 

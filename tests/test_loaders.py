@@ -12,8 +12,9 @@ import pypdf
 import pytest
 from pypdf import PdfWriter
 
-from ingest.loaders import SUPPORTED_SUFFIXES, kind_of, load_file, normalise_text
-from ingest.ocr import OcrOptions
+from ingest.loaders import SUPPORTED_SUFFIXES, kind_of, load_file
+from ingest.loaders.common import normalise_text
+from ingest.loaders.ocr import OcrOptions
 from rag_app.errors import (
     EmptyDocument,
     FileTooLarge,

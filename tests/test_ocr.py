@@ -13,7 +13,8 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 
 from ingest.loaders import load_file
-from ingest.ocr import OcrOptions, engine_problem, ocr_note, read_ocr_note
+from ingest.loaders.common import ocr_note, read_ocr_note
+from ingest.loaders.ocr import OcrOptions, engine_problem
 from rag_app.errors import NeedsOCR
 from tests.conftest import make_settings
 from tests.pdfgen import make_pdf

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ingest import office
-from ingest.loaders import SUPPORTED_SUFFIXES, load_file
+from ingest.loaders import SUPPORTED_SUFFIXES, load_file, office
+from ingest.loaders.tables import TABLE_BLOCK_CHARS
 from rag_app.errors import EmptyDocument, ParseError
 from tests.conftest import make_settings
 
@@ -144,7 +144,7 @@ def test_xlsx_every_block_of_rows_keeps_the_header(tmp_path: Path) -> None:
     assert len(prices) > 2  # 61 rows do not fit one block
     for section in prices:
         assert section.text.split("\n")[2] == "| Product | Price (EUR) | Warranty (years) |"
-        assert len(section.text) < office.TABLE_BLOCK_CHARS + 200
+        assert len(section.text) < TABLE_BLOCK_CHARS + 200
     # the row numbers are the sheet's own: the header is row 1, the last product row 62
     assert prices[0].headings[1].startswith("rows 2-")
     assert prices[-1].headings[1].endswith("-62")

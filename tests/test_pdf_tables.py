@@ -14,7 +14,7 @@ from pypdf import PdfWriter
 from pypdf.generic import ContentStream
 
 from ingest.loaders import PdfParser, load_file
-from ingest.ocr import OcrOptions
+from ingest.loaders.ocr import OcrOptions
 from ingest.sync import Ingestor
 from rag_app.answering import answer
 from rag_app.retrieve import Retriever

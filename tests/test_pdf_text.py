@@ -18,10 +18,11 @@ import pypdfium2 as pdfium
 import pytest
 from pypdf import PdfWriter
 
-import ingest.loaders as loaders
+import ingest.loaders.pdf as loaders
 from bench.pdf_text import STUDY, make_glued_pdf
-from ingest.loaders import GLUED_PAGE_SHARE, PdfParser, glued_share, load_file
-from ingest.ocr import OcrOptions
+from ingest.loaders import load_file
+from ingest.loaders.ocr import OcrOptions
+from ingest.loaders.pdf import GLUED_PAGE_SHARE, PdfParser, glued_share
 from ingest.sync import Ingestor, _only_code_changed
 from rag_app.errors import EmptyDocument, LoadError, NeedsOCR, NeedsPassword, ParseError
 from tests.conftest import make_settings

@@ -468,7 +468,7 @@ def where_from_stack(frames: list[tuple[str, str]]) -> str:
 
 def where_in_parser(frames: list[tuple[str, str]]) -> str:
     """The parse worker's state: parsing a file, idle (waiting for one), or starting."""
-    if any(f.endswith("/ingest/loaders.py") for f, _ in frames):
+    if any("/ingest/loaders/" in f for f, _ in frames):
         return "parser: parsing a file"
     if any(fn == "recv" for _, fn in frames):
         return "parser: idle"

@@ -16,7 +16,7 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import ContentStream, DictionaryObject, NameObject, StreamObject
 
-from ingest.loaders import normalise_text
+from ingest.loaders.common import normalise_text
 from ingest.split import Splitter
 from ingest.sync import Ingestor, discover
 from ingest.worker import ParseWorker

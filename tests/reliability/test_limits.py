@@ -17,7 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
-from ingest.loaders import TITLE_MAX_CHARS, _MarkdownSplitter, load_file
+from ingest.loaders import load_file
+from ingest.loaders.markdown import TITLE_MAX_CHARS, _MarkdownSplitter
 from ingest.split import make_splitter
 from ingest.sync import Ingestor
 from ingest.worker import ParseWorker

@@ -2,7 +2,7 @@
 
 Each format is read with its maintained library (python-docx, python-pptx, openpyxl, the csv
 module, ebooklib), never by walking its XML by hand, and turned into `Section`s like the other
-loaders' (see ingest/loaders.py):
+loaders' (see ingest/loaders/__init__.py):
 
 - **docx**: headings (the styles "Heading 1"–"Heading 9") cut the text into sections with their
   heading path, as in Markdown; the "Title" paragraph (else the core properties' title) is the
@@ -17,7 +17,8 @@ loaders' (see ingest/loaders.py):
 
 Tables, in every format, stay tables: Markdown tables in blocks of whole rows, each block its own
 section headed by where it is (`Prices > rows 2-31`) and starting with the table's header row, so
-a chunk never holds a row without the header that says what its cells mean.
+a chunk never holds a row without the header that says what its cells mean (ingest/loaders/
+tables.py).
 
 Hostile files are bounded before a library reads them: these formats are ZIP files, and one with
 too many entries, too many bytes once uncompressed, or an entry compressed more than
@@ -40,10 +41,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ingest.loaders.common import _decode, _read_bytes, _short, normalise_text
+from ingest.loaders.html import html_sections
+from ingest.loaders.tables import table_sections
 from rag_app.errors import EmptyDocument, LoadError, ParseError
 from rag_app.records import LoadedDocument, Section
 
-__all__ = ["OFFICE_KINDS", "load_office", "table_sections"]
+__all__ = ["OFFICE_KINDS", "load_office"]
 
 OFFICE_KINDS = frozenset({"docx", "pptx", "xlsx", "csv", "epub"})
 
@@ -53,15 +57,12 @@ ZIP_MAX_RATIO = 200  # an entry larger than ZIP_RATIO_FLOOR may be at most this 
 ZIP_RATIO_FLOOR = 10 * 1024 * 1024  # its compressed size (XML compresses 5-30x)
 SHEET_MAX_CELLS = 2_000_000  # cells read from one workbook or CSV file, then a warning
 SHEET_MAX_COLUMNS = 256  # columns read from one row, then a warning
-TABLE_BLOCK_CHARS = 600  # a table is cut into blocks of whole rows of about this many chars
 _MACRO_PARTS = ("vbaproject.bin",)
 
 
 # --- shared ------------------------------------------------------------------------------------
 def load_office(path: Path, kind: str) -> LoadedDocument:
     """Read a file of an `OFFICE_KINDS` kind. Raises a `LoadError` subclass."""
-    from ingest.loaders import _read_bytes  # the loaders import this module lazily
-
     if kind == "csv":
         return _load_csv(path, _read_bytes(path))
     warnings = _check_zip(path, kind)
@@ -88,12 +89,6 @@ def load_office(path: Path, kind: str) -> LoadedDocument:
 
 _NAMES = {"docx": "a Word document (.docx)", "pptx": "a PowerPoint file (.pptx)",
           "xlsx": "an Excel workbook (.xlsx)", "epub": "an EPUB book", "csv": "CSV"}
-
-
-def _short(exc: BaseException) -> str:
-    from ingest.loaders import _short as short
-
-    return short(exc)
 
 
 def _check_zip(path: Path, kind: str) -> tuple[str, ...]:
@@ -170,51 +165,6 @@ def _cell(value: object) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def table_sections(rows: Sequence[Sequence[str]], headings: tuple[str, ...], *,
-                   numbers: Sequence[int] | None = None) -> list[Section]:
-    """A table (its first row the header, cells already text) as sections of whole rows of about
-    `TABLE_BLOCK_CHARS` characters, each a Markdown table starting with the header row, headed
-    by `headings` plus `rows a-b`: the numbers of the rows it holds (`numbers[i]` is row i's,
-    by default 1, 2, …; the header's included). Empty rows are left out."""
-    numbered = [(n, list(row)) for n, row in zip(numbers or range(1, len(rows) + 1), rows,
-                                                  strict=False)
-                if any(cell.strip() for cell in row)]
-    if not numbered:
-        return []
-    width = max(len(row) for _, row in numbered)
-    head_row = numbered[0][1] + [""] * (width - len(numbered[0][1]))
-    head = _md_row(head_row) + "\n" + _md_row(["---"] * width)
-    body = [(n, _md_row(row + [""] * (width - len(row)))) for n, row in numbered[1:]]
-    if not body:
-        return [_table_section(headings, f"row {numbered[0][0]}", head)]
-    sections: list[Section] = []
-    block: list[tuple[int, str]] = []
-    size = 0
-    for number, line in body:
-        if block and size + len(line) > TABLE_BLOCK_CHARS:
-            sections.append(_block_section(headings, head, block))
-            block, size = [], 0
-        block.append((number, line))
-        size += len(line) + 1
-    sections.append(_block_section(headings, head, block))
-    return sections
-
-
-def _block_section(headings: tuple[str, ...], head: str, block: list[tuple[int, str]]
-                   ) -> Section:
-    first, last = block[0][0], block[-1][0]
-    where = f"row {first}" if first == last else f"rows {first}-{last}"
-    return _table_section(headings, where, head + "\n" + "\n".join(line for _, line in block))
-
-
-def _table_section(headings: tuple[str, ...], where: str, table: str) -> Section:
-    return Section(text=f"{where}\n\n{table}", headings=(*headings, where))
-
-
 class _Outline:
     """Sections cut at headings (level 1 outermost), with the heading path of each: the same
     shape the Markdown and HTML loaders give."""
@@ -243,8 +193,6 @@ class _Outline:
         self.sections.extend(table_sections(rows, (*self.headings, f"table {number}")))
 
     def flush(self) -> None:
-        from ingest.loaders import normalise_text
-
         body = normalise_text("\n".join(self._lines))
         self._lines = []
         if not body.strip():
@@ -357,8 +305,6 @@ def _load_pptx(path: Path) -> LoadedDocument:
             text = notes.text.strip() if notes is not None else ""
             if text:
                 lines += ["", "Speaker notes:", text]
-        from ingest.loaders import normalise_text
-
         body = normalise_text("\n".join(lines))
         if body or not tables:
             sections.append(Section(text=f"{heading}\n\n{body}" if body else heading,
@@ -479,8 +425,6 @@ def _dense(rows: Iterable[tuple[int, Sequence[object]]], name: str, budget: _Cel
 
 
 def _load_csv(path: Path, data: bytes) -> LoadedDocument:
-    from ingest.loaders import _decode
-
     text = _decode(path, data).replace("\x00", "")
     sample = text[:64 * 1024]
     try:
@@ -500,8 +444,6 @@ def _load_csv(path: Path, data: bytes) -> LoadedDocument:
 def _load_epub(path: Path) -> LoadedDocument:
     import ebooklib
     from ebooklib import epub
-
-    from ingest.loaders import html_sections
 
     book = epub.read_epub(str(path), options={"ignore_ncx": True})
     toc = _toc_titles(book.toc)

@@ -6,7 +6,7 @@ Tesseract is run as a command (`tesseract stdin stdout tsv`) rather than through
 it must run with one OpenMP thread (OMP_THREAD_LIMIT=1, 4x faster here on a shared 2-core CPU),
 and pytesseract passes no environment of its own, only the whole process's.
 
-- **PDF pages** (ingest/loaders.py asks, page by page): a page that draws something but has no
+- **PDF pages** (ingest/loaders/pdf.py asks, page by page): a page that draws something but has no
   text layer, or is covered by a picture and has only a little text or noise in its text layer
   (a scan with a stray page number, a bad OCR layer), is drawn with pypdfium2 at `OcrOptions.dpi`
   and read by Tesseract; the OCR text replaces the layer's when it has more letters. Page
@@ -23,30 +23,29 @@ as are the file's next pages (`followed`: a new collection has no languages reco
 Pages are drawn at most `max_pixels` big: a poster-size page is drawn smaller, not refused.
 
 Each OCR'd document carries a warning made by `ocr_note` ("OCR: pages 1-3 read by OCR (eng),
-4.2 s"), which the ingest report adds up (`read_ocr_note`).
+4.2 s"; ingest/loaders/common.py), which the ingest report adds up (`read_ocr_note`).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from ingest.loaders.common import normalise_text, ocr_note
 from rag_app.errors import EmptyDocument, FileTooLarge, LoadError, NeedsOCR, ParseError
 from rag_app.records import LoadedDocument, Section
 
 __all__ = ["IMAGE_SUFFIXES", "TESSERACT_CODES", "OcrOptions", "OcrWord", "PdfPageOcr",
            "collection_ocr_languages", "engine_problem", "followed", "installed_languages",
-           "load_image", "ocr_image", "ocr_note", "ocr_page_count", "ocr_words",
-           "read_ocr_note"]
+           "load_image", "ocr_image", "ocr_words"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 INSTALL_HINT = "install Tesseract with `make ocr` (Debian: apt-get install tesseract-ocr)"
@@ -197,8 +196,6 @@ def ocr_image(image: Any, options: OcrOptions, dpi: int | None = None) -> OcrTex
             parts.append(" ")
         parts.append(word.text)
         previous = word
-    from ingest.loaders import normalise_text
-
     mean = sum(w.confidence for w in words) / len(words) if words else 0.0
     return OcrText(normalise_text("".join(parts)), time.monotonic() - started, len(words), mean)
 
@@ -367,36 +364,6 @@ def followed(text: str, options: OcrOptions) -> OcrOptions | None:
     using = options.languages.split("+")
     new = [p for p in packs.split("+") if p in installed_languages() and p not in using]
     return replace(options, languages="+".join([*new, *using])) if new else None
-
-
-# --- the report's note ---------------------------------------------------------------------------
-_NOTE = re.compile(r"^OCR: (?:page|pages) (?P<pages>[\d, -]+) read by OCR \((?P<langs>[^)]*)\), "
-                   r"(?P<seconds>[\d.]+) s$")
-
-
-def ocr_note(pages: Sequence[int], languages: str, seconds: float, unit: str = "page") -> str:
-    """The warning an OCR'd document carries: which pages, which languages, how long."""
-    from ingest.loaders import _page_ranges
-
-    what = f"{unit} {pages[0]}" if len(pages) == 1 else f"{unit}s {_page_ranges(pages)}"
-    return f"OCR: {what} read by OCR ({languages}), {seconds:.1f} s"
-
-
-def read_ocr_note(text: str) -> tuple[int, float] | None:
-    """(pages, seconds) from a warning made by `ocr_note`, None for any other text."""
-    match = _NOTE.match(text)
-    if match is None:
-        return None
-    count = 0
-    for part in match.group("pages").split(","):
-        first, _, last = part.strip().partition("-")
-        count += int(last or first) - int(first) + 1
-    return count, float(match.group("seconds"))
-
-
-def ocr_page_count(warnings: Iterable[str]) -> int:
-    """How many pages (frames of an image) OCR read, from a document's warnings."""
-    return sum(got[0] for got in map(read_ocr_note, warnings) if got is not None)
 
 
 # --- images ------------------------------------------------------------------------------------
