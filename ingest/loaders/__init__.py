@@ -81,7 +81,7 @@ def load_file(
     `passwords` are tried, in order, on encrypted PDFs. Files larger than `max_bytes` are
     refused before they are parsed. `progress(done, total)` is called after each PDF page.
     `pdf_parser` chooses how PDF text is extracted (see the module docstring). `ocr` says how
-    scanned PDF pages and images are read (ingest/ocr.py; None: the defaults, on where
+    scanned PDF pages and images are read (ingest/loaders/ocr.py; None: the defaults, on where
     Tesseract is installed).
     Raises a `LoadError` subclass when the file cannot be turned into text.
     """
