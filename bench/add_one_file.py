@@ -53,7 +53,7 @@ class Timed:
     """Wraps Store.rebuild_lexical to time it, and to build it whole when asked."""
 
     def __init__(self, whole: bool) -> None:
-        from rag_app.store import Store
+        from rag_app.index.store import Store
 
         self.store_cls, self.whole, self.seconds = Store, whole, 0.0
         self.real = Store.rebuild_lexical

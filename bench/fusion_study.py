@@ -10,7 +10,7 @@ by model, backend and corpus digest) so reruns take seconds.
 
 Dense top-100 comes from exact numpy dot products over the normalised vectors; the product
 retrieves through Chroma's HNSW index instead, which at a few thousand vectors returns the
-same neighbours. BM25 top-100 comes from `rag_app.lexical.LexicalIndex`. Fusion is
+same neighbours. BM25 top-100 comes from `rag_app.index.lexical.LexicalIndex`. Fusion is
 `rag_app.fusion`; metrics are ranx's, over the 43 judged queries (see METRICS: nDCG@10 with
 exponential gain, as the reference scores, and with trec_eval's linear gain; Recall@10;
 MRR@10). With 43 queries, differences under ~0.01 nDCG are noise: the study also reports
@@ -41,7 +41,7 @@ from rag_app.eval.beir import Beir, load_beir  # noqa: E402
 from rag_app.eval.metrics import Qrels, Run, ranx_compare, ranx_evaluate  # noqa: E402
 from rag_app.fusion import FusionConfig, fuse  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
-from rag_app.lexical import LexicalIndex, LexicalOptions  # noqa: E402
+from rag_app.index.lexical import LexicalIndex, LexicalOptions  # noqa: E402
 
 DATASET = REPO.parent / "shared" / "datasets" / "msmarco"
 CACHE = Path(tempfile.gettempdir()) / "rag_app-bench-cache"  # embeddings kept between runs

@@ -8,7 +8,7 @@ The set (data/eval/multilingual, built by bench/build_multilingual_set.py; see i
 Linux man pages in English, Russian, German and French: the same pages in each language,
 one query per language per question, each judged against passages of its own language. For
 each model: nDCG@10 (exponential gain, bench/fusion_study.PRIMARY) of dense-only, BM25
-(rag_app.lexical, product defaults) and the product's default fusion
+(rag_app.index.lexical, product defaults) and the product's default fusion
 (rag_app.fusion.FusionConfig()), per language and overall, in two settings:
 
 - per-language corpus: the queries of language X search only the passages of language X (as a

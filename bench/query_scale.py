@@ -94,7 +94,7 @@ def grow(state: Path, folder: Path, size: int) -> dict[str, Any]:
         report = Ingestor(settings, embedder).run([folder])
         out.update(ingest_s=time.perf_counter() - t0, ingest_chunks=report.chunks_total,
                    embedder=f"{embedder.name} ({embedder.backend})")
-    from rag_app.store import Store
+    from rag_app.index.store import Store
 
     store = Store.open(settings)
     if store is None:

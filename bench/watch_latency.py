@@ -54,7 +54,7 @@ def replicate(settings: Settings, target: int) -> tuple[float, float]:
     in all, seconds of the BM25 rebuild: what every sync that changes something pays.)"""
     import numpy as np
 
-    from rag_app.store import FileRecord, Store, writer_lock
+    from rag_app.index.store import FileRecord, Store, writer_lock
 
     t0 = time.perf_counter()
     with writer_lock(settings, "bench/watch_latency.py (replicating)"):
@@ -111,7 +111,7 @@ class Reader:
     of its top 5 for 4 notes of 6 while BM25 ranked each first."""
 
     def __init__(self, settings: Settings, embedder: Any) -> None:
-        from rag_app.store import make_client
+        from rag_app.index.store import make_client
         from rag_app.ui.services import IndexReader
 
         self.settings, self.embedder = settings, embedder

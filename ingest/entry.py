@@ -37,7 +37,7 @@ def sync_paths(settings: Settings, paths: Sequence[Path], *, passwords: Sequence
     process is writing. `command` is shown to a second writer: never put secrets in it."""
     from ingest.sync import Ingestor
     from rag_app.embedders.auto import make_embedder
-    from rag_app.store import writer_lock
+    from rag_app.index.store import writer_lock
 
     t0 = time.perf_counter()
     # the model is loaded only if some file needs embedding

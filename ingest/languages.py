@@ -67,7 +67,7 @@ def describe(found: Counter[str]) -> str:
 
 def document_facts(doc: LoadedDocument) -> dict[str, Any]:
     """What a file's record keeps of its parsed document beside its passages
-    (rag_app.store.FileRecord): its language (ISO 639-1, "" when none is identified from its
+    (rag_app.index.store.FileRecord): its language (ISO 639-1, "" when none is identified from its
     first SAMPLE_CHARS characters), how many pages OCR read, and its length in its own unit
     (pages; slides; a workbook's sheets, those with cells)."""
     from ingest.loaders.common import ocr_page_count

@@ -12,7 +12,7 @@ from typing import Any
 
 from ingest.loaders.common import read_ocr_note
 from ingest.sync import STATUSES, FileOutcome, SyncReport
-from rag_app.store import length_text
+from rag_app.index.store import length_text
 
 
 class PlainReporter:

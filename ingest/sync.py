@@ -49,9 +49,9 @@ from ingest.worker import ParseWorker
 from rag_app.embedders.auto import follow_collection
 from rag_app.embedders.base import Embedder
 from rag_app.errors import ConfigError, LoadError, StoreLocked, StoreUnavailable
+from rag_app.index.store import FileRecord, Store, StoreDamaged, collection_languages, make_client
 from rag_app.records import Chunk, LoadedDocument, valid_utf8
 from rag_app.settings import Settings
-from rag_app.store import FileRecord, Store, StoreDamaged, collection_languages, make_client
 
 log = logging.getLogger(__name__)
 

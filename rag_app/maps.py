@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from rag_app.embedders.base import Embedder
+    from rag_app.index.store import Store
     from rag_app.retrieve import RetrievalOptions, Retriever
-    from rag_app.store import Store
 
 log = logging.getLogger(__name__)
 

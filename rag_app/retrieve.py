@@ -22,9 +22,9 @@ from rag_app.names import mentions, question_names, unmatched
 
 if TYPE_CHECKING:
     from rag_app.embedders.base import Embedder
+    from rag_app.index.store import Store, StoredChunk
     from rag_app.rerank import Reranker
     from rag_app.settings import Settings
-    from rag_app.store import Store, StoredChunk
 
 # At most this many hits are added after the k best for names of the question they lack.
 MAX_NAMED_HITS = 2
@@ -131,7 +131,7 @@ class Retriever:
                  store: Store | None = None, fusion: FusionConfig | None = None,
                  reranker: Reranker | None = None) -> None:
         from rag_app.embedders.auto import follow_collection, make_embedder
-        from rag_app.store import Store
+        from rag_app.index.store import Store
 
         opened = store if store is not None else Store.open(settings)
         if opened is None:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rag_app.index.store import FileRecord
     from rag_app.llm import ChatClient
     from rag_app.settings import Settings
-    from rag_app.store import FileRecord
 
 
 def remove_documents(settings: Settings, keys: Sequence[str], *,
@@ -29,7 +29,7 @@ def remove_documents(settings: Settings, keys: Sequence[str], *,
     """Delete files (by record key) from the index: their chunks, records and BM25 entries.
     The files on disk are not touched. Returns the number of chunks removed."""
     from rag_app.errors import StoreError
-    from rag_app.store import Store, writer_lock
+    from rag_app.index.store import Store, writer_lock
 
     with writer_lock(settings, command):
         store = Store.open(settings)
@@ -78,7 +78,7 @@ def kind_label(record: FileRecord) -> str:
 
 def length_label(record: FileRecord) -> str:
     """'3 pages', '1 slide', '2 sheets'; '' for kinds without pages (Markdown, text, ...)."""
-    from rag_app.store import length_text
+    from rag_app.index.store import length_text
 
     return length_text(record.pages, record.kind)
 
@@ -86,7 +86,7 @@ def length_label(record: FileRecord) -> str:
 def ocr_label(record: FileRecord) -> str:
     """'OCR, 3 pages', 'OCR, 2 of 10 pages', '' when OCR read nothing; for a PDF ingested
     before OCR pages were recorded, 'unknown' (an image is always read by OCR)."""
-    from rag_app.store import UNKNOWN_COUNT
+    from rag_app.index.store import UNKNOWN_COUNT
 
     if record.ocr_pages == UNKNOWN_COUNT:
         return "OCR" if record.kind == "image" else UNKNOWN if record.kind == "pdf" else ""
@@ -101,7 +101,7 @@ def ocr_label(record: FileRecord) -> str:
 def language_label(record: FileRecord) -> str:
     """Its language's ISO 639-1 code; '' when none was identified, 'unknown' when it was
     ingested before languages were recorded."""
-    from rag_app.store import UNKNOWN_LANGUAGE
+    from rag_app.index.store import UNKNOWN_LANGUAGE
 
     return UNKNOWN if record.language == UNKNOWN_LANGUAGE else record.language
 
@@ -135,7 +135,7 @@ class IndexOverview:
         return dict(Counter(r.kind for r in self.files))
 
     def to_dict(self) -> dict[str, Any]:
-        from rag_app.store import UNKNOWN_COUNT, UNKNOWN_LANGUAGE
+        from rag_app.index.store import UNKNOWN_COUNT, UNKNOWN_LANGUAGE
 
         return {
             "collection": self.collection, "store": self.store, "exists": self.exists,
@@ -155,7 +155,7 @@ class IndexOverview:
 def index_overview(settings: Settings) -> IndexOverview:
     """What the index holds: files (sorted by path), chunks, pages and the model it was built
     with. Reads only; works while a writer runs."""
-    from rag_app.store import UNITS, Store, collection_languages
+    from rag_app.index.store import UNITS, Store, collection_languages
 
     store = Store.open(settings)
     base = IndexOverview(settings.collection, settings.describe_store(), exists=store is not None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from rag_app.store import writer_lock
+from rag_app.index.store import writer_lock
 from tests.conftest import REPO, SAMPLES, make_settings
 from tests.pdfgen import make_pdf, make_slow_pdf
 

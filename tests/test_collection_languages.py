@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ingest.loaders.ocr import TESSERACT_CODES, collection_ocr_languages, installed_languages
-from rag_app.store import UNKNOWN_COUNT, UNKNOWN_LANGUAGE, FileRecord, collection_languages
+from rag_app.index.store import UNKNOWN_COUNT, UNKNOWN_LANGUAGE, FileRecord, collection_languages
 from tests.conftest import make_settings
 
 GERMAN = ("Die Größe des Wärmetauschers muss jährlich überprüft werden. Öffnen Sie die "
@@ -76,8 +76,8 @@ def test_languages_are_recorded_shown_by_stats_and_followed_by_ocr(
     needs_tesseract("eng", "deu")
     from ingest.entry import sync_paths
     from rag_app.cli import main
+    from rag_app.index.store import Store
     from rag_app.service import index_overview
-    from rag_app.store import Store
     from tests.test_ocr import picture
 
     docs = tmp_path / "docs"

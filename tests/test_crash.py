@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_app.store import Store
+from rag_app.index.store import Store
 from tests.conftest import REPO, make_settings
 from tests.pdfgen import make_pdf
 
@@ -109,7 +109,7 @@ def snapshot(store: Path) -> tuple[set[tuple[str, str]], dict[str, str], int, st
 _OWN_VECTORS = """
 import json, sys
 from pathlib import Path
-from rag_app.store import Store
+from rag_app.index.store import Store
 from tests.conftest import make_settings
 
 store = Store.open(make_settings(Path(sys.argv[1]), collection="documents"))

@@ -21,7 +21,7 @@ import pytest
 from ingest.prose import MIN_CHARS, check_prose
 from ingest.report import print_summary
 from ingest.sync import FileOutcome, Ingestor, SyncReport
-from rag_app.store import Store
+from rag_app.index.store import Store
 from tests.conftest import REPO, make_settings
 from tests.pdfgen import make_pdf
 

@@ -42,7 +42,7 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
     """A folder with a file of nearly every kind, ingested once through the library's entry
     point; plus a file record as an index made before kinds' facts were recorded has it."""
     from ingest.entry import sync_paths
-    from rag_app.store import Store
+    from rag_app.index.store import Store
     from tests.conftest import make_settings
     from tests.test_ocr import mixed_pdf, scanned_pdf
     from tests.test_office import make_docx, make_epub, make_xlsx

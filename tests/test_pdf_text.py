@@ -309,7 +309,7 @@ def test_a_parser_change_alone_rebuilds_by_itself() -> None:
 def test_changing_the_parser_rebuilds_the_index_once(
     tmp_path: Path, embedder: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rag_app.store import Store
+    from rag_app.index.store import Store
 
     root = tmp_path / "docs"
     root.mkdir()

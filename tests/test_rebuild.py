@@ -17,8 +17,8 @@ import ingest.split
 import ingest.sync
 from ingest.sync import Ingestor, SyncReport
 from rag_app.errors import ConfigError, StoreError
+from rag_app.index.store import Store
 from rag_app.settings import Settings
-from rag_app.store import Store
 
 pytestmark = pytest.mark.slow
 

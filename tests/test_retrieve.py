@@ -10,9 +10,9 @@ import pytest
 
 from ingest.sync import Ingestor
 from rag_app.errors import FingerprintMismatch, StoreError
+from rag_app.index.store import Store
 from rag_app.retrieve import RetrievalOptions, Retriever, _joined
 from rag_app.settings import Settings
-from rag_app.store import Store
 from tests.conftest import SAMPLES
 from tests.pdfgen import make_pdf
 

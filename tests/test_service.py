@@ -12,9 +12,9 @@ import pytest
 from ingest.cli import redact_command
 from ingest.entry import sync_paths
 from rag_app.errors import StoreError, StoreLocked
+from rag_app.index.store import Store, writer_lock
 from rag_app.retrieve import RetrievalOptions, Retriever
 from rag_app.service import index_overview, remove_documents
-from rag_app.store import Store, writer_lock
 from tests.conftest import make_settings
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from ingest.sync import Ingestor
 from rag_app.errors import FingerprintMismatch, StoreLocked
+from rag_app.index.store import Store, writer_lock
 from rag_app.settings import Settings
-from rag_app.store import Store, writer_lock
 from tests.pdfgen import make_pdf
 
 pytestmark = pytest.mark.slow

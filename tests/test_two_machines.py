@@ -25,7 +25,7 @@ def test_a_reader_on_another_machine_builds_bm25_itself_and_sees_new_files(
         chroma_server: tuple[str, int], embedder: Any, tmp_path: Path) -> None:
     from ingest.sync import Ingestor
     from rag_app.errors import StoreLocked
-    from rag_app.store import Store, writer_lock
+    from rag_app.index.store import Store, writer_lock
 
     host, port = chroma_server
     common = {"chroma_host": host, "chroma_port": port, "collection": "two-machines"}

@@ -314,8 +314,8 @@ def test_upload_ask_delete(env: dict[str, str]) -> None:
 
 
 def _key_for(at: Any, source: str) -> str:
+    from rag_app.index.store import Store
     from rag_app.settings import Settings
-    from rag_app.store import Store
 
     store = Store.open(Settings())
     assert store is not None
@@ -324,8 +324,8 @@ def _key_for(at: Any, source: str) -> str:
 
 def test_an_upload_while_the_cli_writes_waits_for_nothing_and_says_why(
         env: dict[str, str]) -> None:
+    from rag_app.index.store import writer_lock
     from rag_app.settings import Settings
-    from rag_app.store import writer_lock
 
     at = ok(app())
     at.switch_page(DOCS_PAGE)

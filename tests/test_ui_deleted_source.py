@@ -20,9 +20,9 @@ pytestmark = pytest.mark.slow
 
 def test_saved_chats_hold_no_paths_and_a_deleted_source_says_so(env: dict[str, str]  # noqa: F811
                                                                 ) -> None:
+    from rag_app.index.store import Store
     from rag_app.service import remove_documents
     from rag_app.settings import Settings
-    from rag_app.store import Store
 
     at = ask(ok(app()), "How long is the standard warranty?")
     chat_id = at.query_params["chat"][0] if isinstance(at.query_params["chat"], list) \

@@ -37,8 +37,8 @@ def _ingest_in_another_process(state: Path, folder: Path) -> None:
 def test_a_running_reader_sees_chunks_another_process_added(tmp_path: Path,
                                                             embedder: Any) -> None:
     from ingest.entry import sync_paths
+    from rag_app.index.store import make_client
     from rag_app.retrieve import Retriever
-    from rag_app.store import make_client
     from rag_app.ui.services import IndexReader
 
     state = tmp_path / "state"

@@ -210,7 +210,7 @@ def test_a_deleted_path_is_one_failed_outcome_not_a_failed_job(settings: Any) ->
 def test_a_failed_upload_is_recorded_for_the_documents_page(settings: Any, embedder: Any
                                                             ) -> None:
     from rag_app.errors import StoreLocked
-    from rag_app.store import writer_lock
+    from rag_app.index.store import writer_lock
     from rag_app.ui.services import Job, read_manifest, run_ingest, save_upload
 
     with pytest.raises(ConfigError, match=r"archive\.pdf is not a PDF.*save it as PDF"):

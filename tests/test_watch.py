@@ -20,8 +20,8 @@ import pytest
 
 from ingest.entry import sync_line, sync_status, time_ago
 from ingest.watch import Round, round_line, watch_and_sync
+from rag_app.index.store import Store, writer_lock
 from rag_app.settings import Settings
-from rag_app.store import Store, writer_lock
 from tests.conftest import REPO, make_settings
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ from rag_app.conversations import (
     export_markdown,
     make_title,
 )
+from rag_app.index.store import StoredChunk
 from rag_app.service import describe_llm
-from rag_app.store import StoredChunk
 from rag_app.ui import components
 from rag_app.ui.state import explain, load_settings, services, session_options
 from rag_app.ui.text import md, short_paths

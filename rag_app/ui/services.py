@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 
     from ingest.sync import FileOutcome
     from rag_app.embedders.base import Embedder
+    from rag_app.index.store import Store
     from rag_app.llm import ChatClient
     from rag_app.retrieve import Retriever
     from rag_app.settings import Settings
-    from rag_app.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Services:
 
     def __init__(self, settings: Settings, *, warm_map: bool = False) -> None:
         from rag_app.embedders.auto import make_embedder
-        from rag_app.store import make_client
+        from rag_app.index.store import make_client
 
         self.settings = settings
         self._warm_map = warm_map
@@ -281,7 +281,7 @@ class IndexReader:
 
     def open(self) -> tuple[Store | None, tuple[Any, ...]]:
         """(the store or None when nothing is indexed, its version)."""
-        from rag_app.store import Store
+        from rag_app.index.store import Store
 
         with self._lock:
             store = Store.open(self.settings, client=self.client)
@@ -311,7 +311,7 @@ def fresh_client(settings: Settings) -> ClientAPI:
     (its `System`) per folder in a process, with the vector indexes loaded in memory; this
     forgets it, so the next client loads them again. Clients made before keep theirs (a search
     or an ingest job under way goes on with it)."""
-    from rag_app.store import make_client
+    from rag_app.index.store import make_client
 
     if not settings.chroma_host:
         from chromadb.api.shared_system_client import SharedSystemClient

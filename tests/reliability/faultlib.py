@@ -350,19 +350,19 @@ def _group(pgid: int) -> list[psutil.Process]:
 # -- where the main thread was -------------------------------------------------------------------
 # (function, file part) -> step; the innermost matching frame of the main thread decides
 _STEPS: list[tuple[str, str, str]] = [
-    ("rebuild_lexical", "rag_app/store.py", "BM25 rebuild"),
+    ("rebuild_lexical", "rag_app/index/store.py", "BM25 rebuild"),
     ("_remove_deleted", "ingest/sync.py", "removing deleted files"),
-    ("publish_as_current", "rag_app/store.py", "creating the collection"),
-    ("create", "rag_app/store.py", "creating the collection"),
-    ("upsert_chunks", "rag_app/store.py", "writing chunks"),
+    ("publish_as_current", "rag_app/index/store.py", "creating the collection"),
+    ("create", "rag_app/index/store.py", "creating the collection"),
+    ("upsert_chunks", "rag_app/index/store.py", "writing chunks"),
     ("embed_documents", "rag_app/embedders/base.py", "embedding"),
     ("embed_documents", "rag_app/embedders/auto.py", "embedding"),
     ("_embed_and_upsert", "ingest/sync.py", "embedding"),
-    ("delete_chunks", "rag_app/store.py", "deleting old chunks"),
+    ("delete_chunks", "rag_app/index/store.py", "deleting old chunks"),
     ("_undo_write", "ingest/sync.py", "deleting old chunks"),
-    ("put_file_records", "rag_app/store.py", "writing a file record"),
-    ("mark_lexical_dirty", "rag_app/store.py", "marking BM25 dirty"),
-    ("chunk_ids_for", "rag_app/store.py", "reading chunk ids"),
+    ("put_file_records", "rag_app/index/store.py", "writing a file record"),
+    ("mark_lexical_dirty", "rag_app/index/store.py", "marking BM25 dirty"),
+    ("chunk_ids_for", "rag_app/index/store.py", "reading chunk ids"),
     ("split", "ingest/split.py", "splitting"),
     ("result", "ingest/worker.py", "waiting for the parser"),
     ("_submit", "ingest/sync.py", "starting the parser"),
@@ -376,12 +376,12 @@ _STEPS: list[tuple[str, str, str]] = [
     ("choose_embedder", "rag_app/embedders/auto.py", "loading the model"),
     ("sha256_file", "ingest/sync.py", "hashing files"),
     ("discover", "ingest/sync.py", "walking the folder"),
-    ("writer_lock", "rag_app/store.py", "taking/releasing the writer lock"),
-    ("_server_lease", "rag_app/store.py", "taking/releasing the writer lock"),
-    ("file_records", "rag_app/store.py", "reading the index"),
-    ("open", "rag_app/store.py", "reading the index"),
-    ("lexical_is_dirty", "rag_app/store.py", "reading the index"),
-    ("count", "rag_app/store.py", "reading the index"),
+    ("writer_lock", "rag_app/index/store.py", "taking/releasing the writer lock"),
+    ("_server_lease", "rag_app/index/store.py", "taking/releasing the writer lock"),
+    ("file_records", "rag_app/index/store.py", "reading the index"),
+    ("open", "rag_app/index/store.py", "reading the index"),
+    ("lexical_is_dirty", "rag_app/index/store.py", "reading the index"),
+    ("count", "rag_app/index/store.py", "reading the index"),
     ("print_summary", "ingest/report.py", "printing the summary"),
     ("_process", "ingest/sync.py", "hashing files"),
     ("run", "ingest/sync.py", "sync (other)"),
@@ -480,7 +480,7 @@ _INSPECT = r'''
 import hashlib, json, sys
 from pathlib import Path
 from rag_app.settings import Settings
-from rag_app.store import Store, _catalog, _read_lease
+from rag_app.index.store import Store, _catalog, _read_lease
 
 s = Settings(_env_file=None)
 store = Store.open(s)
@@ -602,7 +602,7 @@ def differences(snap: dict[str, Any], ref: dict[str, Any]) -> list[str]:
 
 
 def _lease_api(target: StoreTarget) -> tuple[Any, Any, str]:
-    from rag_app import store as store_module
+    from rag_app.index import store as store_module
     from tests.conftest import make_settings
 
     settings = make_settings(target.state_dir, collection=target.collection,

@@ -29,12 +29,12 @@ import pytest
 
 from ingest.entry import sync_paths
 from ingest.sync import FileOutcome
-from rag_app import store as store_module
 from rag_app.errors import StoreLocked
-from rag_app.lexical import LexicalIndex
+from rag_app.index import store as store_module
+from rag_app.index.lexical import LexicalIndex
+from rag_app.index.store import Store, writer_lock
 from rag_app.retrieve import RetrievalOptions, Retriever
 from rag_app.settings import Settings
-from rag_app.store import Store, writer_lock
 from tests.conftest import REPO, make_settings
 
 pytestmark = pytest.mark.slow
@@ -228,7 +228,7 @@ def test_a_saved_index_that_no_longer_matches_the_store_is_never_used(
     store.delete_chunks(store.chunk_ids_for(next(
         r.key for r in store.file_records().values() if r.source == "b.md")))
     assert store.lexical_is_dirty()
-    with caplog.at_level(logging.WARNING, logger="rag_app.store"):
+    with caplog.at_level(logging.WARNING, logger="rag_app.index.store"):
         index = store.load_lexical()
     assert "stale" in caplog.text
     assert index.saved_in is None and len(index) == store.count()
@@ -333,7 +333,7 @@ def test_a_server_lease_is_renewed_while_held_and_taken_over_once_its_holder_die
     monkeypatch.setattr(store_module, "LEASE_TTL_S", ttl)
     code = (
         "import sys, time\n"
-        "from rag_app import store\n"
+        "from rag_app.index import store\n"
         "from tests.conftest import make_settings\n"
         f"store.LEASE_TTL_S = {ttl}\n"
         "s = make_settings(__import__('pathlib').Path(sys.argv[1]), chroma_host=sys.argv[2],\n"

@@ -20,9 +20,9 @@ from ingest.loaders.common import normalise_text
 from ingest.split import Splitter
 from ingest.sync import Ingestor, discover
 from ingest.worker import ParseWorker
+from rag_app.index.store import Store
 from rag_app.records import Chunk, content_hash, valid_utf8
 from rag_app.settings import Settings
-from rag_app.store import Store
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

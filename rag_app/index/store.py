@@ -474,7 +474,7 @@ class Store:
         From here until `rebuild_lexical()` saves, this store keeps a journal of the chunks it
         writes and deletes; if the saved index matched the collection now, the journal is
         what updates it (no listing of the collection's ids)."""
-        from rag_app.lexical import LexicalIndex
+        from rag_app.index.lexical import LexicalIndex
 
         if self._journal is None:
             saved = LexicalIndex.saved_origin(self.lexical_dir)
@@ -492,7 +492,7 @@ class Store:
         """True when the saved BM25 index cannot be used as it is: marked dirty (a write is
         under way, or one died), missing, or built from another state of the collection (its
         origin differs from `lexical_origin()`). Cheap: no index is loaded."""
-        from rag_app.lexical import LexicalIndex
+        from rag_app.index.lexical import LexicalIndex
 
         if (self.lexical_dir / _DIRTY).exists():
             return True
@@ -521,7 +521,7 @@ class Store:
         hash. With `save` (writers only: ingest and `remove_files`, which hold the writer
         lock) it is saved and the DIRTY marker removed; readers pass `save=False` and get it in
         memory only."""
-        from rag_app.lexical import LexicalIndex
+        from rag_app.index.lexical import LexicalIndex
 
         generation = self._lexical_generation()  # before the rows: a later write looks stale
         index = None
@@ -555,7 +555,7 @@ class Store:
         when the changes pass the merge share (build it whole), or (None, False) when the
         journal cannot tell (none kept, the index was not current when it began, or the
         result's size is not the collection's): then the ids are listed."""
-        from rag_app.lexical import LexicalIndex
+        from rag_app.index.lexical import LexicalIndex
 
         journal = self._journal
         if journal is None or journal.start is None:
@@ -584,7 +584,7 @@ class Store:
         must be built whole (none saved, saved without hashes, or past its merge share).
         Listing 100k ids takes 0.7 s here where reading their metadata takes 8.5 s: a chunk id
         is a digest of its text (`Chunk.make_id`), so an id the index holds is that text."""
-        from rag_app.lexical import LexicalIndex
+        from rag_app.index.lexical import LexicalIndex
 
         saved = LexicalIndex.load(self.lexical_dir)
         held = saved.contents() if saved is not None else None
@@ -613,7 +613,7 @@ class Store:
         in memory. A reader never saves it and never removes the DIRTY marker: it holds no
         lock, and the collection may be half-written (an ingest is running, or died); only a
         writer's `rebuild_lexical()` saves."""
-        from rag_app.lexical import LexicalIndex
+        from rag_app.index.lexical import LexicalIndex
 
         level = logging.INFO
         if (self.lexical_dir / _DIRTY).exists():
