@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from rag_app.answering import Answer, Citation
-from rag_app.conversations import (
+from rag_app.retrieve import Hit
+from rag_app.ui.conversations import (
     NEW_TITLE,
     Conversation,
     ConversationStore,
@@ -21,7 +22,6 @@ from rag_app.conversations import (
     make_title,
     valid_id,
 )
-from rag_app.retrieve import Hit
 
 
 def _hit(chunk_id: str, source: str, page: int | None, text: str,
@@ -175,7 +175,7 @@ def test_corrupt_files_load_as_none_with_a_warning(store: ConversationStore, con
     good = chat(store, "fine")
     conv_id = "b" * 32
     (store.folder / f"{conv_id}.json").write_bytes(content.replace(b"%s", conv_id.encode()))
-    with caplog.at_level(logging.WARNING, logger="rag_app.conversations"):
+    with caplog.at_level(logging.WARNING, logger="rag_app.ui.conversations"):
         assert store.load(conv_id) is None
         assert [s.id for s in store.list()] == [good.id]
     assert caplog.records, "a corrupt file is logged"
@@ -186,7 +186,7 @@ def test_an_unreadable_file_is_skipped(store: ConversationStore,
                                        caplog: pytest.LogCaptureFixture) -> None:
     good = chat(store, "fine")
     (store.folder / f"{'c' * 32}.json").mkdir()  # reading it fails with an OSError
-    with caplog.at_level(logging.WARNING, logger="rag_app.conversations"):
+    with caplog.at_level(logging.WARNING, logger="rag_app.ui.conversations"):
         assert [s.id for s in store.list()] == [good.id]
         assert store.load("c" * 32) is None
     assert caplog.records
@@ -286,7 +286,7 @@ def test_feedback_skips_corrupt_lines(store: ConversationStore,
     with store.feedback_path.open("a") as f:
         f.write('{"broken\n[1, 2]\n{"conversation": "x"}\n\n')
     store.add_feedback(conv, 1, 0)
-    with caplog.at_level(logging.WARNING, logger="rag_app.conversations"):
+    with caplog.at_level(logging.WARNING, logger="rag_app.ui.conversations"):
         latest = store.feedback()
     assert [(r["conversation"], r["rating"]) for r in latest] == [(conv.id, 0)]
     assert "3 corrupt" in caplog.text

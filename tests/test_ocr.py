@@ -146,7 +146,7 @@ def test_off_or_missing_language_says_what_to_do(tmp_path: Path) -> None:
 def test_the_citation_viewer_marks_the_passage_on_a_scanned_page(tmp_path: Path) -> None:
     """A scanned page has no text layer to find the passage in: OCR's word boxes give the
     marks, over the passage's words only."""
-    from rag_app.sources import render_pdf_pages
+    from rag_app.ui.sources import render_pdf_pages
 
     path = mixed_pdf(tmp_path / "manual.pdf", tmp_path)
     [view] = render_pdf_pages(path, 2, 2, "serviced every 18 months by an authorised technician")

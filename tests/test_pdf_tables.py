@@ -18,7 +18,7 @@ from ingest.loaders.ocr import OcrOptions
 from ingest.sync import Ingestor
 from rag_app.answering import answer
 from rag_app.retrieve import Retriever
-from rag_app.sources import render_pdf_pages
+from rag_app.ui.sources import render_pdf_pages
 from tests.conftest import make_settings
 from tests.pdfgen import make_pdf
 

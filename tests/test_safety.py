@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rag_app.errors import ConfigError, RagError
-from rag_app.safety import (
+from rag_app.ui.safety import (
     WORD_JOINER,
     UnsafeName,
     escape_markdown,

@@ -1,4 +1,4 @@
-"""rag_app.sources: finding a cited passage in its page or section, rendering it, escaping it."""
+"""rag_app.ui.sources: finding a cited passage in its page or section, rendering it, escaping it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pypdf import PdfWriter
 from ingest.loaders import load_file
 from ingest.split import ChunkingConfig, Splitter
 from rag_app.errors import RagError
-from rag_app.sources import (
+from rag_app.ui.sources import (
     PageView,
     SourceError,
     find_passage_spans,

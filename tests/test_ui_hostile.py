@@ -169,8 +169,8 @@ def test_the_documents_page_and_errors_hold_no_live_markup(env: None) -> None:
 
 def test_a_saved_error_with_markup_is_shown_as_text(env: None) -> None:
     """Errors are saved with the chat and drawn again on every visit (REVIEW L2)."""
-    from rag_app.conversations import ConversationStore
     from rag_app.settings import Settings
+    from rag_app.ui.conversations import ConversationStore
 
     store = ConversationStore(Settings().chats_dir)
     conv = store.new()
@@ -205,8 +205,8 @@ def test_a_saved_answer_this_version_cannot_draw_leaves_the_rest_of_the_chat(env
     hand edit) crashed the page on every visit; now that message says it cannot be shown."""
     from streamlit.testing.v1 import AppTest
 
-    from rag_app.conversations import ConversationStore
     from rag_app.settings import Settings
+    from rag_app.ui.conversations import ConversationStore
 
     store = ConversationStore(Settings().chats_dir)
     conv = store.new()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from rag_app.sources import find_passage_spans, markdown_html
+from rag_app.ui.sources import find_passage_spans, markdown_html
 from rag_app.ui.text import md_rich, shown_md
 from tests.test_ui_evidence import CITATION, HIT, draw, found
 

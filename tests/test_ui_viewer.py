@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rag_app.sources import SourceError
+from rag_app.ui.sources import SourceError
 from rag_app.ui.viewer import Viewer, ViewLimits
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ rag_app/ui/.streamlit/config.toml (read wherever it is started from) and this fi
 ASGI app that adds the headers and refuses foreign Host names. Only `--server.address` with a
 non-loopback address exposes it, and then the page says so in a banner: the chat has no login.
 
-Thin on purpose: the pages call the library (`rag_app.answering`, `rag_app.service`,
-`rag_app.sources`, `rag_app.conversations`); process-wide objects come from one
-`st.cache_resource` (`services()`), per-user state lives in `st.session_state` only.
+Thin on purpose: the pages call the library (`rag_app.answering`, `rag_app.service`) and the
+UI's own helpers (`rag_app.ui.sources`, `rag_app.ui.conversations`); process-wide objects come
+from one `st.cache_resource` (`services()`), per-user state lives in `st.session_state` only.
 """
 
 from __future__ import annotations

@@ -10,16 +10,16 @@ from typing import Any
 
 import streamlit as st
 
-from rag_app.conversations import (
+from rag_app.index.store import StoredChunk
+from rag_app.service import describe_llm
+from rag_app.ui import components
+from rag_app.ui.conversations import (
     Conversation,
     ConversationStore,
     export_json,
     export_markdown,
     make_title,
 )
-from rag_app.index.store import StoredChunk
-from rag_app.service import describe_llm
-from rag_app.ui import components
 from rag_app.ui.state import explain, load_settings, services, session_options
 from rag_app.ui.text import md, short_paths
 

@@ -547,7 +547,7 @@ def save_upload(settings: Settings, name: str, data: bytes | BinaryIO) -> Path:
     """
     from ingest.loaders import SUPPORTED_SUFFIXES
     from rag_app.errors import ConfigError
-    from rag_app.safety import safe_upload_name
+    from rag_app.ui.safety import safe_upload_name
 
     safe = safe_upload_name(name, allowed_suffixes=SUPPORTED_SUFFIXES)
     shown = display_name(name) or safe
@@ -586,7 +586,7 @@ def save_upload(settings: Settings, name: str, data: bytes | BinaryIO) -> Path:
 def _place(folder: Path, tmp: Path, safe: str, shown: str, sha: str) -> Path:
     """Move `tmp` into place: under `safe` if free or this name's, else under the name's
     hashed variant, else a numbered one."""
-    from rag_app.safety import unique_path
+    from rag_app.ui.safety import unique_path
 
     stem, suffix = Path(safe).stem, Path(safe).suffix
     tag = hashlib.sha256(shown.encode("utf-8")).hexdigest()[:8]

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rag_app.safety import escape_markdown
+from rag_app.ui.safety import escape_markdown
 
 # An absolute POSIX path: a "/" that starts a word (not inside a URL, a relative path or a
 # number), then characters up to white space, a quote or a bracket.
@@ -28,7 +28,7 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~\\-])/(?=[^\s/])[^\s'\"`()\[\]<>,;]*")
 
 def md(text: object) -> str:
     """`text` as Markdown that every Streamlit surface shows literally: no link, image, HTML,
-    LaTeX, directive, emphasis or bare URL (rag_app.safety.escape_markdown)."""
+    LaTeX, directive, emphasis or bare URL (rag_app.ui.safety.escape_markdown)."""
     return escape_markdown("" if text is None else str(text))
 
 

@@ -34,7 +34,7 @@ from ingest.worker import (
     requests,
 )
 from rag_app.settings import Settings
-from rag_app.sources import SourceError
+from rag_app.ui.sources import SourceError
 
 __all__ = ["PageImage", "ViewLimits", "Viewer"]
 
@@ -65,7 +65,7 @@ def _pdf(path: str, start: int, end: int | None, quotes: Sequence[str], passage:
          max_pixels: int) -> list[PageImage]:
     """The cited page(s), the quoted words marked when the pages' text holds them, else the
     passage: one render either way."""
-    from rag_app.sources import find_passage_spans, render_pdf_pages
+    from rag_app.ui.sources import find_passage_spans, render_pdf_pages
 
     mark = passage
     quoted = " ".join(quotes)
@@ -82,7 +82,7 @@ def _first_drawn(path: Path, start: int, end: int | None, quoted: str) -> int:
     make one passage of three) starts where the quoted words are, so that the page holding
     them is shown (a walk through issue 28 saw a quote from page 3 of a pp. 1-3 passage open
     pages 1-2). Pages without a text layer (scans) cannot tell: drawn from the start."""
-    from rag_app.sources import find_passage_spans
+    from rag_app.ui.sources import find_passage_spans
 
     if end is None or end - start + 1 <= _DRAWN or not quoted.strip():
         return start
@@ -128,7 +128,7 @@ def _section(path: str, passage: str, headings: Sequence[str], quotes: Sequence[
     """(title, HTML): the section holding the passage, the quotes marked (else the passage);
     its Markdown rendered (safely: `markdown_html`), except in a plain text file, shown as
     written."""
-    from rag_app.sources import find_passage_spans, markdown_html, passage_html, section_view
+    from rag_app.ui.sources import find_passage_spans, markdown_html, passage_html, section_view
 
     view = section_view(Path(path), passage, headings)
     spans = [span for q in quotes for span in find_passage_spans(view.text, q, min_words=1)]

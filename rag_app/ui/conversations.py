@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag_app.safety import escape_markdown
+from rag_app.ui.safety import escape_markdown
 
 log = logging.getLogger(__name__)
 
