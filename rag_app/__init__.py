@@ -1,1 +1,1 @@
-"""rag_app: settings, embeddings, store (and later retrieval, answering, UI, evaluation)."""
+"""rag_app: settings, models, the index, retrieval, answering, the chat UI, the API, evaluation."""

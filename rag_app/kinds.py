@@ -5,7 +5,7 @@ Asked "How much does the AK-200 cost?", a small model that finds no price answer
 figure it has ("it costs 1.7 litres"); asked for watts, it gives the capacity. The passages do
 mention the kettle, so neither the similarity floor nor the names check refuses. An answer
 that gives no quantity of the kind asked for does not answer the question, whatever its
-quotes: `missing_kind` names what is missing, and the answer becomes "not found".
+quotes: `missing_kinds` names what is missing, and the answer becomes "not found".
 
 Only questions that ask for a value are checked: a yes/no question ("Does the price include
 VAT?") or one that merely mentions a kind ("Which fuse protects the power supply?") is not.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag_app.errors import RagError
 from rag_app.ui.safety import escape_markdown
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ CITATION_FIELDS = ("number", "chunk_id", "source", "page_start", "page_end", "lo
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
-class UnreadableChat(ValueError):
-    """A saved chat this version cannot read: corrupt, or written by a newer version."""
+class UnreadableChat(RagError, ValueError):
+    """A saved chat this version cannot read: corrupt, or written by a newer version (a
+    ValueError too, as it was before it took the project's base error)."""
 
 
 class NewerFormat(UnreadableChat):

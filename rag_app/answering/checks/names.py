@@ -30,7 +30,7 @@ OTHER_LANGUAGE = 0.7
 
 def unmatched_names(question: str, hits: Sequence[Hit]) -> list[str]:
     """The question's names (`rag_app.names`) that none of the hits mentions (text, headings,
-    title, file). In a question confidently not in English (checks/language.py) a capitalised
+    title, file). In a question confidently not in English (rag_app/language.py) a capitalised
     word is no name by itself: German capitalises every noun, and a multilingual collection
     answers a German question from English passages ("Wie lange gilt die Garantie für den
     Wasserkocher?" was refused for "Garantie" and "Wasserkocher"; a German question over German
