@@ -35,6 +35,7 @@ import os
 import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
@@ -90,6 +91,9 @@ class SyncReport:
     chunks_total: int = 0
     embedder: str = ""
     notices: list[str] = field(default_factory=list)  # run-level news for people (also logged)
+    # seconds this process spent per stage: "parse" is the wait for the parser child (it
+    # parses the next file while this one is embedded), "model" loading the embedding model
+    stages: dict[str, float] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -495,6 +499,7 @@ class Ingestor:
         self._splitter: Splitter | None = None
         self._changed = False
         self._preparsed: dict[str, LoadedDocument | LoadError] = {}  # see _language_sample
+        self._stages: dict[str, float] = {}  # SyncReport.stages of the run under way
         if settings.pdf_password is not None:
             self.passwords.append(settings.pdf_password.get_secret_value())
 
@@ -540,6 +545,7 @@ class Ingestor:
         """
         started = time.perf_counter()
         self._preparsed.clear()
+        self._stages = {}
         report = SyncReport(collection=self.settings.collection,
                             store=self.settings.describe_store(), dry_run=dry_run,
                             rebuilt=rebuild and not dry_run)
@@ -602,8 +608,10 @@ class Ingestor:
                          ocr=OcrOptions(s.ocr, ocr_languages, follow=s.ocr_languages == "auto",
                                         budget_s=0.8 * s.parse_timeout_s)) as worker:
             if rebuild or existing is None:
-                self._choose_model(candidates, report, worker)
-                fingerprint, self._splitter = self.fingerprint()
+                with self._timed("parse"):  # the language sample: parsed files are kept
+                    self._choose_model(candidates, report, worker)
+                with self._timed("model"):
+                    fingerprint, self._splitter = self.fingerprint()
                 target = Store.create(self.settings, fingerprint,
                                       settings_key=self.settings_key(), publish=not rebuild)
                 records: dict[str, FileRecord] = {}
@@ -638,7 +646,8 @@ class Ingestor:
         else:
             self._remove_deleted(target, records, candidates, scopes, drop_missing_roots, report)
         if self._changed or target.lexical_is_dirty() or not target.lexical_dir.exists():
-            target.rebuild_lexical()
+            with self._timed("BM25"):
+                target.rebuild_lexical()
         if rebuild:
             target.publish_as_current()
             target.drop_unpublished()
@@ -646,7 +655,16 @@ class Ingestor:
         if self._splitter is not None:
             report.embedder = f"{self.embedder.name} ({self.embedder.backend})"
         report.seconds = time.perf_counter() - started
+        report.stages = {k: round(v, 3) for k, v in self._stages.items()}
         return report
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._stages[stage] = self._stages.get(stage, 0.0) + time.perf_counter() - t0
 
     def _process(self, work: list[tuple[Candidate, FileRecord | None, str]],
                  worker: ParseWorker, store: Store, report: SyncReport) -> None:
@@ -686,7 +704,8 @@ class Ingestor:
         if not queue:
             return
         submit_error = self._submit(worker, queue[0][0], max_bytes)
-        splitter = self._splitter_for(store)  # the model loads while the first file parses
+        with self._timed("model"):
+            splitter = self._splitter_for(store)  # the model loads while the first file parses
         for i, (cand, record, digest) in enumerate(queue):
             t0 = time.perf_counter()
             self.reporter.file_started(cand.source, cand.size)
@@ -699,7 +718,9 @@ class Ingestor:
                 doc = parsed
             elif error is None:
                 try:
-                    doc = worker.result(lambda f: self.reporter.file_progress(f * PARSE_SHARE))
+                    with self._timed("parse"):
+                        doc = worker.result(
+                            lambda f: self.reporter.file_progress(f * PARSE_SHARE))
                 except LoadError as exc:
                     error = exc
                 except Exception as exc:  # noqa: BLE001 - the link to the parser broke
@@ -828,8 +849,9 @@ class Ingestor:
                                   tables=doc.kind in TABLE_KINDS).reason
         budget, warnings, cut = self.settings.max_chunks_per_file, list(doc.warnings), ""
         # One chunk over the budget says the file is cut; the text after it is never split.
-        chunks = [] if refused else splitter.split(doc, cand.source, cand.key,
-                                                   limit=budget + 1 if budget else None)
+        with self._timed("split"):
+            chunks = [] if refused else splitter.split(doc, cand.source, cand.key,
+                                                       limit=budget + 1 if budget else None)
         if refused:
             cut = NOT_PROSE
         elif 0 < budget < len(chunks):
@@ -890,12 +912,14 @@ class Ingestor:
         ordered = sorted(chunks, key=lambda c: c.token_count)
         for start in range(0, len(ordered), WRITE_GROUP):
             group = ordered[start : start + WRITE_GROUP]
-            vectors = np.concatenate([
-                self.embedder.embed_documents([c.text for c in group[i : i + batch]],
-                                              batch_size=batch)
-                for i in range(0, len(group), batch)
-            ])
-            store.upsert_chunks(group, vectors, record)
+            with self._timed("embed"):
+                vectors = np.concatenate([
+                    self.embedder.embed_documents([c.text for c in group[i : i + batch]],
+                                                  batch_size=batch)
+                    for i in range(0, len(group), batch)
+                ])
+            with self._timed("write"):
+                store.upsert_chunks(group, vectors, record)
             done = (start + len(group)) / len(chunks)
             self.reporter.file_progress(PARSE_SHARE + (1 - PARSE_SHARE) * done)
 

@@ -50,6 +50,11 @@ def test_samples_ingest_json_then_stats(tmp_path: Path) -> None:
     n_files = len([p for p in SAMPLES.iterdir() if not p.name.startswith(".")])
     assert report["counts"]["ingested"] == n_files and not report["counts"]["failed"]
     assert report["pages"] >= 8 and report["chunks_total"] == report["chunks_added"] > n_files
+    # where the run's time went (make bench prints it beside the tutorial pipeline's)
+    stages = report["stages"]
+    assert {"parse", "model", "split", "embed", "write", "BM25"} <= set(stages)
+    assert all(v >= 0 for v in stages.values()) and stages["embed"] > 0
+    assert sum(stages.values()) <= report["seconds"]
 
     stats = cli("stats", "--json", env={"RAG_STATE_DIR": str(store)}, module="rag_app")
     assert stats.returncode == 0, stats.stderr
