@@ -480,14 +480,6 @@ def update_manifest(folder: Path, stored: str, **changes: Any) -> None:
         _write_manifest(folder, records)
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_identity(path: Path) -> tuple[int, int, int] | None:
     """(inode, mtime_ns, size) of a file, None when there is none: a replaced file differs."""
     try:
@@ -586,6 +578,7 @@ def save_upload(settings: Settings, name: str, data: bytes | BinaryIO) -> Path:
 def _place(folder: Path, tmp: Path, safe: str, shown: str, sha: str) -> Path:
     """Move `tmp` into place: under `safe` if free or this name's, else under the name's
     hashed variant, else a numbered one."""
+    from ingest.sync import sha256_file
     from rag_app.ui.safety import unique_path
 
     stem, suffix = Path(safe).stem, Path(safe).suffix
@@ -603,7 +596,7 @@ def _place(folder: Path, tmp: Path, safe: str, shown: str, sha: str) -> Path:
             if target.is_file() and not target.is_symlink():
                 record = read_manifest(folder).get(target.name)
                 owner = record.name if record else target.name
-                if _sha256_of(target) == sha:
+                if sha256_file(target) == sha:
                     if record is None:
                         update_manifest(folder, target.name, name=shown, sha256=sha)
                     return target  # the same file: nothing changes
