@@ -28,6 +28,7 @@ from typing import Protocol
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from rag_app.records import Chunk, LoadedDocument, Section, content_hash
+from rag_app.settings import usable_overlap
 
 SPLITTER_VERSION = "recursive-tokens-v5"  # bump when chunk boundaries change
 # No "" at the end: langchain would then measure every character on its own (slow, and a
@@ -62,9 +63,10 @@ class ChunkingConfig:
 
 
 def effective_config(requested_tokens: int, overlap: int, model_limit: int) -> ChunkingConfig:
-    """Cap the chunk size at what the model reads; keep the overlap below the size."""
+    """Cap the chunk size at what the model reads, and the overlap at half of that size
+    (`usable_overlap`: the settings refuse more of the size asked for)."""
     size = min(requested_tokens, model_limit)
-    return ChunkingConfig(chunk_tokens=size, chunk_overlap=min(overlap, size // 2))
+    return ChunkingConfig(chunk_tokens=size, chunk_overlap=usable_overlap(size, overlap))
 
 
 class Splitter:
@@ -80,7 +82,7 @@ class Splitter:
                 separators=SEPARATORS,
                 keep_separator="end",
                 chunk_size=size,
-                chunk_overlap=min(self.config.chunk_overlap, size // 2),
+                chunk_overlap=usable_overlap(size, self.config.chunk_overlap),
                 length_function=self._units,
                 strip_whitespace=True,
             )

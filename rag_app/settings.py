@@ -16,6 +16,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_EMBEDDING_MODEL = "auto"
 
 
+
+def usable_overlap(chunk_tokens: int, overlap: int) -> int:
+    """The one chunk-overlap rule: a chunk repeats at most half of the one before it. The
+    settings and evaluation configurations refuse more (`overlap_problem`); the splitter
+    applies it to a chunk size the model's limit made smaller than the one asked for."""
+    return min(overlap, chunk_tokens // 2)
+
+
+def overlap_problem(chunk_tokens: int, overlap: int) -> str | None:
+    """What is wrong with this overlap for this chunk size, or None."""
+    if overlap > usable_overlap(chunk_tokens, overlap):
+        return (f"chunk_overlap ({overlap}) must be smaller than chunk_tokens ({chunk_tokens}), "
+                f"at most half of it: {chunk_tokens // 2}")
+    return None
+
 class Settings(BaseSettings):
     """Project settings. Environment names are `RAG_<FIELD>` unless an alias says otherwise."""
 
@@ -99,7 +114,8 @@ class Settings(BaseSettings):
         le=8192,
         description="Chunk size in the embedding model's tokens, capped at the model's limit.",
     )
-    chunk_overlap: int = Field(default=32, ge=0, le=2048)
+    chunk_overlap: int = Field(default=32, ge=0, le=2048, description="Tokens a chunk repeats "
+                               "from the one before: at most half of chunk_tokens.")
 
     # --- loading -------------------------------------------------------------------------
     max_file_mb: float = Field(default=200.0, gt=0, description="Larger files are refused.")
@@ -375,8 +391,9 @@ class Settings(BaseSettings):
     def _overlap_below_size(cls, value: int, info: object) -> int:
         data = getattr(info, "data", {})
         size = data.get("chunk_tokens")
-        if size is not None and value >= size:
-            raise ValueError(f"chunk_overlap ({value}) must be smaller than chunk_tokens ({size})")
+        problem = overlap_problem(size, value) if size is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @property

@@ -54,3 +54,21 @@ def test_password_is_never_shown(tmp_path: Path) -> None:
 def test_bad_values_are_refused(tmp_path: Path, bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         make_settings(tmp_path, **bad)
+
+
+def test_one_overlap_rule_at_most_half_a_chunk(tmp_path: Path) -> None:
+    """Issue 27 point 4: the settings, the evaluation's configurations and the splitter share
+    one rule (rag_app.settings.usable_overlap): an overlap over half the chunk size is refused
+    where it is asked for, not cut silently by the splitter."""
+    from ingest.split import effective_config
+    from rag_app.errors import ConfigError
+    from rag_app.eval.configs import EvalConfig
+    from rag_app.settings import usable_overlap
+
+    assert make_settings(tmp_path, chunk_tokens=256, chunk_overlap=128).chunk_overlap == 128
+    with pytest.raises(ValueError, match="at most half of it: 128"):
+        make_settings(tmp_path, chunk_tokens=256, chunk_overlap=129)
+    with pytest.raises(ConfigError, match="at most half of it: 64"):
+        EvalConfig("x", chunk_tokens=128, chunk_overlap=100)
+    # a size the model's limit made smaller: the splitter applies the same rule
+    assert effective_config(512, 200, 256).chunk_overlap == usable_overlap(256, 200) == 128

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rag_app.errors import ConfigError
+from rag_app.settings import overlap_problem
 
 if TYPE_CHECKING:
     from rag_app.fusion import Mode
@@ -67,21 +68,21 @@ class EvalConfig:
         if self.chunk_overlap is not None and self.chunk_overlap < 0:
             raise ConfigError(f"configuration {self.name!r}: chunk_overlap must not be "
                               "negative")
-        if (self.chunk_tokens is not None and self.chunk_overlap is not None
-                and self.chunk_overlap >= self.chunk_tokens):
-            raise ConfigError(f"configuration {self.name!r}: chunk_overlap "
-                              f"({self.chunk_overlap}) must be smaller than chunk_tokens "
-                              f"({self.chunk_tokens})")
+        if self.chunk_tokens is not None and self.chunk_overlap is not None:
+            problem = overlap_problem(self.chunk_tokens, self.chunk_overlap)
+            if problem:
+                raise ConfigError(f"configuration {self.name!r}: {problem}")
 
     def settings_for(self, base: Settings) -> Settings:
         """`base` with this configuration's chunking. An overlap left unset keeps the base
-        overlap, or a quarter of a smaller chunk size when the base overlap would not fit."""
+        overlap, or a quarter of a smaller chunk size when the base overlap would not fit it
+        (`overlap_problem`, the one rule: at most half)."""
         changes: dict[str, Any] = {}
         if self.chunk_tokens is not None:
             changes["chunk_tokens"] = self.chunk_tokens
             overlap = self.chunk_overlap if self.chunk_overlap is not None else base.chunk_overlap
-            changes["chunk_overlap"] = overlap if overlap < self.chunk_tokens \
-                else self.chunk_tokens // 4
+            changes["chunk_overlap"] = overlap if overlap_problem(self.chunk_tokens, overlap) \
+                is None else self.chunk_tokens // 4
         elif self.chunk_overlap is not None:
             changes["chunk_overlap"] = self.chunk_overlap
         return with_settings(base, **changes) if changes else base
