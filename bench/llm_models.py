@@ -27,7 +27,7 @@ from openai import OpenAI  # noqa: E402
 from openai.types.chat import ChatCompletionMessageParam  # noqa: E402
 
 from rag_app.hardware import detect  # noqa: E402
-from rag_app.local_llm import (  # noqa: E402
+from rag_app.llm.local import (  # noqa: E402
     BUNDLED_MODELS,
     LocalLLMServer,
     LocalModelError,

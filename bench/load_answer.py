@@ -12,7 +12,7 @@ finished, not cut), sharing one retriever and one `ChatClient`, as the chat UI's
 - stub: tests/openai_stub.py's "chaos" model, which answers each HTTP request (retries
   included) at random, seeded: a normal answer, a stall for ever, a stall after the first
   piece, HTTP 500, HTTP 429 (Retry-After: 1) or a dropped connection. Small time limits.
-- local: the bundled llama.cpp server (`rag_app.local_llm`; one slot, so requests queue)
+- local: the bundled llama.cpp server (`rag_app.llm.local`; one slot, so requests queue)
   behind a pass-through proxy on 127.0.0.1 that logs each request's arrival. Realistic limits.
 
 Each `answer()` call has a request id, sent as the X-Request-Id header on each of its HTTP
@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from rag_app.llm import ChatClient, Endpoint, LLMError  # noqa: E402
+from rag_app.llm.client import ChatClient, Endpoint, LLMError  # noqa: E402
 from tests.openai_stub import REQUEST_ID_HEADER, Arrival  # noqa: E402
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ HANG_AFTER_S = 30.0  # past deadline + margin: the watchdog prints the stack
 # A request the client sent before its caller gave up may still arrive a moment after.
 TRANSIT_S = 0.25
 
-# The LLMError messages of rag_app/llm.py, by what they say.
+# The LLMError messages of rag_app/llm/client.py, by what they say.
 ERROR_KINDS = [
     ("no first token", r"^no first token"),
     ("stream stalled", r"^the stream stalled"),
@@ -122,14 +122,14 @@ class Trace:
     overdue_noted: bool = False
     hang_noted: bool = False
     t_first: float | None = None  # the answer's first piece reached the asker
-    queue_wait_s: float = 0.0  # waited for a slot (rag_app.llm_queue), all its LLM calls
+    queue_wait_s: float = 0.0  # waited for a slot (rag_app.llm.queue), all its LLM calls
     waiting_since: float | None = None  # waiting for a slot now, since then
     max_ahead: int = 0  # the most questions it was told were ahead of it
     cut: bool = False  # still waiting for a slot when the run ended: cancelled there
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def on_queue(self, status: Any) -> None:
-        """rag_app.llm_queue's listener: this request's place while it waits for a slot."""
+        """rag_app.llm.queue's listener: this request's place while it waits for a slot."""
         now = time.monotonic()
         if status.ahead > 0:
             self.max_ahead = max(self.max_ahead, status.ahead)
@@ -366,7 +366,7 @@ def run_load(settings: Settings, retriever: Retriever, endpoint: Endpoint,
     import openai
 
     from rag_app.answering import answer
-    from rag_app.llm_queue import listening
+    from rag_app.llm.queue import listening
 
     deadline_s = float(settings.llm_total_timeout_s or 0)
     if not deadline_s:
@@ -741,7 +741,7 @@ def _run_local(settings: Settings, retriever: Retriever, questions: Sequence[str
                args: argparse.Namespace, levels: Sequence[int]) -> list[LoadReport]:
     """One run per number of askers in `levels`, one after the other, against one server."""
     from rag_app.answering import answer
-    from rag_app.local_llm import ensure_server, stop_all
+    from rag_app.llm.local import ensure_server, stop_all
 
     t = time.perf_counter()
     server = ensure_server(settings)

@@ -30,7 +30,7 @@ from rag_app.answering import NOT_FOUND  # noqa: E402
 from rag_app.eval.configs import EvalConfig  # noqa: E402
 from rag_app.eval.qa import evaluate_qa, load_questions, outcome, summarise  # noqa: E402
 from rag_app.hardware import detect  # noqa: E402
-from rag_app.llm import Endpoint, TokenProb  # noqa: E402
+from rag_app.llm.client import Endpoint, TokenProb  # noqa: E402
 from rag_app.settings import Settings  # noqa: E402
 
 SHOWN = ("correct", "misleading", "useful", "refused", "wrong_flagged", "right_flagged",

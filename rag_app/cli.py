@@ -269,12 +269,12 @@ def _url_host(host: str) -> str:
 
 def ask(args: argparse.Namespace, settings: Settings) -> int:
     from rag_app.answering import answer
-    from rag_app.llm_queue import listening
+    from rag_app.llm.queue import listening
     from rag_app.retrieve import RetrievalOptions
 
     said: list[int] = []
 
-    def queued(status: Any) -> None:  # a place in the model's queue (rag_app.llm_queue)
+    def queued(status: Any) -> None:  # a place in the model's queue (rag_app.llm.queue)
         if status.ahead > 0 and status.ahead not in said[-1:]:
             print(status.text, file=sys.stderr, flush=True)
         said.append(status.ahead)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rag_app.index.store import FileRecord
-    from rag_app.llm import ChatClient
+    from rag_app.llm.client import ChatClient
     from rag_app.settings import Settings
 
 
@@ -46,7 +46,7 @@ def make_chat_client(settings: Settings) -> tuple[ChatClient | None, str]:
     """The chat client for the configured endpoint, else for the bundled local server (started
     on first use); `(None, notice)` when no model exists at all, the notice saying what to
     install or set. A model that is there but broken raises."""
-    from rag_app.llm import connect
+    from rag_app.llm.client import connect
 
     return connect(settings)
 
@@ -54,7 +54,7 @@ def make_chat_client(settings: Settings) -> tuple[ChatClient | None, str]:
 def describe_llm(settings: Settings) -> str:
     """Which LLM answers, for people (never the key), without starting anything."""
     if settings.openai_base_url:
-        from rag_app.llm import redact_url  # no password or key from the URL on the page
+        from rag_app.llm.client import redact_url  # no password or key from the URL on the page
 
         return (f"{settings.llm_model or '(model not set)'} at "
                 f"{redact_url(settings.openai_base_url)}")

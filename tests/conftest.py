@@ -48,7 +48,7 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
 
 def stub_client(base_url: str, model: str, key: str, **values: Any) -> Any:
     """A ChatClient with short time limits, for the OpenAI-compatible stub (tests/openai_stub)."""
-    from rag_app.llm import ChatClient, Endpoint
+    from rag_app.llm.client import ChatClient, Endpoint
 
     limits: dict[str, Any] = {"llm_first_token_timeout_s": 2, "llm_idle_timeout_s": 1,
                               "llm_connect_timeout_s": 2, "llm_max_retries": 2}

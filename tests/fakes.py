@@ -2,7 +2,7 @@
 
 Claims about what the product answers run the real bundled model (tests marked slow); this fake
 replays fixed text through the real answer path so that parsing, checks, citations and the
-stream can be tested in milliseconds. It follows `rag_app.llm.Chat`.
+stream can be tested in milliseconds. It follows `rag_app.llm.client.Chat`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from rag_app.llm import Endpoint
+from rag_app.llm.client import Endpoint
 
 Reply = str | Callable[[list[dict[str, str]]], str]
 

@@ -21,7 +21,7 @@ from rag_app.answering.replies import (
     without_dangling_colon,
 )
 from rag_app.guard import REMOVED
-from rag_app.llm import Endpoint
+from rag_app.llm.client import Endpoint
 from rag_app.names import distinctive_names
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever
 from rag_app.text.quotes import find_quote
@@ -426,7 +426,7 @@ def test_the_model_reads_the_evidence_sentences_and_the_user_sees_whole_passages
 @pytest.mark.slow
 def test_a_server_without_json_schema_output_gets_the_prose_prompt(
         sample_settings: Any, embedder: Any) -> None:
-    from rag_app.llm import ChatClient
+    from rag_app.llm.client import ChatClient
     from tests.openai_stub import openai_stub
 
     retriever = Retriever(sample_settings, embedder=embedder)
@@ -452,11 +452,11 @@ def test_without_any_model_the_answer_is_the_labelled_passages(
         sample_settings: Any, embedder: Any, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
     import rag_app.cli
-    import rag_app.local_llm
-    from rag_app.local_llm import LocalModelError
+    import rag_app.llm.local
+    from rag_app.llm.local import LocalModelError
 
     # as on a machine where none of the bundled model's part packages is installed
-    monkeypatch.setattr(rag_app.local_llm, "_installed_version", lambda package: None)
+    monkeypatch.setattr(rag_app.llm.local, "_installed_version", lambda package: None)
     nomodel = sample_settings.model_copy(update={"cache_dir": tmp_path / "empty-cache"})
     retriever = Retriever(sample_settings, embedder=embedder)
     stream = answer("How long is the warranty?", settings=nomodel, retriever=retriever)

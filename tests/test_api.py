@@ -22,7 +22,7 @@ from rag_app.api.guard import RateLimiter
 from rag_app.api.schemas import ChatMessage
 from rag_app.api.server import exposure_problem, host_names
 from rag_app.errors import ConfigError
-from rag_app.llm import Endpoint
+from rag_app.llm.client import Endpoint
 from tests.conftest import SAMPLES, _free_port, make_settings
 from tests.openai_stub import openai_stub
 
@@ -457,7 +457,7 @@ def test_a_failure_before_the_answer_gets_its_status(indexed: tuple[Running, Any
 
 def test_a_model_failure_mid_stream_is_an_error_event(indexed: tuple[Running, Any],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from rag_app.llm import LLMError
+    from rag_app.llm.client import LLMError
 
     api, services = indexed
 

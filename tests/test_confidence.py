@@ -12,7 +12,7 @@ from typing import Any
 from rag_app.answering.checks.base import Draft, Inputs
 from rag_app.answering.checks.confidence import Confidence, Reply, key_terms, wanted
 from rag_app.answering.records import Claim
-from rag_app.llm import TokenProb
+from rag_app.llm.client import TokenProb
 from tests.conftest import make_settings
 
 QUESTION = "In the console's line editor, how do I cut everything to the right of the cursor?"

@@ -41,7 +41,7 @@ from rag_app.eval.qa import (
     normalise_heading,
     passage_overlap,
 )
-from rag_app.llm import LLMError
+from rag_app.llm.client import LLMError
 from rag_app.text.sentences import split_sentences, strip_citations
 from tests.conftest import REPO, SAMPLES, make_settings
 from tests.fakes import ScriptedChat

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rag_app.llm import ChatClient, Endpoint, LLMError
+from rag_app.llm.client import ChatClient, Endpoint, LLMError
 from tests.conftest import stub_client
 from tests.openai_stub import openai_stub
 

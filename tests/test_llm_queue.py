@@ -1,4 +1,4 @@
-"""The queue in front of the model's slots (rag_app.llm_queue): true places, first come first
+"""The queue in front of the model's slots (rag_app.llm.queue): true places, first come first
 served, a caller that gives up leaves it, a wait has a limit; and through the real answer path
 against the OpenAI stub, a second asker is told it waits behind one question, then answered."""
 
@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from rag_app.llm import ChatClient, Endpoint, LLMError, resolve
-from rag_app.llm_queue import (
+from rag_app.llm.client import ChatClient, Endpoint, LLMError, resolve
+from rag_app.llm.local import choose_slots
+from rag_app.llm.queue import (
     QueueCancelled,
     QueueStatus,
     QueueTimeout,
@@ -20,7 +21,6 @@ from rag_app.llm_queue import (
     listening,
     queue_for,
 )
-from rag_app.local_llm import choose_slots
 from tests.conftest import make_settings
 
 

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from openai import AuthenticationError, OpenAI
 
-from rag_app.local_llm import (
+from rag_app.llm.local import (
     BUNDLED_MODELS,
     QWEN_CODER_0_5B,
     LocalLLMConfig,
@@ -145,7 +145,7 @@ def test_two_processes_assemble_the_model_once(tmp_path: Path) -> None:
     script = (
         "import logging, sys\n"
         "from pathlib import Path\n"
-        "from rag_app.local_llm import QWEN_CODER_0_5B, assemble\n"
+        "from rag_app.llm.local import QWEN_CODER_0_5B, assemble\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
         f"print(assemble(QWEN_CODER_0_5B, Path({str(tmp_path)!r})))\n")
     procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, text=True,
@@ -281,7 +281,7 @@ def test_streamed_chat_completion(client: OpenAI, server: LocalLLMServer) -> Non
 def test_the_stream_carries_each_token_with_its_probability(server: LocalLLMServer,
                                                             tmp_path: Path) -> None:
     """The answer's confidence check reads these: llama.cpp sends them while it streams."""
-    from rag_app.llm import ChatClient, Endpoint, TokenProb
+    from rag_app.llm.client import ChatClient, Endpoint, TokenProb
     from tests.conftest import make_settings
 
     chat = ChatClient(Endpoint(server.base_url, server.model_name, server.api_key),
@@ -336,7 +336,7 @@ def test_the_server_exits_when_the_app_is_killed(small_model: Path, tmp_path: Pa
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from rag_app.local_llm import LocalLLMServer\n"
+        "from rag_app.llm.local import LocalLLMServer\n"
         f"s = LocalLLMServer(Path({str(small_model)!r}), context_size=512,"
         f" log_dir=Path({str(tmp_path)!r})).start()\n"
         "print(s.pid, flush=True)\n"

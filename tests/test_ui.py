@@ -223,12 +223,12 @@ def test_an_answer_asked_again_shows_the_first_answer_and_why(env: dict[str, str
 def test_no_llm_mode_is_labelled_with_what_to_install(env: dict[str, str],
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       tmp_path: Path) -> None:
-    import rag_app.local_llm
+    import rag_app.llm.local
 
     monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.delenv("RAG_LLM_MODEL")
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(rag_app.local_llm, "_installed_version", lambda package: None)
+    monkeypatch.setattr(rag_app.llm.local, "_installed_version", lambda package: None)
     at = ask(ok(app()), "How long is the standard warranty?")
     info = unescape(" ".join(i.value for i in at.info))
     assert "No-LLM mode" in info and "pip install" in info

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rag_app.answering.prompts import CONDENSE_PROMPT
 from rag_app.compress import select_evidence
 from rag_app.guard import looks_like_instructions
-from rag_app.llm import Chat, LLMError
+from rag_app.llm.client import Chat, LLMError
 from rag_app.text.words import stem, terms
 
 if TYPE_CHECKING:

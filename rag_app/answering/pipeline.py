@@ -30,7 +30,7 @@ from rag_app.answering.replies import (
 from rag_app.compress import best_sentences
 from rag_app.errors import ConfigError
 from rag_app.guard import LinkFilter, looks_like_instructions, neutralise
-from rag_app.llm import Chat, LLMError, RequestRejected, TokenProb
+from rag_app.llm.client import Chat, LLMError, RequestRejected, TokenProb
 from rag_app.retrieve import Hit, RetrievalOptions, Retriever, describe_location
 from rag_app.text.quotes import find_quote
 
@@ -308,7 +308,7 @@ class AnswerStream:
             passages = emb.embed_documents([c.passage for c in citations])
             support = float((passages @ vec).max())
         self.timings.total_s = time.perf_counter() - self._started
-        from rag_app.llm import redact_url  # stored and shown: no password or key in the URL
+        from rag_app.llm.client import redact_url  # stored and shown: no password or key in the URL
 
         endpoint = redact_url(self._chat.endpoint.base_url) if self._chat is not None else ""
         self._result = Answer(
@@ -355,14 +355,14 @@ def answer(question: str, history: Sequence[dict[str, str]] = (), *, settings: S
            notice: str = "") -> AnswerStream:
     """Retrieve now (sources are known on return); generate while the caller iterates.
 
-    `chat` is the model to answer with (`rag_app.llm.connect(settings)` makes one); None
+    `chat` is the model to answer with (`rag_app.llm.client.connect(settings)` makes one); None
     with `use_llm` connects here, for callers that have none (`notice` then says why there
     is no model, if there is none)."""
     if not question.strip():
         raise ConfigError("The question is empty.")
     retriever = retriever or Retriever(settings)
     if chat is None and use_llm:
-        from rag_app.llm import connect
+        from rag_app.llm.client import connect
 
         chat, notice = connect(settings)
     opts = options or RetrievalOptions(k=settings.retrieval_k)

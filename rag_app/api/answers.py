@@ -23,7 +23,7 @@ from rag_app.errors import ConfigError
 if TYPE_CHECKING:
     from rag_app.answering import Answer
     from rag_app.api.schemas import ChatMessage
-    from rag_app.llm import Chat
+    from rag_app.llm.client import Chat
     from rag_app.retrieve import RetrievalOptions, Retriever
     from rag_app.settings import Settings
 
@@ -52,7 +52,7 @@ class CancellableChat:
             raise Cancelled()
         pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
         stop = threading.Event()
-        # run in a copy of this context: the queue's listener (rag_app.llm_queue) goes along
+        # run in a copy of this context: the queue's listener (rag_app.llm.queue) goes along
         worker = threading.Thread(target=contextvars.copy_context().run,
                                   args=(self._pump, messages, kwargs, pieces, stop),
                                   daemon=True, name="api-llm-stream")
@@ -88,7 +88,7 @@ class CancellableChat:
         finally:
             close = getattr(it, "close", None)
             if close is not None:
-                close()  # ends the model's HTTP response (rag_app.llm.ChatClient.stream)
+                close()  # ends the model's HTTP response (rag_app.llm.client.ChatClient.stream)
 
     def complete(self, messages: Sequence[dict[str, str]], **kwargs: Any) -> str:
         return "".join(self.stream(messages, **kwargs))
@@ -123,7 +123,7 @@ class AnswerRun:
                  options: RetrievalOptions, loop: asyncio.AbstractEventLoop,
                  on_exit: Callable[[], object] | None = None) -> None:
         self.cancel = threading.Event()
-        self.queue_status: Any = None  # the latest rag_app.llm_queue.QueueStatus, if it waited
+        self.queue_status: Any = None  # the latest rag_app.llm.queue.QueueStatus, if it waited
         self._on_exit = on_exit  # called when the thread ends (the answer slot is freed)
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._loop = loop
@@ -147,7 +147,7 @@ class AnswerRun:
             self._put("queued", status)
 
     def _run(self) -> None:
-        from rag_app.llm_queue import listening
+        from rag_app.llm.queue import listening
 
         with listening(self._queued):
             self._answer()

@@ -296,7 +296,7 @@ async def _sse(run: ans.AnswerRun, cid: str, model: str, created: int, usage: bo
             if kind == "piece":
                 streamed.append(value)
                 yield _event(ans.chunk(cid, model, created, {"content": value}))
-            elif kind == "queued":  # waiting for the model: where (rag_app.llm_queue)
+            elif kind == "queued":  # waiting for the model: where (rag_app.llm.queue)
                 yield _event(ans.queue_chunk(value, cid, model, created))
             elif kind == "done":
                 yield _event(ans.final_chunk(value, "".join(streamed), cid, model, created))
@@ -369,7 +369,7 @@ def _job_info(job: Job) -> JobInfo:
 def _error_of(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """The status and JSON body for an error (never a traceback or a key: messages of the
     project's errors say what to do; anything else is logged and summarised)."""
-    from rag_app.llm import LLMError
+    from rag_app.llm.client import LLMError
 
     if isinstance(exc, HTTPException):
         return exc.status_code, error_payload(exc.status_code, str(exc.detail))

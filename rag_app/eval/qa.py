@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from ingest.sync import SyncReport
     from rag_app.answering import Answer
     from rag_app.embedders.base import Embedder
-    from rag_app.llm import ChatClient, TokenProb
+    from rag_app.llm.client import ChatClient, TokenProb
     from rag_app.retrieve import Hit, Retriever
     from rag_app.settings import Settings
 
@@ -480,7 +480,7 @@ def evaluate_qa(items: Sequence[QAItem], docs_dir: str | Path, configs: Sequence
     `embedder` / `chat`: reuse a loaded model / an LLM client (else made from `settings`;
     with `use_llm` and no endpoint available, ConfigError)."""
     from rag_app.embedders.auto import make_embedder
-    from rag_app.llm import redact_url
+    from rag_app.llm.client import redact_url
     from rag_app.retrieve import Retriever
 
     started = time.perf_counter()
@@ -562,7 +562,7 @@ def warm(retriever: Retriever) -> Retriever:
 
 def make_chat(settings: Settings) -> ChatClient:
     """One client for every question (the bundled local server when no endpoint is set)."""
-    from rag_app.llm import ChatClient, resolve
+    from rag_app.llm.client import ChatClient, resolve
 
     endpoint, _ = resolve(settings)
     if endpoint is None:
@@ -628,7 +628,7 @@ def _unknown_sources(items: Sequence[QAItem], retriever: Retriever) -> list[str]
 def _answer_row(item: QAItem, config: EvalConfig, settings: Settings, retriever: Retriever,
                 chat: ChatClient | None, embedder: Embedder, *, judge: bool) -> dict[str, Any]:
     from rag_app.answering import answer
-    from rag_app.llm import LLMError
+    from rag_app.llm.client import LLMError
 
     row: dict[str, Any] = {
         "id": item.id, "question": item.question, "answerable": item.answerable,
@@ -732,7 +732,7 @@ def _answer_fields(result: Answer, text: str) -> dict[str, Any]:
 def _judge_row(row: dict[str, Any], chat: ChatClient, passages: Sequence[str]) -> None:
     """Per-sentence verdicts into row["sentences"], their share into judge_faithfulness; on
     any failure judge_error instead (and no share)."""
-    from rag_app.llm import LLMError
+    from rag_app.llm.client import LLMError
 
     sentences = row.get("sentences") or []
     if not sentences:

@@ -327,9 +327,9 @@ def _draw_message(store: ConversationStore, conv: Conversation, i: int,
 
 
 def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
-    from rag_app import llm_queue
     from rag_app.answering import answer
     from rag_app.answering.context import needs_condensing
+    from rag_app.llm import queue as llm_queue
     from rag_app.retrieve import RetrievalOptions
 
     if not question:
@@ -361,7 +361,7 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
                                        source=opts["source"] or None, mmr=opts["mmr"])
             condense = chat is not None and needs_condensing(question, history)
             # Other sessions' questions ahead of this one at the model: said, with the place
-            # (rag_app.llm_queue), above the sources while rewriting, then where the answer goes.
+            # (rag_app.llm.queue), above the sources while rewriting, then where the answer goes.
             line = _QueueLine(st.empty())
             with st.status("Rewriting the question with the conversation…",
                            expanded=False) if condense else nullcontext(), \
@@ -412,7 +412,7 @@ class _NoIndex(Exception):
 class _QueueLine:
     """Shows a waiting question's place in the model's queue in `out` (an `st.empty()`), and
     `after` (or nothing) once the model takes it. Called in the script's thread, from inside
-    the model's stream: a stop raised by Streamlit here leaves the queue (rag_app.llm_queue)."""
+    the model's stream: a stop raised by Streamlit here leaves the queue (rag_app.llm.queue)."""
 
     def __init__(self, out: Any, after: str = "") -> None:
         self.out, self.after, self.shown = out, after, False

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ingest.sync import FileOutcome
     from rag_app.embedders.base import Embedder
     from rag_app.index.store import Store
-    from rag_app.llm import ChatClient
+    from rag_app.llm.client import ChatClient
     from rag_app.retrieve import Retriever
     from rag_app.settings import Settings
 

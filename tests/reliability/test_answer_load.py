@@ -26,7 +26,7 @@ from bench.load_answer import (
 )
 from ingest.entry import sync_paths
 from rag_app.answering import Answer
-from rag_app.llm import Endpoint, LLMError
+from rag_app.llm.client import Endpoint, LLMError
 from rag_app.retrieve import Retriever
 from tests.conftest import MEASUREMENTS, SAMPLES, make_settings
 from tests.openai_stub import openai_stub

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rag_app.llm import MIN_TOKENS_PER_S, ChatClient, LLMError
+from rag_app.llm.client import MIN_TOKENS_PER_S, ChatClient, LLMError
 from tests.conftest import stub_client
 from tests.openai_stub import openai_stub
 

@@ -25,7 +25,7 @@ import pytest
 
 from rag_app.answering import answer
 from rag_app.answering.replies import parse_reply, parse_verdict
-from rag_app.llm import ChatClient, Endpoint, LLMError, redact_url
+from rag_app.llm.client import ChatClient, Endpoint, LLMError, redact_url
 from rag_app.settings import Settings
 from tests.conftest import REPO, make_settings, stub_client
 from tests.fakes import ScriptedChat

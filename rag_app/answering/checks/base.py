@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rag_app.answering.records import Claim, Refusal
 
 if TYPE_CHECKING:
-    from rag_app.llm import Chat, TokenProb
+    from rag_app.llm.client import Chat, TokenProb
     from rag_app.retrieve import Hit
     from rag_app.settings import Settings
 

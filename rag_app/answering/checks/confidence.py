@@ -32,7 +32,7 @@ from rag_app.names import answer_names
 from rag_app.text.numbers import numbers_in
 
 if TYPE_CHECKING:
-    from rag_app.llm import TokenProb
+    from rag_app.llm.client import TokenProb
     from rag_app.settings import Settings
 
 _CODE = re.compile(r"`([^`\n]{1,80})`")

@@ -22,7 +22,7 @@ from rag_app.answering.prompts import (
 )
 from rag_app.answering.records import Refusal
 from rag_app.answering.replies import parse_verdict
-from rag_app.llm import LLMError, RequestRejected
+from rag_app.llm.client import LLMError, RequestRejected
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings

@@ -38,7 +38,7 @@ class Endpoint:
     base_url: str
     model: str
     api_key: str  # "not-needed" for local servers; never printed
-    # Requests this process sends at once; the others wait in `rag_app.llm_queue`, told their
+    # Requests this process sends at once; the others wait in `rag_app.llm.queue`, told their
     # place. None: no queue here (a remote endpoint queues its own, unless RAG_LLM_SLOTS is set).
     slots: int | None = None
 
@@ -82,7 +82,7 @@ def resolve(settings: Settings) -> tuple[Endpoint | None, str]:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
         return Endpoint(settings.openai_base_url.rstrip("/"), settings.llm_model,
                         key or "not-needed", slots=settings.llm_slots), ""
-    from rag_app.local_llm import NoLocalModel, ensure_server
+    from rag_app.llm.local import NoLocalModel, ensure_server
 
     try:
         server = ensure_server(settings)
@@ -193,10 +193,10 @@ class ChatClient:
         read the prompt), so a caller that left does not keep the model busy.
 
         With `endpoint.slots` set, the request first waits for a slot in this process's queue
-        (`rag_app.llm_queue`; the listener of `llm_queue.listening` hears its place), and the
+        (`rag_app.llm.queue`; the listener of `llm_queue.listening` hears its place), and the
         time limits above start once it has one; the wait has its own, RAG_LLM_QUEUE_TIMEOUT_S.
         """
-        from rag_app import llm_queue
+        from rag_app.llm import queue as llm_queue
 
         if cancel is not None and cancel.is_set():
             return  # the caller gave up already: nothing is sent

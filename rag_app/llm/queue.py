@@ -4,7 +4,8 @@ The bundled llama.cpp server answers `slots` requests at once; more would wait i
 where nobody can say how many are ahead. So every LLM request of this process (chat sessions,
 API requests, `rag ask`) takes a ticket here first: at most `slots` hold the model, the others
 wait in arrival order and are told their place ("2 questions ahead of yours") each time it
-changes. Retrieval is not in the queue: only the LLM call is (`rag_app.llm.ChatClient.stream`).
+changes. Retrieval is not in the queue: only the LLM call is
+(`rag_app.llm.client.ChatClient.stream`).
 
 A waiter whose caller gives up (its cancel event, a closed stream, an exception raised by the
 listener, e.g. Streamlit stopping the script) leaves the queue at once, so the places behind it

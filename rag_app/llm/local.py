@@ -14,7 +14,7 @@ Where the model comes from, first match wins:
    file lock, through a temp file and an atomic rename, and checked against a sha256 pinned here.
    Later starts check only the size and a stamp; `verify=True` re-hashes.
 
-The server runs as a child process (`python -m rag_app.local_llm`, which builds an
+The server runs as a child process (`python -m rag_app.llm.local`, which builds an
 `xllamacpp.Server`): a crash in llama.cpp cannot take the app down, and `stop()` can always end
 it. The child also exits when its parent dies (it watches its stdin pipe), so no orphan is left
 holding a gigabyte of memory. The server listens on 127.0.0.1 only and requires a random API key
@@ -662,7 +662,7 @@ class LocalLLMServer:
         started = time.monotonic()
         with os.fdopen(fd, "wb") as log_file:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "rag_app.local_llm"], stdin=subprocess.PIPE,
+                [sys.executable, "-m", "rag_app.llm.local"], stdin=subprocess.PIPE,
                 stdout=log_file, stderr=subprocess.STDOUT, close_fds=True, env=env,
                 cwd=str(Path(__file__).resolve().parents[1]))
         stdin = self._proc.stdin
@@ -829,7 +829,7 @@ def _exit_when_parent_goes(stdin: IO[bytes]) -> None:
 
 
 def _child_main() -> int:
-    """Run by `python -m rag_app.local_llm`: read one JSON line of parameters on stdin, serve
+    """Run by `python -m rag_app.llm.local`: read one JSON line of parameters on stdin, serve
     until stdin closes."""
     line = sys.stdin.buffer.readline()
     if not line:
@@ -858,7 +858,7 @@ def _child_main() -> int:
     tmp = ready.with_name(ready.name + ".tmp")
     tmp.write_text(json.dumps({"port": port, "pid": os.getpid()}))
     os.replace(tmp, ready)
-    print(f"rag_app.local_llm: serving {request['alias']} on {server.listening_address}",
+    print(f"rag_app.llm.local: serving {request['alias']} on {server.listening_address}",
           flush=True)
     threading.Event().wait()  # until the watcher thread ends the process
     return 0
