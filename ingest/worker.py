@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rag_app.errors import FileTooLarge, LoadError, ParseError, ParseTimeout
+from rag_app.errors import FileTooLarge, LoadError, ParseError, ParseTimeout, RagError
 from rag_app.records import LoadedDocument
 from rag_app.settings import Settings
 
@@ -142,11 +142,11 @@ def _serve(conn: Connection, limits: ParseLimits | None = None) -> None:  # runs
             conn.send(("result", failure, elapsed))
 
 
-class ChildTimeout(Exception):
+class ChildTimeout(RagError):
     """The child did not answer before the deadline; it was killed."""
 
 
-class ChildDied(Exception):
+class ChildDied(RagError):
     """The child ended (crashed, killed) without answering."""
 
     def __init__(self, exitcode: int | None) -> None:

@@ -19,6 +19,7 @@ dependency. Three checks:
 from __future__ import annotations
 
 import ast
+import builtins
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,7 +30,7 @@ PACKAGES = ("rag_app", "ingest")
 GROUPS: dict[str, tuple[str, ...]] = {
     "foundation": ("rag_app.errors", "rag_app.settings", "rag_app.records", "rag_app.kinds",
                    "rag_app.hardware", "rag_app.helptext", "rag_app.terminal", "rag_app.text",
-                   "rag_app.names", "rag_app.guard", "rag_app.language"),
+                   "rag_app.names", "rag_app.guard", "rag_app.language", "rag_app.hashing"),
     "models": ("rag_app.embedders", "rag_app.rerank", "rag_app.llm"),
     "index": ("rag_app.index",),
     "ingest": ("ingest",),
@@ -248,3 +249,41 @@ def test_groups_import_only_the_layers_below() -> None:
         f"{mine} -> {theirs}: " + "; ".join(where) for (mine, theirs), where in sorted(new.items()))
     gone = KNOWN_LAYER_BREACHES - set(breaches)
     assert not gone, f"layer breaches gone, strike them from KNOWN_LAYER_BREACHES: {sorted(gone)}"
+
+
+# exceptions of the standard library a project error may also derive from (so that an except
+# clause written for those still catches it)
+_BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
+                   if isinstance(value, type) and issubclass(value, BaseException)}
+
+
+def test_every_exception_derives_from_the_base_error() -> None:
+    """Issue 27 point 4: every exception class defined in rag_app and ingest derives, through
+    the project's own classes, from rag_app.errors.RagError (it may also derive from a
+    built-in one such as ValueError). Read with ast: a class counts as an exception when one
+    of its bases is a built-in exception or such a class of ours."""
+    bases: dict[str, list[str]] = {}
+    where: dict[str, str] = {}
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                names = [b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")
+                         for b in node.bases]
+                bases[node.name] = names
+                where[node.name] = module
+
+    def is_exception(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name in _BUILTIN_ERRORS or name == "BaseException":
+            return True
+        return name in bases and name not in seen and any(
+            is_exception(b, seen | {name}) for b in bases[name])
+
+    def from_base(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name == "RagError":
+            return True
+        return name in bases and name not in seen and any(
+            from_base(b, seen | {name}) for b in bases[name])
+
+    strays = sorted(f"{where[n]}.{n}" for n in bases
+                    if n != "RagError" and is_exception(n) and not from_base(n))
+    assert not strays, f"exceptions that do not derive from RagError: {strays}"

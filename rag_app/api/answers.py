@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rag_app.errors import ConfigError
+from rag_app.errors import ConfigError, RagError
 
 if TYPE_CHECKING:
     from rag_app.answering import Answer
@@ -33,7 +33,7 @@ HISTORY_TURNS = 6  # as the chat keeps (Conversation.history)
 _POLL_S = 0.1
 
 
-class Cancelled(Exception):
+class Cancelled(RagError):
     """The client hung up: the answer is not wanted any more."""
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from rag_app.answering.records import Refusal
-from rag_app.errors import ConfigError
+from rag_app.errors import ConfigError, RagError
 from rag_app.eval.configs import (
     ConfigRun,
     EvalConfig,
@@ -66,7 +66,7 @@ from rag_app.eval.metrics import (
 )
 
 if TYPE_CHECKING:
-    from ingest.sync import SyncReport
+    from ingest.outcomes import SyncReport
     from rag_app.answering import Answer
     from rag_app.embedders.base import Embedder
     from rag_app.llm.client import ChatClient, TokenProb
@@ -439,7 +439,7 @@ def _first_rank(hits: Sequence[Hit], test: Callable[[Hit], bool]) -> int | None:
 
 
 # -- the LLM judge ------------------------------------------------------------------------------
-class JudgeError(Exception):
+class JudgeError(RagError):
     """The judge's reply could not be read."""
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from rag_app.errors import RagError
 from rag_app.index.store import StoredChunk
 from rag_app.service import describe_llm
 from rag_app.ui import components
@@ -405,7 +406,7 @@ def _ask(store: ConversationStore, conv: Conversation, question: str) -> None:
     st.rerun()
 
 
-class _NoIndex(Exception):
+class _NoIndex(RagError):
     pass
 
 
