@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,6 +68,14 @@ def amended(draft: Draft, claims: list[Claim]) -> Verdict:
     """The verdict of a check that re-judged the draft's claims one by one: PASS when none
     changed, else the draft with `claims`."""
     return PASS if claims == draft.claims else Verdict(draft=replace(draft, claims=claims))
+
+
+def judged_one_by_one(draft: Draft, judge: Callable[[Claim], Claim]) -> Verdict:
+    """The verdict of a check that re-judges the draft's claims one by one with `judge`:
+    PASS for a draft with none to judge (no claims, or a reply kept raw), else `amended`."""
+    if draft.raw_claims is not None or not draft.claims:
+        return PASS
+    return amended(draft, [judge(c) for c in draft.claims])
 
 
 class Check(Protocol):

@@ -29,7 +29,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, judged_one_by_one
 from rag_app.answering.checks.confidence import key_terms
 from rag_app.answering.checks.rival import _given, _pieces
 from rag_app.answering.records import Claim
@@ -119,6 +119,4 @@ class Opposite:
         return settings.answer_flag_off_subject
 
     def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
-        if draft.raw_claims is not None or not draft.claims:
-            return PASS
-        return amended(draft, [checked(c, inputs.query) for c in draft.claims])
+        return judged_one_by_one(draft, lambda c: checked(c, inputs.query))

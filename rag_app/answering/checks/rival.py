@@ -33,7 +33,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, judged_one_by_one
 from rag_app.answering.checks.confidence import CHORD, key_terms
 from rag_app.answering.checks.subject import OFF_SUBJECT, telling
 from rag_app.answering.records import Claim
@@ -154,8 +154,6 @@ class Rival:
         return settings.answer_flag_off_subject
 
     def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
-        if draft.raw_claims is not None or not draft.claims:
-            return PASS
         passages = [(h.text, h.location) for h in inputs.context]
         answer = " ".join(c.text for c in draft.claims)
-        return amended(draft, [checked(c, inputs.query, passages, answer) for c in draft.claims])
+        return judged_one_by_one(draft, lambda c: checked(c, inputs.query, passages, answer))

@@ -30,7 +30,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, judged_one_by_one
 from rag_app.answering.checks.confidence import key_terms
 from rag_app.answering.records import Claim
 from rag_app.text.words import STOP, WORD, stem
@@ -156,7 +156,5 @@ class Subject:
         return settings.answer_flag_off_subject
 
     def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
-        if draft.raw_claims is not None or not draft.claims:
-            return PASS
         passages = [(h.text, h.location) for h in inputs.context]
-        return amended(draft, [checked(c, inputs.query, passages) for c in draft.claims])
+        return judged_one_by_one(draft, lambda c: checked(c, inputs.query, passages))
