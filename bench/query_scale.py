@@ -123,7 +123,7 @@ def measure(state: Path, n: int, host: str | None, port: int) -> dict[str, Any]:
 
     embedder, store = retriever.embedder, retriever.store
     embedder.embed_query = timed("embed", embedder.embed_query)  # type: ignore[method-assign]
-    store.query = timed("dense", store.query)  # type: ignore[method-assign]
+    store.nearest = timed("dense", store.nearest)  # type: ignore[method-assign]
     lexical = retriever.lexical  # loaded once (the saved index), then kept
     lexical.search = timed("bm25", lexical.search)
     qs = questions()

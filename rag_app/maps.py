@@ -154,7 +154,7 @@ def embedding_map(
             links[qid] = tuple(h.chunk_id for h in retriever.search(text, opts))
         else:
             k = min(opts.k, max(store.count(), 1))
-            links[qid] = tuple(cid for cid, *_ in store.query(qvec, k))
+            links[qid] = tuple(cid for cid, _ in store.nearest(qvec, k))
 
     total = store.count()
     wanted = {cid for ids in links.values() for cid in ids}

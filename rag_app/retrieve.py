@@ -190,8 +190,7 @@ class Retriever:
         qvec = self.embedder.embed_query(query)
         dense: list[tuple[str, float]] = []
         if opts.mode in ("dense", "hybrid"):
-            dense = [(cid, sim) for cid, sim, _, _ in
-                     self.store.query(qvec, min(depth, max(self.store.count(), 1)), where)]
+            dense = self.store.nearest(qvec, min(depth, max(self.store.count(), 1)), where)
         lexical: list[tuple[str, float]] = []
         if opts.mode in ("lexical", "hybrid"):
             lexical = self.lexical.search(query, depth, allowed=(allowed.__contains__

@@ -47,6 +47,16 @@ def test_dense_lexical_and_hybrid_find_the_right_passage(retriever: Retriever) -
     assert top.lexical_rank == 1 and 0 < top.similarity <= 1
 
 
+def test_nearest_gives_query_s_ids_and_similarities(retriever: Retriever) -> None:
+    """The dense search reads ids and distances only (Store.nearest); the same ranking and
+    similarities as the full query that also reads texts and metadata."""
+    qvec = retriever.embedder.embed_query("What does code ZX-4471 mean?")
+    full = [(cid, sim) for cid, sim, _, _ in retriever.store.query(qvec, 5)]
+    near = retriever.store.nearest(qvec, 5)
+    assert [c for c, _ in near] == [c for c, _ in full]
+    assert [s for _, s in near] == pytest.approx([s for _, s in full])
+
+
 def test_pdf_hits_carry_pages_and_scores(retriever: Retriever) -> None:
     hits = retriever.search("How do I descale the kettle?", RetrievalOptions(k=5))
     assert len(hits) == 5
