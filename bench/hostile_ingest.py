@@ -26,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ingest.sync import FileOutcome, Ingestor  # noqa: E402
+from ingest.outcomes import FileOutcome  # noqa: E402
+from ingest.sync import Ingestor  # noqa: E402
 from rag_app.embedders.auto import make_embedder  # noqa: E402
 from rag_app.settings import Settings  # noqa: E402
 from tests.pdfgen import make_pdf  # noqa: E402

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ingest.sync import Reporter, SyncReport
+    from ingest.outcomes import Reporter, SyncReport
     from rag_app.embedders.base import Embedder
     from rag_app.settings import Settings
 

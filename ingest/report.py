@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.loaders.common import read_ocr_note
-from ingest.sync import STATUSES, FileOutcome, SyncReport
+from ingest.outcomes import STATUSES, FileOutcome, SyncReport
 from rag_app.index.store import length_text
 
 

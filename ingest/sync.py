@@ -24,463 +24,46 @@ still there are left out (reported `removed`, as a sync would). If a recorded fo
 none of its recorded files is left, the rebuild is refused before anything is written, unless
 `drop_missing_roots=True`. A rebuild also repairs a damaged catalog: it reads the file list of
 the damaged collection if that survived, else it rebuilds from the given paths only and says so.
+
+This module is the Ingestor (the write path). Beside it: ingest/discover.py (the folder walk),
+ingest/outcomes.py (what a run reports) and ingest/rebuild.py (what a rebuild carries over, and
+the file list salvaged from a damaged collection).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import logging
-import os
-import stat
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ingest import languages
-from ingest.loaders import kind_of
+from ingest.discover import Candidate, Scope, discover
 from ingest.loaders.ocr import OcrOptions, collection_ocr_languages
+from ingest.outcomes import PARSE_SHARE, FileOutcome, Reporter, SilentReporter, SyncReport
 from ingest.prose import check_prose
+from ingest.rebuild import DROP_MISSING_OPTION, carry_over, only_code_changed, salvage
 from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
 from rag_app.embedders.auto import follow_collection
 from rag_app.embedders.base import Embedder
-from rag_app.errors import ConfigError, LoadError, StoreLocked, StoreUnavailable
-from rag_app.index.store import FileRecord, Store, StoreDamaged, collection_languages, make_client
+from rag_app.errors import LoadError, StoreLocked, StoreUnavailable
+from rag_app.hashing import sha256_file
+from rag_app.index.store import FileRecord, Store, StoreDamaged, collection_languages
 from rag_app.records import Chunk, LoadedDocument, valid_utf8
 from rag_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WRITE_GROUP = 256  # chunks embedded and written together
-PARSE_SHARE = 0.3  # of a file's progress bar: parsing, then embedding
 TABLE_KINDS = ("csv", "xlsx")  # figures under a header row are expected: see ingest/prose.py
 NOT_PROSE, BUDGET = "not prose", "budget"  # FileRecord.cut: why a file holds fewer chunks
-STATUSES = ("ingested", "updated", "unchanged", "removed", "skipped", "failed")
 LANGUAGE_SAMPLE_FILES = 8  # documents looked at to choose the model (RAG_EMBEDDING_MODEL=auto)
 LANGUAGE_SAMPLE_KEEP_CHARS = 2_000_000  # a sampled document this long is kept for the ingest
-DROP_MISSING_OPTION = "--drop-missing"  # the CLI's name for `drop_missing_roots=True`
-
-
-@dataclass
-class FileOutcome:
-    source: str
-    status: str  # one of STATUSES (with dry_run: what would happen)
-    reason: str = ""
-    root: str = ""
-    chunks_added: int = 0
-    chunks_removed: int = 0
-    pages: int = 0
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    cut: str = ""  # "budget N": only the file's first N chunks were indexed
-
-
-@dataclass
-class SyncReport:
-    collection: str
-    store: str
-    dry_run: bool = False
-    rebuilt: bool = False
-    outcomes: list[FileOutcome] = field(default_factory=list)
-    seconds: float = 0.0
-    chunks_total: int = 0
-    embedder: str = ""
-    notices: list[str] = field(default_factory=list)  # run-level news for people (also logged)
-    # seconds this process spent per stage: "parse" is the wait for the parser child (it
-    # parses the next file while this one is embedded), "model" loading the embedding model
-    stages: dict[str, float] = field(default_factory=dict)
-
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATUSES, 0)
-        for o in self.outcomes:
-            counts[o.status] += 1
-        return counts
-
-    @property
-    def failed(self) -> list[FileOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    @property
-    def chunks_added(self) -> int:
-        return sum(o.chunks_added for o in self.outcomes)
-
-    @property
-    def chunks_removed(self) -> int:
-        return sum(o.chunks_removed for o in self.outcomes)
-
-    @property
-    def pages(self) -> int:
-        return sum(o.pages for o in self.outcomes if o.status in ("ingested", "updated"))
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(counts=self.counts(), chunks_added=self.chunks_added,
-                    chunks_removed=self.chunks_removed, pages=self.pages)
-        return data
-
-
-class Reporter(Protocol):
-    """What a front end is told while a sync runs (the CLI draws a progress bar from it)."""
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-
-    def file_started(self, source: str, size: int) -> None: ...
-
-    def file_progress(self, done_fraction: float) -> None: ...
-
-    def file_done(self, outcome: FileOutcome) -> None: ...
-
-
-class _Silent:
-    def start(self, files: int, total_bytes: int) -> None: ...
-
-    def file_started(self, source: str, size: int) -> None: ...
-
-    def file_progress(self, done_fraction: float) -> None: ...
-
-    def file_done(self, outcome: FileOutcome) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    path: Path
-    root: Path
-    source: str  # relative to root, '/'-separated
-    size: int
-    mtime_ns: int
-
-    @property
-    def key(self) -> str:
-        return file_key(self.root, self.source)
-
-
-def file_key(root: Path, source: str) -> str:
-    return f"{root}::{source}"
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What a run is responsible for: a whole folder, a subfolder of it (a path given inside
-    an indexed folder keeps that folder's keys), or one named file in it, and what the walk
-    could not see (so must not be taken as deleted)."""
-
-    root: Path
-    source: str | None = None  # None: every file under root; "sub/dir/": every file under it
-    found: int = 0  # candidate files the walk found
-    unlisted: tuple[str, ...] = ()  # folders that could not be listed: "sub/dir/", "" for root
-    unreadable: tuple[str, ...] = ()  # entries that could not be stat-ed
-
-    def covers(self, record: FileRecord) -> bool:
-        if record.root != str(self.root):
-            return False
-        if self.source is None or self.source == record.source:
-            return True
-        return self.source.endswith("/") and record.source.startswith(self.source)
-
-    @property
-    def empty_folder(self) -> bool:
-        """A folder in which the walk found no file at all (empty, or not mounted)."""
-        return (self.source is None or self.source.endswith("/")) and self.found == 0
-
-    @property
-    def folder(self) -> Path:
-        """The folder walked (root, or the subfolder of it)."""
-        return self.root / self.source if self.source and self.source.endswith("/") \
-            else self.root
-
-    def unsure_of(self, source: str) -> bool:
-        """True when this run could not see whether `source` (relative to root) still exists."""
-        return source in self.unreadable or any(source.startswith(p) for p in self.unlisted)
-
-
-def discover(paths: Sequence[Path], indexed_roots: Iterable[Path | str] = (),
-             ) -> tuple[list[Candidate], list[FileOutcome], list[Scope]]:
-    """Walk the given folders (or files). Returns (candidates, skipped, scopes).
-
-    Overlapping folders never store a file twice. `indexed_roots` are the folders the index
-    already holds files of (their records' `root`); a file is keyed under the innermost of them
-    that holds it, else under the outermost folder given now that holds it (else, for a single
-    file, its own folder). So a path inside an indexed folder is synced as a part of that
-    folder (`ingest docs` then `ingest docs/sub` keeps the keys `docs::sub/…`), and a folder
-    that holds indexed folders leaves their files under their own keys (`ingest docs/sub` then
-    `ingest docs` keeps `docs/sub::…`, and syncs docs/sub as a whole too). A file reached
-    through two given paths is taken once.
-
-    Hidden files and folders (name starting with '.') and unsupported types are skipped.
-    A folder that cannot be listed, or an entry that cannot be stat-ed, is reported `failed`
-    and recorded in its scope (`unlisted`, `unreadable`): the run goes on, and the files the
-    index holds under it are kept.
-    Symbolic links never lead out of a given folder, and each real folder and file is taken
-    once: links that lead outside the folder, that loop (to the folder's own path), that are
-    broken, or that lead to a file or folder the walk finds anyway are reported `skipped`. So
-    is a name that is not valid UTF-8 (the index cannot store it), shown with \\xNN escapes.
-    """
-    candidates: list[Candidate] = []
-    skipped: list[FileOutcome] = []
-    scopes: list[Scope] = []
-    record_roots = sorted({Path(r) for r in indexed_roots})
-    given_dirs = [g for g in (_resolved(p) for p in paths) if g is not None]
-    seen: set[str] = set()  # candidate keys, so a file under two given paths is taken once
-    for given in paths:
-        path = given.expanduser().resolve()
-        if not _utf8_ok(str(path)):
-            raise ConfigError(f"The path {_shown(str(path))} is not valid UTF-8: rename it")
-        try:
-            is_file, is_dir = path.is_file(), path.is_dir()
-        except OSError as exc:
-            raise ConfigError(f"Cannot read {given}: {exc.strerror}") from None
-        unlisted: list[str] = []
-        unreadable: list[str] = []
-        files: Sequence[tuple[Path, os.stat_result | None]]
-        if is_file:
-            root, files = path.parent, [(path, None)]
-            single: str | None = path.name
-        elif is_dir:
-            hidden: list[tuple[Path, bool]] = []
-            failures: list[tuple[Path, OSError, bool]] = []
-            odd: list[tuple[Path, bool, str]] = []
-            root, files, single = path, _walk(path, hidden, failures, odd), None
-            skipped.extend(FileOutcome(_shown(_rel(h, root)) + ("/" if is_folder else ""),
-                                       "skipped", "hidden", str(root))
-                           for h, is_folder in sorted(hidden))
-            skipped.extend(FileOutcome(_shown(_rel(p, root)) + ("/" if is_folder else ""),
-                                       "skipped", _shown(why), str(root))
-                           for p, is_folder, why in sorted(odd))
-            for where, error, listing in failures:
-                rel = _rel(where, root)
-                why = error.strerror or str(error)
-                if listing:
-                    prefix = "" if where == root else rel + "/"
-                    unlisted.append(prefix)
-                    reason = f"cannot list folder: {why}; the files indexed under it are kept"
-                    skipped.append(FileOutcome(_shown(prefix) or "./", "failed", reason,
-                                               str(root)))
-                else:
-                    unlisted.append(rel + "/")  # a file or a folder: either way, unknown
-                    unreadable.append(rel)
-                    skipped.append(FileOutcome(_shown(rel), "failed", f"cannot read: {why}",
-                                               str(root)))
-        else:
-            raise ConfigError(f"No such file or folder: {given}")
-        # Which indexed folders matter here: those holding this path or inside it.
-        near = [r for r in record_roots if path.is_relative_to(r) or r.is_relative_to(path)]
-        found: dict[Path, int] = {}
-        for f, st in files:
-            owner = _owner(f, near, given_dirs) or root
-            source = f.relative_to(owner).as_posix()
-            if kind_of(f) is None:
-                skipped.append(FileOutcome(source, "skipped", "unsupported type", str(owner)))
-                continue
-            if st is None:
-                try:
-                    st = f.stat()
-                except OSError as exc:
-                    skipped.append(FileOutcome(source, "failed",
-                                               f"cannot read: {exc.strerror}", str(owner)))
-                    unreadable.append(f.relative_to(root).as_posix())
-                    continue
-            found[owner] = found.get(owner, 0) + 1
-            cand = Candidate(f, owner, source, st.st_size, st.st_mtime_ns)
-            if cand.key not in seen:
-                seen.add(cand.key)
-                candidates.append(cand)
-        scopes.extend(_scopes(path if single else root, single is not None, near, given_dirs,
-                              found, unlisted, unreadable))
-    return candidates, skipped, scopes
-
-
-def _resolved(given: Path) -> Path | None:
-    """`given` resolved, if it is a folder (errors are reported by `discover` itself)."""
-    try:
-        path = given.expanduser().resolve()
-        return path if path.is_dir() else None
-    except (OSError, RuntimeError):
-        return None
-
-
-def _owner(path: Path, record_roots: Sequence[Path], given_dirs: Sequence[Path]) -> Path | None:
-    """The folder `path` (a file, or a given folder) is keyed under: the innermost indexed
-    folder holding it (or equal to it), else the outermost given folder holding it. Only
-    folders whose walk reaches `path` count: not through a hidden folder (a walk skips it)."""
-    inside = [r for r in record_roots if _reaches(r, path)]
-    if inside:
-        return max(inside, key=lambda r: len(r.parts))
-    given = [g for g in given_dirs if _reaches(g, path)]
-    return min(given, key=lambda g: len(g.parts)) if given else None
-
-
-def _reaches(folder: Path, path: Path) -> bool:
-    return path.is_relative_to(folder) and not any(
-        name.startswith(".") for name in path.relative_to(folder).parts)
-
-
-def _scopes(walked: Path, is_file: bool, record_roots: Sequence[Path],
-            given_dirs: Sequence[Path], found: dict[Path, int], unlisted: list[str],
-            unreadable: list[str]) -> list[Scope]:
-    """The scopes of one given path (`unlisted`/`unreadable` are relative to the folder walked,
-    or to a given file's folder). First the path itself under the folder that owns it: that
-    folder whole, a subfolder of it ("sub/"), or one file. Then each indexed folder inside a
-    walked folder (not hidden): it was walked whole, under its own keys."""
-    folder = walked.parent if is_file else walked
-    base = _owner(walked, record_roots, given_dirs) or folder
-    inner = "" if base == folder else folder.relative_to(base).as_posix() + "/"
-    if is_file:
-        part: str | None = inner + walked.name
-    else:
-        part = inner or None
-    scopes = [Scope(base, part, sum(found.values()), tuple(inner + u for u in unlisted),
-                    tuple(inner + u for u in unreadable))]
-    if is_file:
-        return scopes
-    for nested in record_roots:
-        if nested == walked or not nested.is_relative_to(walked) or nested == base:
-            continue
-        rel = nested.relative_to(walked)
-        if any(name.startswith(".") for name in rel.parts):
-            continue  # never walked: hidden
-        prefix = rel.as_posix() + "/"
-        blind = [u[len(prefix):] for u in unlisted if u.startswith(prefix)]
-        if any(prefix.startswith(u) for u in unlisted):  # a folder above it was not listed
-            blind.append("")
-        under = sum(n for owner, n in found.items() if owner.is_relative_to(nested))
-        scopes.append(Scope(nested, None, under, tuple(blind),
-                            tuple(u[len(prefix):] for u in unreadable if u.startswith(prefix))))
-    return scopes
-
-
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
-
-
-def _utf8_ok(name: str) -> bool:
-    """False for a name with bytes that are not UTF-8 (os keeps them as lone surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _shown(text: str) -> str:
-    """`text` with the bytes of a non-UTF-8 name as \\xNN escapes: printable and storable."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _walk(root: Path, hidden: list[tuple[Path, bool]],
-          failures: list[tuple[Path, OSError, bool]],
-          odd: list[tuple[Path, bool, str]]) -> list[tuple[Path, os.stat_result]]:
-    """Files under `root` (a resolved folder) with their stat, sorted, each real file once and
-    never one outside `root`.
-
-    Hidden entries (files or whole folders) go to `hidden` as (path, is_folder). Entries left
-    out for another reason go to `odd` as (path, is_folder, reason): a name that is not UTF-8,
-    and links that are broken, loop, lead outside `root`, or lead to a file or folder that is
-    found anyway. A folder that cannot be listed, or an entry that cannot be stat-ed, goes to
-    `failures` as (path, error, was_listing) and the walk goes on.
-
-    Real folders are walked first and links only after, so a file reachable both ways keeps
-    its real path; each real folder is walked once (tracked by (st_dev, st_ino)), so links to
-    '.' or '..' end at once instead of nesting without end."""
-    found: list[tuple[Path, os.stat_result]] = []
-    files: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) -> where it was found
-    try:
-        top = root.stat()
-    except OSError as exc:
-        failures.append((root, exc, True))
-        return found
-    folders: set[tuple[int, int]] = {(top.st_dev, top.st_ino)}
-    links: list[Path] = []
-
-    def walk(start: Path) -> None:
-        stack = [start]
-        while stack:
-            folder = stack.pop()
-            try:
-                entries = sorted(folder.iterdir())
-            except OSError as exc:
-                failures.append((folder, exc, True))
-                continue
-            for path in entries:
-                if path.name.startswith(".") or not _utf8_ok(path.name):
-                    try:
-                        is_folder = path.is_dir()
-                    except OSError:
-                        is_folder = False
-                    if path.name.startswith("."):
-                        hidden.append((path, is_folder))
-                    else:
-                        what = "folder" if is_folder else "file"
-                        odd.append((path, is_folder, f"{what} name is not valid UTF-8: rename it"))
-                    continue
-                try:
-                    st = path.lstat()
-                except OSError as exc:
-                    failures.append((path, exc, False))
-                    continue
-                if stat.S_ISLNK(st.st_mode):
-                    links.append(path)  # followed once the real folders are all known
-                    continue
-                ident = (st.st_dev, st.st_ino)
-                if stat.S_ISDIR(st.st_mode):
-                    if ident in folders:  # a bind mount of a folder inside itself
-                        odd.append((path, True, "folder loop"))
-                    else:
-                        folders.add(ident)
-                        stack.append(path)
-                elif stat.S_ISREG(st.st_mode):
-                    files.setdefault(ident, path)
-                    found.append((path, st))
-
-    walk(root)
-    links.sort()
-    for link in links:  # grows while the folders that links lead to are walked
-        try:
-            target = Path(os.path.realpath(link, strict=True))
-            st = target.stat()
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                odd.append((link, False, "link loop"))
-            elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                odd.append((link, False, "broken link"))
-            else:
-                failures.append((link, exc, False))
-            continue
-        ident = (st.st_dev, st.st_ino)
-        is_folder = stat.S_ISDIR(st.st_mode)
-        if is_folder and Path(os.path.realpath(link.parent)).is_relative_to(target):
-            odd.append((link, True, "link loop"))  # to the folder it is in, or above
-        elif not target.is_relative_to(root):
-            odd.append((link, is_folder, "link leads outside the folder"))
-        elif is_folder and ident in folders:
-            odd.append((link, True, f"link to {_rel(target, root)}/, included anyway"))
-        elif is_folder:
-            folders.add(ident)
-            walk(link)
-        elif stat.S_ISREG(st.st_mode):
-            if ident in files:
-                odd.append((link, False, f"link to {_rel(files[ident], root)}, "
-                                         "included anyway"))
-            else:
-                files[ident] = link
-                found.append((link, st))
-    found.sort(key=lambda item: item[0])
-    return found
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Ingestor:
@@ -493,7 +76,7 @@ class Ingestor:
         pairs tried first on files whose relative path or name matches the glob."""
         self.settings = settings
         self.embedder = embedder
-        self.reporter: Reporter = reporter or _Silent()
+        self.reporter: Reporter = reporter or SilentReporter()
         self.passwords = list(passwords)
         self.file_passwords = list(file_passwords)
         self._splitter: Splitter | None = None
@@ -557,7 +140,7 @@ class Ingestor:
             if not rebuild:
                 raise
             existing = None
-            old_records = self._salvage(damage, report)
+            old_records = salvage(self.settings, damage, report)
             why = ("A rebuild of the damaged collection re-ingests every file its surviving "
                    "file list names")
         # Folders already indexed: a path inside one (or holding one) keeps their keys, so an
@@ -567,7 +150,7 @@ class Ingestor:
         if existing is not None:  # RAG_EMBEDDING_MODEL=auto: keep the model it was built with
             follow_collection(self.embedder, existing)
         report.outcomes.extend(skipped)
-        if existing is not None and not rebuild and _only_code_changed(existing.settings_key,
+        if existing is not None and not rebuild and only_code_changed(existing.settings_key,
                                                                        self.settings_key()):
             # Same settings, newer chunking code: re-chunk everything once, into a new
             # collection that replaces the old one only when it is complete.
@@ -588,7 +171,7 @@ class Ingestor:
             old_records = existing.file_records()
         removals: list[FileOutcome] = []
         if rebuild and old_records:
-            carried, removals = _carry_over(old_records, candidates, scopes,
+            carried, removals = carry_over(old_records, candidates, scopes,
                                             drop_missing_roots, why)
             candidates = candidates + carried
         if dry_run:
@@ -966,25 +549,10 @@ class Ingestor:
         for outcome in kept:
             report.outcomes.append(outcome)
             self.reporter.file_done(outcome)
-
-    def _salvage(self, damage: StoreDamaged, report: SyncReport) -> dict[str, FileRecord]:
-        """The file list of a damaged collection, if it survived (else {}); says which."""
-        records = _read_file_records(self.settings, str(damage.entry.get("files", "")))
-        if records is None:
-            notice = (f"{damage} -- its file list is unreadable too, so the rebuilt index holds "
-                      "only the paths given now: ingest the other folders again")
-            records = {}
-        else:
-            notice = (f"{damage} -- rebuilding it from its surviving file list "
-                      f"({len(records)} files) and the paths given now")
-        log.warning("%s", notice)
-        report.notices.append(notice)
-        return records
-
     def _plan(self, report: SyncReport, candidates: list[Candidate], scopes: list[Scope],
               store: Store | None, rebuild: bool, drop_missing_roots: bool = False) -> None:
         """Dry run: say what a real run would do, from sizes, times and hashes only. (For a
-        rebuild, what leaves the index was worked out by `_carry_over`.)"""
+        rebuild, what leaves the index was worked out by `carry_over`.)"""
         records = {} if (store is None or rebuild) else store.file_records()
         for cand in candidates:
             record = records.get(cand.key)
@@ -1006,7 +574,6 @@ class Ingestor:
 
 def _replace(record: FileRecord, **changes: Any) -> FileRecord:
     return replace(record, **changes)
-
 
 # Errors that are about the whole run, not one file: they end it (see `_process`).
 _RUN_ENDING = (StoreLocked, StoreUnavailable)
@@ -1036,16 +603,6 @@ def _undo_write(store: Store, base: FileRecord, record: FileRecord | None,
             store.delete_file_records([base.key])
     except Exception:  # the pending record makes the next run repair it
         log.warning("could not undo the partial write of %s", base.source, exc_info=True)
-
-
-def _only_code_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """True when the collection differs from the settings only in how files become chunks: the
-    splitter version and/or the PDF parser (absent from collections built before it was
-    recorded, which were read with pypdf), so re-chunking the same files settles it."""
-    if not stored:
-        return False
-    changed = {k for k, v in wanted.items() if stored.get(k) != v}
-    return bool(changed) and changed <= {"splitter", "pdf_parser"}
 
 
 def _deletions(records: dict[str, FileRecord], candidates: list[Candidate],
@@ -1079,94 +636,3 @@ def _deletions(records: dict[str, FileRecord], candidates: list[Candidate],
         for scope, n in kept.items()
     ]
     return gone, outcomes
-
-
-def _carry_over(old: dict[str, FileRecord], candidates: list[Candidate], scopes: list[Scope],
-                drop_missing_roots: bool, why: str,
-                ) -> tuple[list[Candidate], list[FileOutcome]]:
-    """For a rebuild: the recorded files to re-ingest besides `candidates`, and outcomes for
-    the recorded files the new collection will not have. `why` opens the refusal message.
-
-    Each record outside the given paths (or in a part of them the walk could not see) is
-    looked up as `root / source`, exactly that file. A missing file under a folder that still
-    has some of its files is left out (`removed`). A recorded folder that is gone, or none of
-    whose recorded files is left, makes the rebuild refuse (ConfigError, nothing written)
-    unless `drop_missing_roots`."""
-    given = {c.key for c in candidates}
-    by_path = {c.path: c for c in candidates}
-    alive_roots = {str(c.root) for c in candidates}  # folders known to be there
-    carried: list[Candidate] = []
-    outcomes: list[FileOutcome] = []
-    missing: dict[str, list[FileRecord]] = {}
-    for key, record in sorted(old.items()):
-        if key in given:
-            continue
-        mine = [s for s in scopes if s.covers(record)]
-        if mine and not any(s.unsure_of(record.source) or s.empty_folder for s in mine):
-            outcomes.append(FileOutcome(record.source, "removed", "no longer in the folder",
-                                        record.root, chunks_removed=record.chunks))
-            continue
-        path = Path(record.root) / record.source
-        if path in by_path:  # the same file under another given root: indexed once, there
-            outcomes.append(FileOutcome(record.source, "removed",
-                                        f"indexed under {by_path[path].root} instead",
-                                        record.root, chunks_removed=record.chunks))
-            continue
-        try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            missing.setdefault(record.root, []).append(record)
-            continue
-        except OSError as exc:
-            alive_roots.add(record.root)
-            outcomes.append(FileOutcome(record.source, "failed",
-                                        f"cannot read: {exc.strerror} (left out of the rebuilt "
-                                        "index)", record.root))
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            missing.setdefault(record.root, []).append(record)
-            continue
-        alive_roots.add(record.root)
-        carried.append(Candidate(path, Path(record.root), record.source, st.st_size,
-                                 st.st_mtime_ns))
-    unavailable = {root: records for root, records in missing.items()
-                   if root not in alive_roots}
-    if unavailable and not drop_missing_roots:
-        listing = "; ".join(f"{root} ({len(records)} indexed file(s))"
-                            for root, records in sorted(unavailable.items()))
-        total = sum(len(records) for records in unavailable.values())
-        raise ConfigError(
-            f"{why}, but these folders are missing or none of their indexed files is left "
-            f"(not mounted? moved?): {listing}. Nothing was changed. Mount or restore them and "
-            f"run again, or run again with {DROP_MISSING_OPTION} to rebuild without them "
-            f"({total} file(s) leave the index)."
-        )
-    for root, records in sorted(missing.items()):
-        reason = (f"folder missing or emptied; left out ({DROP_MISSING_OPTION})"
-                  if root in unavailable else "file no longer exists")
-        outcomes.extend(FileOutcome(r.source, "removed", reason, r.root,
-                                    chunks_removed=r.chunks) for r in records)
-    return carried, outcomes
-
-
-def _read_file_records(settings: Settings, name: str) -> dict[str, FileRecord] | None:
-    """The records in the physical file-list collection `name`; None if it cannot be read."""
-    page = 2000
-    try:
-        files = make_client(settings).get_collection(name)
-        records: dict[str, FileRecord] = {}
-        offset = 0
-        while True:
-            got = files.get(include=["metadatas"], limit=page, offset=offset)
-            ids = list(got["ids"])
-            metas: list[Any] = list(got.get("metadatas") or [])
-            metas += [None] * (len(ids) - len(metas))
-            for key, meta in zip(ids, metas, strict=True):
-                records[key] = FileRecord.from_row(key, meta or {})
-            if len(ids) < page:
-                return records
-            offset += len(ids)
-    except Exception:
-        log.debug("the file list %r of the damaged collection is unreadable", name,
-                  exc_info=True)
-        return None

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from rag_app.errors import RagError, StoreLocked, StoreUnavailable
 
 if TYPE_CHECKING:
-    from ingest.sync import SyncReport
+    from ingest.outcomes import SyncReport
     from rag_app.embedders.base import Embedder
     from rag_app.settings import Settings
 

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ingest.outcomes import FileOutcome, SyncReport
 from ingest.prose import MIN_CHARS, check_prose
 from ingest.report import print_summary
-from ingest.sync import FileOutcome, Ingestor, SyncReport
+from ingest.sync import Ingestor
 from rag_app.index.store import Store
 from tests.conftest import REPO, make_settings
 from tests.pdfgen import make_pdf

@@ -22,6 +22,7 @@ import psutil
 import pytest
 from openai import AuthenticationError, OpenAI
 
+from rag_app.hashing import sha256_file
 from rag_app.llm.local import (
     BUNDLED_MODELS,
     QWEN_CODER_0_5B,
@@ -34,7 +35,6 @@ from rag_app.llm.local import (
     locate_parts,
     read_gguf_info,
     resolve_model,
-    sha256_file,
     stop_all,
 )
 

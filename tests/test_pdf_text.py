@@ -23,7 +23,8 @@ from bench.pdf_text import STUDY, make_glued_pdf
 from ingest.loaders import load_file
 from ingest.loaders.ocr import OcrOptions
 from ingest.loaders.pdf import GLUED_PAGE_SHARE, PdfParser, glued_share
-from ingest.sync import Ingestor, _only_code_changed
+from ingest.rebuild import only_code_changed
+from ingest.sync import Ingestor
 from rag_app.errors import EmptyDocument, LoadError, NeedsOCR, NeedsPassword, ParseError
 from tests.conftest import make_settings
 from tests.pdfgen import make_pdf
@@ -292,16 +293,16 @@ def test_parser_is_in_the_fingerprint_and_settings_key(tmp_path: Path, parser: P
 
 def test_a_parser_change_alone_rebuilds_by_itself() -> None:
     key = {"model": "m", "chunk_tokens": 254, "splitter": "v4", "pdf_parser": "auto"}
-    assert not _only_code_changed(key, dict(key))
-    assert not _only_code_changed({}, key)  # no collection yet
-    assert _only_code_changed({**key, "pdf_parser": "pypdf"}, key)
-    assert _only_code_changed({**key, "splitter": "v3"}, key)
-    assert _only_code_changed({**key, "splitter": "v3", "pdf_parser": "pypdf"}, key)
+    assert not only_code_changed(key, dict(key))
+    assert not only_code_changed({}, key)  # no collection yet
+    assert only_code_changed({**key, "pdf_parser": "pypdf"}, key)
+    assert only_code_changed({**key, "splitter": "v3"}, key)
+    assert only_code_changed({**key, "splitter": "v3", "pdf_parser": "pypdf"}, key)
     before_parsers = {k: v for k, v in key.items() if k != "pdf_parser"}
-    assert _only_code_changed(before_parsers, key)  # built before the parser was recorded
+    assert only_code_changed(before_parsers, key)  # built before the parser was recorded
     # with another setting changed too, the user decides (FingerprintMismatch, --rebuild)
-    assert not _only_code_changed({**key, "pdf_parser": "pypdf", "chunk_tokens": 64}, key)
-    assert not _only_code_changed({**key, "model": "other"}, key)
+    assert not only_code_changed({**key, "pdf_parser": "pypdf", "chunk_tokens": 64}, key)
+    assert not only_code_changed({**key, "model": "other"}, key)
 
 
 @pytest.mark.slow

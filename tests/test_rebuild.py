@@ -15,7 +15,8 @@ import pytest
 
 import ingest.split
 import ingest.sync
-from ingest.sync import Ingestor, SyncReport
+from ingest.outcomes import SyncReport
+from ingest.sync import Ingestor
 from rag_app.errors import ConfigError, StoreError
 from rag_app.index.store import Store
 from rag_app.settings import Settings

@@ -51,6 +51,7 @@ from rag_app.embedders.base import Embedder, Side, TokenCounter, default_prompts
 from rag_app.embedders.sentence_transformers import resolve_model
 from rag_app.errors import EmbeddingError
 from rag_app.hardware import detect
+from rag_app.hashing import sha256_file
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -377,14 +378,9 @@ def _has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & detect().flags)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _cache_files(folder: Path) -> dict[str, str]:
     files = [folder / MODEL_FILE, folder / FP32_FILE, *sorted((folder / TOKENIZER_DIR).glob("*"))]
-    return {p.relative_to(folder).as_posix(): _sha256(p) for p in files if p.is_file()}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files if p.is_file()}
 
 
 def _read_cache(folder: Path) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from filelock import FileLock, Timeout
 
 from rag_app.errors import RagError
+from rag_app.hashing import sha256_file
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -400,14 +401,6 @@ def _stamp_ok(target: Path, model: BundledModel) -> bool:
     return (stamp is not None and stamp.get("sha256") == model.sha256
             and st.st_size == model.size == stamp.get("size")
             and st.st_mtime_ns == stamp.get("mtime_ns"))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_metadata(path: Path, model: BundledModel) -> GGUFInfo:

@@ -204,7 +204,7 @@ def _jobs(svc: Any) -> None:
 def stage_text(job: Job) -> str:
     """What a running job is doing, in words: which file of how many, and its stage (reading
     the file, then embedding its passages) with how far that stage is."""
-    from ingest.sync import PARSE_SHARE
+    from ingest.outcomes import PARSE_SHARE
 
     if job.state == "queued":
         return "waiting for the job before it"

@@ -29,7 +29,7 @@ from rag_app.errors import RagError
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
-    from ingest.sync import FileOutcome
+    from ingest.outcomes import FileOutcome
     from rag_app.embedders.base import Embedder
     from rag_app.index.store import Store
     from rag_app.llm.client import ChatClient
@@ -73,7 +73,7 @@ class Job:
 
 
 class _JobReporter:
-    """ingest.sync.Reporter that writes into a Job."""
+    """ingest.outcomes.Reporter that writes into a Job."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -578,7 +578,7 @@ def save_upload(settings: Settings, name: str, data: bytes | BinaryIO) -> Path:
 def _place(folder: Path, tmp: Path, safe: str, shown: str, sha: str) -> Path:
     """Move `tmp` into place: under `safe` if free or this name's, else under the name's
     hashed variant, else a numbered one."""
-    from ingest.sync import sha256_file
+    from rag_app.hashing import sha256_file
     from rag_app.ui.safety import unique_path
 
     stem, suffix = Path(safe).stem, Path(safe).suffix

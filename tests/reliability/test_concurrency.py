@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from ingest.entry import sync_paths
-from ingest.sync import FileOutcome
+from ingest.outcomes import FileOutcome
 from rag_app.errors import StoreLocked
 from rag_app.index import store as store_module
 from rag_app.index.lexical import LexicalIndex

@@ -16,9 +16,10 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import ContentStream, DictionaryObject, NameObject, StreamObject
 
+from ingest.discover import discover
 from ingest.loaders.common import normalise_text
 from ingest.split import Splitter
-from ingest.sync import Ingestor, discover
+from ingest.sync import Ingestor
 from ingest.worker import ParseWorker
 from rag_app.index.store import Store
 from rag_app.records import Chunk, content_hash, valid_utf8
@@ -390,7 +391,8 @@ def test_links_to_self_finish_fast(tmp_path: Path) -> None:
     for i in range(4):
         (root / f"l{i}").symlink_to(".")
     (root / "sub" / "up").symlink_to("..")
-    code = ("import json, sys, time; from pathlib import Path; from ingest.sync import discover\n"
+    code = ("import json, sys, time; from pathlib import Path\n"
+            "from ingest.discover import discover\n"
             "t = time.monotonic(); c, s, _ = discover([Path(sys.argv[1])])\n"
             "print(json.dumps([time.monotonic() - t, sorted(x.source for x in c),\n"
             "                  sorted((o.source, o.reason) for o in s)]))\n")
