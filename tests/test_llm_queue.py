@@ -73,7 +73,8 @@ def test_places_are_true_and_the_queue_is_first_come_first_served() -> None:
     assert [w.heard for w in waiters] == [[1], [2], [3]]
     first.release.set()
     waiters[0].inside.wait(5)
-    _until(lambda: waiters[2].heard[-1] == 2)
+    # each waiter hears its new place on its own thread: wait for both, in any order
+    _until(lambda: waiters[1].heard[-1] == 1 and waiters[2].heard[-1] == 2)
     assert waiters[0].heard == [1, 0]  # 0: it has the model now
     assert waiters[1].heard == [2, 1] and waiters[2].heard == [3, 2]
     for w in waiters:
