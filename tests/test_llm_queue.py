@@ -97,7 +97,8 @@ def test_two_slots_let_two_in_and_the_third_waits_behind_one() -> None:
     assert c.heard == [1, 0] and a.heard == b.heard == []
     a.release.set()
     c.release.set()
-    c.thread.join(5)
+    for w in (a, b, c):  # each leaves on its own thread
+        w.thread.join(5)
     assert q.holding == 0
 
 
