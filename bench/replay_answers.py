@@ -36,6 +36,7 @@ from rag_app.settings import Settings  # noqa: E402
 SHOWN = ("correct", "misleading", "useful", "refused", "wrong_flagged", "right_flagged",
          "wrong_flagged_unsure", "right_flagged_unsure", "wrong_flagged_off_subject",
          "right_flagged_off_subject", "wrong_flagged_opposite", "right_flagged_opposite",
+         "wrong_flagged_partial", "right_flagged_partial",
          "evidence_holds_answer",
          "correct_multi_fact", "cited_gold_page", "quote_validity",
          "refusal_accuracy", "false_refusal_rate", "refused_by_names", "refused_by_kind",

@@ -236,6 +236,14 @@ class Settings(BaseSettings):
         "question's place has (100 °C given for oolong tea, whose line says 85 °C). The "
         "sentence stays, marked with the reason.",
     )
+    answer_flag_partial: bool = Field(
+        default=True,
+        description="Flag an answer that leaves part of the question unanswered: asked which "
+        "command verifies a build and which one installs it, it names one command; asked which "
+        "link functions a family offers, it names one; asked how to look up the year and which "
+        "function prints the citation, it never speaks of the year. The sentence that gives "
+        "the answer's items is marked with the part left out.",
+    )
     answer_confidence: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Flag an answer sentence whose names, code or figures the model was unsure "

@@ -55,3 +55,15 @@ class ScriptedChat:
         if self.completion is not None:
             return self.completion
         return "".join(self.stream(messages))
+
+
+def eval_row(**changes: Any) -> dict[str, Any]:
+    """One graded row of `rag_app.eval.qa` as `summarise` reads it: an answered, answerable
+    question with a found answer, changed by `changes` (contains, claims …)."""
+    row: dict[str, Any] = dict(
+        mode="llm", answerable=True, found=True, citations=[], invalid_citations=0,
+        source_rank=1, page_rank=None, passage_rank=None, hits=[], f1=0.5,
+        contains_unchecked=True, multi_fact=False, evidence_contains=True, refused_by="",
+        first_answer="", draft="", retrieve_s=0.1, total_s=1.0, first_token_s=0.5)
+    row.update(changes)
+    return row

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from rag_app.answering.checks.opposite import OPPOSITE, checked, opposite
 from rag_app.answering.records import Claim
+from tests.fakes import eval_row
 
 HISTORY_Q = ("At the R prompt on Linux, which keystroke hunts backwards through my earlier "
              "commands for one containing some word?")
@@ -110,18 +111,13 @@ def test_checked_flags_and_keeps_the_quote() -> None:
 def test_the_evaluation_counts_what_the_check_flagged() -> None:
     from rag_app.eval.qa import summarise
 
-    base = dict(mode="llm", answerable=True, found=True, citations=[], invalid_citations=0,
-                source_rank=1, page_rank=None, passage_rank=None, hits=[], f1=0.5,
-                contains_unchecked=True, multi_fact=False, evidence_contains=True,
-                refused_by="", first_answer="", draft="", retrieve_s=0.1, total_s=1.0,
-                first_token_s=0.5)
     flag = opposite(claim("C-n", "C-n Go to the next command (forwards in the history)."),
                     HISTORY_Q)
-    rows = [dict(base, contains=False, claims=[{"text": "C-n", "supported": False,
+    rows = [eval_row(contains=False, claims=[{"text": "C-n", "supported": False,
                                                 "reason": flag}]),
-            dict(base, contains=False, claims=[{"text": "M-d.", "supported": False,
+            eval_row(contains=False, claims=[{"text": "M-d.", "supported": False,
                                                 "reason": "the model was unsure of 'M-d'"}]),
-            dict(base, contains=True, claims=[{"text": "C-r", "supported": True}])]
+            eval_row(contains=True, claims=[{"text": "C-r", "supported": True}])]
     m = summarise(rows, use_llm=True, judge=False)
     assert (m["wrong_flagged"], m["right_flagged"], m["misleading"]) == (2.0, 0.0, 0.0)
     assert (m["wrong_flagged_opposite"], m["right_flagged_opposite"]) == (1.0, 0.0)

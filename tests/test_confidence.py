@@ -14,6 +14,7 @@ from rag_app.answering.checks.confidence import Confidence, Reply, key_terms, wa
 from rag_app.answering.records import Claim
 from rag_app.llm.client import TokenProb
 from tests.conftest import make_settings
+from tests.fakes import eval_row
 
 QUESTION = "In the console's line editor, how do I cut everything to the right of the cursor?"
 
@@ -113,19 +114,14 @@ def test_a_bare_answer_s_first_token_is_not_weighed_against_sentence_openings() 
 def test_the_evaluation_counts_what_the_check_flagged() -> None:
     from rag_app.eval.qa import summarise
 
-    base = dict(mode="llm", answerable=True, found=True, citations=[], invalid_citations=0,
-                source_rank=1, page_rank=None, passage_rank=None, hits=[], f1=0.5,
-                contains_unchecked=True, multi_fact=False, evidence_contains=True,
-                refused_by="", first_answer="", draft="", retrieve_s=0.1, total_s=1.0,
-                first_token_s=0.5)
     unsure = "the model was unsure of 'M-d' (25%)"
-    rows = [dict(base, contains=False, claims=[{"text": "M-d.", "supported": False,
+    rows = [eval_row(contains=False, claims=[{"text": "M-d.", "supported": False,
                                                 "reason": unsure}]),
-            dict(base, contains=True, claims=[{"text": "C-k.", "supported": False,
+            eval_row(contains=True, claims=[{"text": "C-k.", "supported": False,
                                                "reason": unsure}]),
-            dict(base, contains=False, claims=[{"text": "Free.", "supported": False,
+            eval_row(contains=False, claims=[{"text": "Free.", "supported": False,
                                                 "reason": "the source says a fee"}]),
-            dict(base, contains=False, claims=[{"text": "C-n.", "supported": True}])]
+            eval_row(contains=False, claims=[{"text": "C-n.", "supported": True}])]
     m = summarise(rows, use_llm=True, judge=False)
     assert (m["wrong_flagged"], m["right_flagged"], m["misleading"]) == (2.0, 1.0, 0.25)
     assert (m["wrong_flagged_unsure"], m["right_flagged_unsure"]) == (1.0, 1.0)
