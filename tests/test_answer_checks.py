@@ -89,6 +89,11 @@ def test_the_check_flags_the_sentence_and_keeps_its_quote() -> None:
     ("Call testInstalledPackages(", "an open “(”"),
     ('Set the option to "fast', "an open quotation mark"),
     ("The options are [a, b", "an open “[”"),
+    # recorded (web docs wd-006, wrong, shown as supported): it stops after "and"
+    ("The SmartyPants extension converts ASCII dashes, quotes and ellipses to their HTML entity "
+     "equivalents, but ASCII symbols like ' and", "a sentence, after “and”"),
+    ("Set the value to the", "a sentence, after “the”"),
+    ("Use `read.csv` or", "a sentence, after “or”"),
 ])
 def test_an_answer_that_stops_inside_an_open_span_is_flagged(text: str, what: str) -> None:
     from rag_app.answering.checks.whole import Whole, unclosed
@@ -112,6 +117,8 @@ def test_an_answer_that_stops_inside_an_open_span_is_flagged(text: str, what: st
     # recorded (R manuals rm-022, right): brackets and quotes inside closed code spans
     '`getS3method("[", "terms")` returns the code for the `[` method.',
     "For an S3 method (e.g., [.terms) use getS3method. It returns the code.",
+    "file.create and dir.create", "C-n", "Use `read.csv` or `read.table`", "Yes, it is on",
+    "Pick A or B.", "The answer is `and`", "Plug it in", "the one it came with",
 ])
 def test_a_whole_answer_is_not_flagged(text: str) -> None:
     from rag_app.answering.checks.whole import unclosed

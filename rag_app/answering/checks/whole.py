@@ -1,4 +1,5 @@
-"""An answer that ends inside an open bracket, quote or code span was cut off: flagged.
+"""An answer that ends inside an open bracket, quote or code span, or on a word no sentence ends
+on ("and", "the", "like"), was cut off: flagged.
 
 One answer kept aside ended in the middle of a code call, right where its source has a quoted
 argument: it stopped at `…testInstalled…(` where the source says `f("x")`, and was shown as
@@ -6,6 +7,8 @@ supported. The reply reader is not the cause (every escaped quote, backslash and
 back whole, in pieces of any size: tests/test_answer.py); the model is: writing the argument's
 quote unescaped ends the JSON string, and the server's JSON grammar then closes the reply. Such
 an answer cannot be trusted to say what it meant, so its last sentence is flagged ("cut off").
+Another, on the web docs, stopped at "…but ASCII symbols like ' and": a sentence that ends on
+"and" was cut too, whatever its brackets.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
 
 _PAIRS = {")": "(", "]": "[", "}": "{"}
 _CODE = re.compile(r"```.*?```|`[^`]*`", re.S)
+# a word no sentence ends on: an answer that stops after it was cut ("…symbols like ' and")
+_DANGLING = re.compile(
+    r"(?<![\w'’.-])(and|or|but|nor|the|an|of|than|including|whose|whereas|because|e\.g\.|"
+    r"i\.e\.)\s*[,:;–—-]?\s*$", re.I)  # not "on", "to", "with": "switch it on" ends well
 
 
 def unclosed(text: str) -> str:
@@ -46,6 +53,9 @@ def unclosed(text: str) -> str:
     if (prose.count('"') % 2 and prose.rindex('"') >= last) or \
             (prose.count("“") > prose.count("”") and prose.rindex("“") >= last):
         return "an open quotation mark"
+    dangling = _DANGLING.search(_CODE.sub(" code ", text).rstrip())
+    if dangling:
+        return f"a sentence, after “{dangling.group(1)}”"
     return ""
 
 
