@@ -58,6 +58,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("a temperature",
          _asks(r"\bwhat temperature\b|\bhow hot\b|\bat what temperature\b"),
          re.compile(rf"{_NUM}\s*(?:°|º|degrees?\b|K\b)|\b(?:boiling|boil)\b", re.IGNORECASE)),
+    # asked for a value "in decimal", the model copied the hexadecimal beside it: 0x7a2 for 1954
+    Kind("a number in decimal",
+         _asks(r"\bin decimal\b|\bdecimal (?:value|number|form)\b"),
+         re.compile(rf"(?<![\w.]){_NUM}(?!\w)")),
 )
 
 # A question that starts so is a yes/no question: its answer need give no value.

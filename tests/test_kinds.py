@@ -18,6 +18,8 @@ from rag_app.kinds import asked_kinds, missing_kinds
     ("How heavy is the AK-200?", ["a weight"]),
     ("How much does the empty kettle weigh, and what does it cost?", ["a weight", "a price"]),
     ("At what temperature should green tea be brewed?", ["a temperature"]),
+    ("When an R NA is written out in binary, what low-word value (in decimal) marks it?",
+     ["a number in decimal"]),
     # asks no value of a kind, or asks yes or no
     ("How much citric acid powder do I add when descaling?", []),
     ("Unless I override them, how much vector memory does R allow?", []),
@@ -38,6 +40,10 @@ def test_the_kinds_a_question_asks_for(question: str, kinds: list[str]) -> None:
     ("How much does the AK-200 cost?", "It costs 59.99 EUR.", []),
     ("How much does the AK-200 cost?", "US$ 1,299.00", []),
     ("How much does the AK-200 cost?", "It costs 59.99.", []),  # a bare number: the passage's unit
+    # rm-063, recorded: the hexadecimal beside the decimal the question asks for
+    ("What low-word value (in decimal) marks an NA?", "0x7a2", ["a number in decimal"]),
+    ("What low-word value (in decimal) marks an NA?", "It is 1954 (0x7a2).", []),
+    ("What low-word value (in decimal) marks an NA?", "1954", []),
     ("How much does the AK-200 cost?", "6.95", []),
     ("How much does the AK-200 cost?", "Delivery is free.", []),
     ("What fee applies to late returns?", "A late fee of 10% of the price.", []),
