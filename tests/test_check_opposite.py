@@ -121,3 +121,18 @@ def test_the_evaluation_counts_what_the_check_flagged() -> None:
     m = summarise(rows, use_llm=True, judge=False)
     assert (m["wrong_flagged"], m["right_flagged"], m["misleading"]) == (2.0, 0.0, 0.0)
     assert (m["wrong_flagged_opposite"], m["right_flagged_opposite"]) == (1.0, 0.0)
+
+
+def test_a_sentence_that_itself_says_the_other_side_is_flagged() -> None:
+    # wd-007, recorded: a third-party extension asked, one "included in the standard library"
+    question = ("Why won't a backtick-fenced code block work inside a bulleted item or a quote, "
+                "and which third-party extension do the docs point to for that?")
+    said = claim("The Fenced Code Blocks extension is included in the standard Markdown library "
+                 "and is not specifically designed to handle nested code blocks.",
+                 "The Fenced Code Blocks extension adds a secondary way to define code blocks.")
+    reason = opposite(said, question)
+    assert reason is not None and "the answer says “standard”" in reason
+    assert "“third-party”" in reason
+    right = claim("The docs point to the third-party SuperFences extension, which is not part "
+                  "of the standard library.", "SuperFences (a third-party extension) …")
+    assert opposite(right, question) is None  # it says the question's side too

@@ -94,3 +94,30 @@ def test_a_common_question_word_is_no_pinpoint() -> None:
 def test_a_flagged_claim_keeps_its_reason() -> None:
     flagged = Claim(text="It is 100 °C.", source=1, quote="", supported=False, reason="earlier")
     assert checked(flagged, OOLONG, passages(), flagged.text) == flagged
+
+
+PACKAGES = ("The R distribution comes with the following packages:\n"
+            "compiler R byte code compiler (added in R 2.13.0).\n"
+            "datasets Base R datasets (added in R 2.0.0).\n"
+            "parallel Support for parallel computation, including by forking and by sockets, "
+            "and random-number generation (added in R 2.14.0).", "R-admin.pdf p. 40")
+SKELETON = ("R version 1.3.0 has added the function package.skeleton() which will set up "
+            "directories, save data and code, and create skeleton help files.",
+            "R-exts.pdf p. 9")
+CORES = ("Which package bundled with R lets me spread work over several cores, and in which R "
+         "version was it added?")
+
+
+def test_a_figure_about_the_item_the_answer_named_belongs_beside_it() -> None:
+    # rm-062, recorded: `parallel` named right, then "It was added in R version 1.3.0" from a
+    # sentence about package.skeleton(); the sources give 2.14.0 on parallel's own line
+    first = claim("The package `parallel` bundled with R lets me spread work over several "
+                  "cores.")
+    second = claim("It was added in R version 1.3.0.")
+    answer = f"{first.text} {second.text}"
+    why = rival(second, CORES, [PACKAGES, SKELETON], answer, [first])
+    assert why is not None and "2.14.0 beside “parallel”, not 1.3.0" in why
+    right = claim("It was added in R version 2.14.0.")
+    assert rival(right, CORES, [PACKAGES, SKELETON], f"{first.text} {right.text}",
+                 [first]) is None
+    assert rival(second, CORES, [PACKAGES, SKELETON], answer) is None  # no item named before

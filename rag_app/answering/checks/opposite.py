@@ -1,4 +1,5 @@
-"""An item whose own name or quoted line says the opposite of what the question asks is flagged.
+"""An item whose own name or quoted line, or the answer's sentence itself, says the opposite of
+what the question asks is flagged.
 
 The bundled model picks a wrong item from the right list with confidence, and the quote that
 supports it names the item: asked which keystroke "hunts backwards" through the history, it
@@ -16,6 +17,11 @@ of a pair of opposites (`OPPOSITES`: read / write, forwards / backwards, next / 
 preserve …) and not the other, and such a place uses the other side and not the question's, the
 sentence is flagged ("the opposite of the question: “forwards” beside C-n, where the question
 asks “backwards”"). It keeps its quote. Hyphenated words stay whole ("add-on" is no "add").
+
+The sentence itself is read the same way: asked which third-party extension the docs point to,
+the model named one "included in the standard Markdown library" (wd-007). Over the six recorded
+live runs at hand this flagged that answer and `read.csv2` for the writer (again), and no right
+one.
 
 Measured on recorded replies of three live runs of each dev set (bench/replay_answers.py; the
 README's paragraph on this check): it flagged 9 wrong answers and no right one. Looking
@@ -70,6 +76,7 @@ OPPOSITES: tuple[tuple[str, str], ...] = (
     (r"new(?:er|est)?", r"old(?:er|est)?"),
     (r"stop(?:s|ped|ping)?", r"preserv(?:e|es|ed|ing)|keep(?:s|ing)?|continu(?:e|es|ed|ing)"),
     (r"accept(?:s|ed|ing)?", r"reject(?:s|ed|ing)?"),
+    (r"third-party|external", r"built-in|bundled|standard"),
 )
 _SIDES = [(re.compile(rf"(?:{a})"), re.compile(rf"(?:{b})")) for a, b in OPPOSITES]
 _SIDES += [(b, a) for a, b in _SIDES]
@@ -102,6 +109,14 @@ def opposite(claim: Claim, question: str) -> str | None:
                 if said is not None and _said(ask, words) is None:
                     return (f"{OPPOSITE} “{said}” beside {term}, where the question asks "
                             f"“{wanted}”")
+    own = _words(claim.text)
+    for ask, other in _SIDES:  # the sentence itself says the other side of the question's pair
+        wanted = _said(ask, asked)
+        if wanted is None or _said(other, asked) is not None:
+            continue
+        said = _said(other, own)
+        if said is not None and _said(ask, own) is None:
+            return f"{OPPOSITE} the answer says “{said}”, where the question asks “{wanted}”"
     return None
 
 

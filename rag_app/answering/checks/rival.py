@@ -101,12 +101,21 @@ def _shown(item: str, text: str) -> str:
     return item
 
 
+def named(claims: Sequence[Claim], question: str) -> set[str]:
+    """The stems of the one-word names and code the claims give (`parallel`), for the claims
+    that go on about them ("It was added in R 1.3.0")."""
+    return {stem(t) for c in claims for t in key_terms(c.text, question)
+            if t.isalpha() and len(t) >= MIN_LETTERS}
+
+
 def rival(claim: Claim, question: str, passages: Sequence[tuple[str, str]],
-          answer: str) -> str | None:
-    """Why the claim is flagged (its term, the rival and the pinpoint word), or None."""
+          answer: str, others: Sequence[Claim] = ()) -> str | None:
+    """Why the claim is flagged (its term, the rival and the pinpoint word), or None. The
+    names the answer's `others` claims give count as the question's words: a figure about
+    "it" belongs beside the item the answer named before."""
     if not claim.supported:
         return None
-    words = sorted(w for w in telling(question, passages)
+    words = sorted(w for w in telling(question, passages) | named(others, question)
                    if w.isalpha() and len(w) >= MIN_LETTERS)
     if not words:
         return None
@@ -130,19 +139,19 @@ def rival(claim: Claim, question: str, passages: Sequence[tuple[str, str]],
         if beside & places:
             continue  # the term stands beside one of the question's pinpoint words
         for word, pins in pinned.items():
-            others = sorted(set().union(*(_items(pieces[i][1], kind) for i in pins)) - given)
-            if others:
+            rivals = sorted(set().union(*(_items(pieces[i][1], kind) for i in pins)) - given)
+            if rivals:
                 text = " ".join(pieces[i][1] for i in pins)
                 said = next((w for w in WORD.findall(text) if stem(w) == word), word)
-                shown = _shown(others[0], text) if kind[0] == "figure" else others[0]
+                shown = _shown(rivals[0], text) if kind[0] == "figure" else rivals[0]
                 return f"{OFF_SUBJECT} {shown} beside “{said}”, not {term}"
     return None
 
 
 def checked(claim: Claim, question: str, passages: Sequence[tuple[str, str]],
-            answer: str) -> Claim:
+            answer: str, others: Sequence[Claim] = ()) -> Claim:
     """The claim, flagged when a rival stands beside the question's pinpoint word."""
-    reason = rival(claim, question, passages, answer)
+    reason = rival(claim, question, passages, answer, others)
     return claim if reason is None else replace(claim, supported=False, reason=reason)
 
 
@@ -156,4 +165,5 @@ class Rival:
     def __call__(self, inputs: Inputs, draft: Draft) -> Verdict:
         passages = [(h.text, h.location) for h in inputs.context]
         answer = " ".join(c.text for c in draft.claims)
-        return judged_one_by_one(draft, lambda c: checked(c, inputs.query, passages, answer))
+        return judged_one_by_one(draft, lambda c: checked(
+            c, inputs.query, passages, answer, [o for o in draft.claims if o is not c]))
