@@ -100,7 +100,8 @@ PACKAGES = ("The R distribution comes with the following packages:\n"
             "compiler R byte code compiler (added in R 2.13.0).\n"
             "datasets Base R datasets (added in R 2.0.0).\n"
             "parallel Support for parallel computation, including by forking and by sockets, "
-            "and random-number generation (added in R 2.14.0).", "R-admin.pdf p. 40")
+            "and\nrandom-number generation (added in R 2.14.0).\n"  # as the PDF breaks it
+            "splines Regression spline functions and classes.", "R-FAQ.pdf p. 25")
 SKELETON = ("R version 1.3.0 has added the function package.skeleton() which will set up "
             "directories, save data and code, and create skeleton help files.",
             "R-exts.pdf p. 9")

@@ -101,6 +101,15 @@ def _shown(item: str, text: str) -> str:
     return item
 
 
+def _continued(pieces: Sequence[tuple[int, str]], i: int) -> str:
+    """Piece `i` with the next one when that continues its sentence (a PDF line break inside
+    it: "parallel Support for … and" / "random-number generation (added in R 2.14.0).")."""
+    if i + 1 < len(pieces) and pieces[i + 1][0] == pieces[i][0] \
+            and pieces[i + 1][1].lstrip()[:1].islower():
+        return f"{pieces[i][1]} {pieces[i + 1][1]}"
+    return pieces[i][1]
+
+
 def named(claims: Sequence[Claim], question: str) -> set[str]:
     """The stems of the one-word names and code the claims give (`parallel`), for the claims
     that go on about them ("It was added in R 1.3.0")."""
@@ -139,9 +148,10 @@ def rival(claim: Claim, question: str, passages: Sequence[tuple[str, str]],
         if beside & places:
             continue  # the term stands beside one of the question's pinpoint words
         for word, pins in pinned.items():
-            rivals = sorted(set().union(*(_items(pieces[i][1], kind) for i in pins)) - given)
+            lines = [_continued(pieces, i) for i in pins]
+            rivals = sorted(set().union(*(_items(line, kind) for line in lines)) - given)
             if rivals:
-                text = " ".join(pieces[i][1] for i in pins)
+                text = " ".join(lines)
                 said = next((w for w in WORD.findall(text) if stem(w) == word), word)
                 shown = _shown(rivals[0], text) if kind[0] == "figure" else rivals[0]
                 return f"{OFF_SUBJECT} {shown} beside “{said}”, not {term}"
