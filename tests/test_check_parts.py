@@ -174,3 +174,11 @@ def test_the_evaluation_counts_what_the_check_flagged() -> None:
     m = summarise(rows, use_llm=True, judge=False)
     assert (m["wrong_flagged"], m["right_flagged"], m["misleading"]) == (1.0, 0.0, 0.0)
     assert (m["wrong_flagged_partial"], m["right_flagged_partial"]) == (1.0, 0.0)
+
+
+def test_a_figure_answers_a_quantity_and_word_forms_match() -> None:
+    # the sample set's shape: "what power" is answered by 2200 W; "draws" speaks to "draw"
+    assert unanswered("How long is the warranty, and what power does it draw?",
+                      "Every kettle has a 2-year warranty. It draws 2200 W.") is None
+    assert unanswered("How do I descale it, and how do I clean the filter?",
+                      "Descale it with citric acid; rinse the filters under the tap.") is None

@@ -69,7 +69,9 @@ _CLAUSE = re.compile(rf"(?:^|[,;:]\s+)((?:{_LEAD}\s+)?{_WH}\b)", re.I)
 # a part answered by a figure rather than by its own words: how long, how many, when …
 _QUANTITY = re.compile(r"\b(?:how\s+(?:long|many|much|often|far|big|large|old|fast|high|low|"
                        r"soon|wide|heavy)|when|since\s+when|(?:which|what)\s+(?:year|month|day|"
-                       r"date|release|version))\b", re.I)
+                       r"date|release|version|power|temperature|size|capacity|voltage|weight|"
+                       r"price|cost|length|speed|rate|number|percentage|value|depth|limit|"
+                       r"amount))\b", re.I)
 _WHICH = re.compile(r"\bwhich\b", re.I)
 _CODE = re.compile(r"`([^`\n]{1,80})`")
 _CAPITALISED = re.compile(r"(?<=[a-z0-9,;:] )[A-Z][\w.+#-]*")  # inside a sentence, not at its start
@@ -135,6 +137,12 @@ def _own_words(part: Part, others: list[Part]) -> set[str]:
     return stems(part.text) - shared
 
 
+def _same(one: str, other: str) -> bool:
+    """Two stems of one word: equal, or one begins the other ("draw" / "draws")."""
+    short, long_ = sorted((one, other), key=len)
+    return short == long_ or (len(short) >= 4 and long_.startswith(short))
+
+
 def unanswered(question: str, answer: str) -> str | None:
     """Why the answer leaves part of the question unanswered, or None."""
     asked = parts(question)
@@ -155,13 +163,13 @@ def unanswered(question: str, answer: str) -> str | None:
         return f"{PARTIAL} it asks {len(asked)} things ({what}); the answer gives {count}"
     if len(asked) < 2:
         return None
-    answer_stems = {stem(w) for w in WORD.findall(answer)}
+    answer_stems = {stem(w) for w in WORD.findall(answer) if len(w) > 2}
     figures = bool(numbers_in(answer) - numbers_in(question))
     for n, part in enumerate(asked):
         if figures and _QUANTITY.search(part.text):
             continue  # "and for how long?" is answered by "3 seconds", not by its words
         own = _own_words(part, asked[:n] + asked[n + 1:])
-        if own and not own & answer_stems:
+        if own and not any(_same(o, a) for o in own for a in answer_stems):
             return f"{PARTIAL} the answer does not speak to “{part.text}”"
     return None
 
