@@ -90,6 +90,12 @@ WHOLE_ANSWERS = [
      "frame?", "dbGetQuery"),
     ("Besides Hewlett-Packard, which computer maker does the Python FAQ name as shipping Windows "
      "machines with Python already installed?", "HP/Compaq"),
+    # fourth live run, right: an all-capitals name opens the sentence
+    ("Which environment variable keeps Python from saving compiled copies of the modules it "
+     "imports?",
+     "PYTHONDONTWRITEBYTECODE environment variable keeps Python from saving compiled copies of "
+     "the modules it imports."),
+    ("Which call runs the query?", "The dbGetQuery call runs it."),
     # written: plain-word items, lists without a colon, a definition beside an item
     ("What is BM25, and which library implements it here?",
      "BM25 is a ranking function over word counts; the bm25s library implements it."),

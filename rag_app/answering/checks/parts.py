@@ -75,6 +75,10 @@ _QUANTITY = re.compile(r"\b(?:how\s+(?:long|many|much|often|far|big|large|old|fa
 _WHICH = re.compile(r"\bwhich\b", re.I)
 _CODE = re.compile(r"`([^`\n]{1,80})`")
 _CAPITALISED = re.compile(r"(?<=[a-z0-9,;:] )[A-Z][\w.+#-]*")  # inside a sentence, not at its start
+# written as a name wherever it stands, a sentence's start included: PYTHONDONTWRITEBYTECODE,
+# TK_LIBRARY, dbGetQuery, use_align_attribute
+_CODE_WORD = re.compile(
+    r"(?<![\w.-])(?:[A-Z][A-Z0-9_]+[A-Z0-9]|[a-z]+[A-Z]\w*|[A-Za-z]+_\w+)(?![\w-])")
 _DOTTED = re.compile(r"(?<![\w.])\.[A-Za-z][\w.]*[A-Za-z0-9]")  # .RData, .Rhistory
 _AFTER_COLON = re.compile(r":\s*([^.:;\n]+)")
 _ELEMENT = r"[\w.()-]+(?:\s+[\w.()-]+){0,2}"  # a list's element: up to three words
@@ -113,7 +117,8 @@ def items(answer: str, question: str) -> set[str]:
             found.add(code.lower())
     found.update(n.lower() for n in answer_names(answer, question))
     found.update(numbers_in(answer) - numbers_in(question))
-    for name in [*_CAPITALISED.findall(answer), *_DOTTED.findall(answer)]:
+    for name in [*_CAPITALISED.findall(answer), *_DOTTED.findall(answer),
+                 *_CODE_WORD.findall(answer)]:
         name = name.rstrip(".")
         if len(name) > 1 and not mentions(question, name):
             found.add(name.lower())
