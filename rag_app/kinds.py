@@ -58,6 +58,15 @@ KINDS: tuple[Kind, ...] = (
     Kind("a temperature",
          _asks(r"\bwhat temperature\b|\bhow hot\b|\bat what temperature\b"),
          re.compile(rf"{_NUM}\s*(?:°|º|degrees?\b|K\b)|\b(?:boiling|boil)\b", re.IGNORECASE)),
+    # asked how many people work at a company the documents never size, the model gave its
+    # address ("14 Cutlers Yard, Sheffield S1 4PQ") in every live run: a count is a number that
+    # stands alone, not a house number before a street's name nor a postcode's digit
+    Kind("a count",
+         _asks(r"(?:^\s*|,\s*|\b(?:roughly|about|approximately|within|in|after|and|for)\s+)"
+               r"how many\b(?!\s+(?:kilo)?watts\b)"),
+         re.compile(r"(?<![\w.])(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|"
+                    r"eleven|twelve|twenty|thirty|forty|fifty|hundred|thousand|million|dozen|"
+                    r"once|twice|none|no)(?![\w])(?!\s+(?-i:[A-Z]))", re.IGNORECASE)),
     # asked for a value "in decimal", the model copied the hexadecimal beside it: 0x7a2 for 1954
     Kind("a number in decimal",
          _asks(r"\bin decimal\b|\bdecimal (?:value|number|form)\b"),

@@ -210,9 +210,9 @@ class Settings(BaseSettings):
     answer_require_kind: bool = Field(
         default=True,
         description="'Not found' when the question asks for a value of a kind (a price, a power "
-        "in watts, a voltage, a weight, a temperature, a number in decimal) and the model's "
-        "answer gives none: no value in that kind's units and no bare number (\"it costs 1.7 "
-        "litres\" is not a price). The model's text stays visible as a draft.",
+        "in watts, a voltage, a weight, a temperature, a number in decimal, a count) and the "
+        "model's answer gives none: no value in that kind's units and no bare number (\"it "
+        "costs 1.7 litres\" is not a price). The model's text stays visible as a draft.",
     )
     answer_retry_unsourced: bool = Field(
         default=True,

@@ -20,6 +20,14 @@ from rag_app.kinds import asked_kinds, missing_kinds
     ("At what temperature should green tea be brewed?", ["a temperature"]),
     ("When an R NA is written out in binary, what low-word value (in decimal) marks it?",
      ["a number in decimal"]),
+    ("How many people work at Aurora Kettle Co.?", ["a count"]),
+    ("Roughly how many significant decimal figures can I trust in a Python float?",
+     ["a count"]),
+    ("After registering an AK-90 Travel, how long is its warranty, and within how many days "
+     "of delivery must I register?", ["a count"]),
+    # "how many" that is not what is asked
+    ("read.table keeps failing; which helper shows how many items each line holds?", []),
+    ("How does facet_wrap() decide how many panels go on each row?", []),
     # asks no value of a kind, or asks yes or no
     ("How much citric acid powder do I add when descaling?", []),
     ("Unless I override them, how much vector memory does R allow?", []),
@@ -44,6 +52,12 @@ def test_the_kinds_a_question_asks_for(question: str, kinds: list[str]) -> None:
     ("What low-word value (in decimal) marks an NA?", "0x7a2", ["a number in decimal"]),
     ("What low-word value (in decimal) marks an NA?", "It is 1954 (0x7a2).", []),
     ("What low-word value (in decimal) marks an NA?", "1954", []),
+    # ak-031, three live runs: an address for a head count
+    ("How many people work at Aurora Kettle Co.?",
+     "Aurora Kettle Co. Ltd, 14 Cutlers Yard, Sheffield S1 4PQ, United Kingdom.", ["a count"]),
+    ("How many people work at Aurora Kettle Co.?", "About forty people work there.", []),
+    ("Roughly how many significant decimal figures can I trust in a Python float?",
+     "The typical precision of 53 bits gives 15–16 decimal digits of accuracy.", []),
     ("How much does the AK-200 cost?", "6.95", []),
     ("How much does the AK-200 cost?", "Delivery is free.", []),
     ("What fee applies to late returns?", "A late fee of 10% of the price.", []),

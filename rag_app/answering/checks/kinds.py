@@ -1,7 +1,7 @@
 """A question that asks for a value of a kind gets "not found" when the answer gives none.
 
 Asked a price, the small model gives the figure it has ("it costs 1.7 litres"). A question
-asking for a price, watts, a voltage, a weight, a temperature or a number in decimal
+asking for a price, watts, a voltage, a weight, a temperature, a number in decimal or a count
 (rag_app.kinds) needs a value in that kind's units or a bare number (RAG_ANSWER_REQUIRE_KIND).
 Replayed on every recorded evaluation answer (35 runs): it refused 12 of 20 answers to such
 unanswerable questions, 4 of 5 wrong answers, 0 of 15 right ones.
