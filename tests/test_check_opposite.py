@@ -136,3 +136,19 @@ def test_a_sentence_that_itself_says_the_other_side_is_flagged() -> None:
     right = claim("The docs point to the third-party SuperFences extension, which is not part "
                   "of the standard library.", "SuperFences (a third-party extension) …")
     assert opposite(right, question) is None  # it says the question's side too
+
+
+def test_a_sentence_that_says_the_question_s_side_is_not_undone_by_a_quoted_line() -> None:
+    # rm-007, fourth live run, right: the quote is read.table's line about col.names
+    question = ("Which write.table setting gives Excel an empty header cell above the row "
+                "labels?")
+    said = claim("The write.table setting that gives Excel an empty header cell above the row "
+                 "labels is `col.names = NA`.",
+                 "If presented with a file that has a (possibly empty) header field for the row "
+                 "labels, read it in by something like read.table(\"file.dat\", header = TRUE, "
+                 "row.names = 1) Column names can be given explicitly via the col.names.")
+    assert opposite(said, question) is None
+    # its own name still counts: read.csv2 for a writer, whatever the sentence says
+    named = claim("To write it, use `read.csv2`.", CSV2)
+    reason = opposite(named, WRITER_Q)
+    assert reason is not None and "“read” beside read.csv2" in reason

@@ -18,8 +18,11 @@ preserve …) and not the other, and such a place uses the other side and not th
 sentence is flagged ("the opposite of the question: “forwards” beside C-n, where the question
 asks “backwards”"). It keeps its quote. Hyphenated words stay whole ("add-on" is no "add").
 
-The sentence itself is read the same way: asked which third-party extension the docs point to,
-the model named one "included in the standard Markdown library" (wd-007). Over the six recorded
+A sentence that itself says the question's side keeps only the item's own name as evidence: in
+the fourth live run, "The write.table setting … is `col.names = NA`" (right) was flagged for
+read.table's line about col.names. The sentence itself is read the same way: asked which
+third-party extension the docs point to, the model named one "included in the standard Markdown
+library" (wd-007). Over the six recorded
 live runs at hand this flagged that answer and `read.csv2` for the writer (again), and no right
 one.
 
@@ -97,19 +100,23 @@ def opposite(claim: Claim, question: str) -> str | None:
     if not claim.supported:
         return None
     asked = _words(question)
+    own = _words(claim.text)
     for term in key_terms(claim.text, question):
-        places = [_words(term)]
-        places += [_words(p) for p in _pieces(claim.quote or "") if _given(term, p)]
+        name = _words(term)
+        lines = [_words(p) for p in _pieces(claim.quote or "") if _given(term, p)]
         for ask, other in _SIDES:
             wanted = _said(ask, asked)
             if wanted is None or _said(other, asked) is not None:
                 continue
+            # a sentence that itself says the question's side ("the write.table setting is
+            # col.names") is not undone by a quoted line about the other side (read.table's
+            # col.names): only the item's own name counts then
+            places = [name] if _said(ask, own) is not None else [name, *lines]
             for words in places:
                 said = _said(other, words)
                 if said is not None and _said(ask, words) is None:
                     return (f"{OPPOSITE} “{said}” beside {term}, where the question asks "
                             f"“{wanted}”")
-    own = _words(claim.text)
     for ask, other in _SIDES:  # the sentence itself says the other side of the question's pair
         wanted = _said(ask, asked)
         if wanted is None or _said(other, asked) is not None:
