@@ -64,7 +64,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("a count",
          _asks(r"(?:^\s*|,\s*|\b(?:roughly|about|approximately|within|in|after|and|for)\s+)"
                r"how many\b(?!\s+(?:kilo)?watts\b)"),
-         re.compile(r"(?<![\w.])(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|"
+         re.compile(r"(?<![\w.])(?:\d[\d,.]*(?:[kKmM]|bn)?|one|two|three|four|five|six|seven|eight|nine|ten|"
                     r"eleven|twelve|twenty|thirty|forty|fifty|hundred|thousand|million|dozen|"
                     r"once|twice|none|no)(?![\w])(?!\s+(?-i:[A-Z]))", re.IGNORECASE)),
     # asked for a value "in decimal", the model copied the hexadecimal beside it: 0x7a2 for 1954

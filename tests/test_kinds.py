@@ -56,6 +56,9 @@ def test_the_kinds_a_question_asks_for(question: str, kinds: list[str]) -> None:
     ("How many people work at Aurora Kettle Co.?",
      "Aurora Kettle Co. Ltd, 14 Cutlers Yard, Sheffield S1 4PQ, United Kingdom.", ["a count"]),
     ("How many people work at Aurora Kettle Co.?", "About forty people work there.", []),
+    # rm-033, fourth live run, right: a count with its magnitude glued on
+    ("Unless I override them, how much vector memory and how many cons cells does R allow?",
+     "R allows up to 6MB of vector memory and 350k cons cells.", []),
     ("Roughly how many significant decimal figures can I trust in a Python float?",
      "The typical precision of 53 bits gives 15–16 decimal digits of accuracy.", []),
     ("How much does the AK-200 cost?", "6.95", []),
