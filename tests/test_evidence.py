@@ -200,6 +200,17 @@ def test_each_answer_sentence_gets_the_source_sentence_that_supports_it(embedder
     claim = attribute(["The AK-200 smart kettle is rated 2200 W."], figures, [1, 2],
                       embedder)[0]
     assert claim.supported and claim.source == 2 and "2,200 W" in claim.quote
+    # wd-002, recorded: one sentence, two statements, each figure stated by another source
+    history = ["Guido van Rossum started writing Python during the 1989 Christmas holidays.",
+               "The first version was posted to the USENET group alt.sources in February 1991."]
+    sentence = ("During the 1989 Christmas holidays, Guido van Rossum started writing Python, "
+                "and in February 1991, he first posted it to USENET.")
+    claims = attribute([sentence], history, [1, 2], embedder)
+    assert [(c.source, c.supported) for c in claims] == [(1, True), (2, True)]
+    assert all(c.text in sentence for c in claims)
+    # a statement whose figure no source states keeps the whole sentence flagged
+    claims = attribute([sentence.replace("1991", "1994")], history, [1, 2], embedder)
+    assert len(claims) == 1 and not claims[0].supported and "1994" in claims[0].reason
 
 
 @pytest.mark.slow

@@ -53,13 +53,28 @@ def _overlap(sentence: str, plain_unit: str) -> float:
     return sum(1 for w in words if _plain_words(w) in plain_unit) / len(words)
 
 
+# where a sentence joins two statements: ", and …", "; …", ", while …", ", but …"
+_CLAUSES = re.compile(r"(?:,\s+(?:and|while|but|whereas)|;)\s+(?=\S)")
+
+
+def _clauses(sentence: str) -> list[str]:
+    """The sentence's statements, when it joins two or more ("During the 1989 Christmas
+    holidays …, and in February 1991 he first posted it …"); [] when it is one."""
+    parts = [p.strip() for p in _CLAUSES.split(sentence) if p.strip()]
+    return parts if len(parts) > 1 and all(len(p.split()) >= 3 for p in parts) else []
+
+
 def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequence[int],
-              embedder: Any, question: str = "") -> list[Claim]:
+              embedder: Any, question: str = "", *, split: bool = True) -> list[Claim]:
     """For each answer sentence, the source sentence (of the sources `numbers`) that best
     supports it: by the mean of cosine similarity and word overlap. The quote is that source
     sentence as written, so it is always in its passage; the claim is supported when the score
     reaches SUPPORT_MIN and the source sentence's passage states every number of the answer
-    sentence (or the question does)."""
+    sentence (or the question does).
+
+    A sentence that joins statements whose figures no one source states all of ("1989" in
+    one passage, "February 1991" in another) is judged statement by statement: each gets its
+    own quote, by the same rule (`split`)."""
     sentences = [s for s in sentences if s.strip() and not is_refusal(s)]
     units = [(n, u) for n in numbers for u in _units(sources[n - 1])]
     if not sentences or not units:
@@ -86,7 +101,12 @@ def attribute(sentences: Sequence[str], sources: Sequence[str], numbers: Sequenc
         n, unit = units[best]
         score = round(scores[best], 3)
         unstated = unstated_numbers(sentence, [sources[n - 1]], question)
-        if unstated:
+        parts = _clauses(sentence) if unstated and split else []
+        judged = attribute(parts, sources, numbers, embedder, question, split=False) \
+            if parts else []
+        if judged and len(judged) == len(parts) and all(c.supported for c in judged):
+            claims.extend(judged)  # each statement is stated, by a source of its own
+        elif unstated:
             claims.append(Claim(sentence, n, unit, False,
                                 f"{', '.join(unstated)} is not in the cited source", score))
         elif score < SUPPORT_MIN:
