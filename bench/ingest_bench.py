@@ -54,7 +54,6 @@ def main() -> None:
         default if default.exists() else REPO / "data" / "samples")
     print(f"CPU: {detect().summary()}")
     print(f"documents: {folder}")
-    print(f"load average before: {_load()}")
     with tempfile.TemporaryDirectory() as tmp:
         ours_cmd = [sys.executable, "-m", "ingest", str(folder), "--store", f"{tmp}/ours",
                     "--json"]
@@ -65,8 +64,6 @@ def main() -> None:
         ours = json.loads(o_out)
         r_wall, r_rss, r_out = measure(ours_cmd)
         rerun = json.loads(r_out)
-    print(f"load average after: {_load()} (1, 5, 15 min; this machine has "
-          f"{os.cpu_count()} CPUs: other work running beside the bench skews the ratio)")
 
     def row(name: str, wall: float, rss: float, pages: int, chunks: int, over: str) -> str:
         return (f"| {name} | {wall:.1f} | {chunks / wall:.1f} | {pages / wall:.1f} | {rss:.0f} "
@@ -98,10 +95,6 @@ def main() -> None:
         print(f"| {stage} | {_secs(theirs.get(stage))} | {_secs(mine.get(stage))} |")
     print(f"| the rest (start-up, imports, walk, hashing) | {_secs(t_wall - sum(theirs.values()))}"
           f" | {_secs(o_wall - sum(mine.values()))} |")
-
-
-def _load() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _secs(value: float | None) -> str:

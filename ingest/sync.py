@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -53,7 +52,6 @@ from ingest.split import SPLITTER_VERSION, Splitter, effective_config
 from ingest.worker import ParseWorker
 from rag_app.embedders.auto import follow_collection
 from rag_app.embedders.base import Embedder
-from rag_app.embedders.sentence_transformers import resolve_model
 from rag_app.errors import LoadError, StoreLocked, StoreUnavailable
 from rag_app.hashing import sha256_file
 from rag_app.index.store import FileRecord, Store, StoreDamaged, collection_languages
@@ -67,9 +65,6 @@ TABLE_KINDS = ("csv", "xlsx")  # figures under a header row are expected: see in
 NOT_PROSE, BUDGET = "not prose", "budget"  # FileRecord.cut: why a file holds fewer chunks
 LANGUAGE_SAMPLE_FILES = 8  # documents looked at to choose the model (RAG_EMBEDDING_MODEL=auto)
 LANGUAGE_SAMPLE_KEEP_CHARS = 2_000_000  # a sampled document this long is kept for the ingest
-# Text of sampled documents embedded while the rest of the sample is parsed (_embed_ahead): the
-# progress bar starts after the sample, so this bounds the time spent before it shows anything.
-LANGUAGE_SAMPLE_AHEAD_CHARS = 1_000_000
 
 
 class Ingestor:
@@ -88,8 +83,6 @@ class Ingestor:
         self._splitter: Splitter | None = None
         self._changed = False
         self._preparsed: dict[str, LoadedDocument | LoadError] = {}  # see _language_sample
-        self._ahead: dict[str, dict[str, Any]] = {}  # file key -> chunk id -> vector: _embed_ahead
-        self._ahead_splitter: Splitter | None = None
         self._stages: dict[str, float] = {}  # SyncReport.stages of the run under way
         if settings.pdf_password is not None:
             self.passwords.append(settings.pdf_password.get_secret_value())
@@ -136,8 +129,6 @@ class Ingestor:
         """
         started = time.perf_counter()
         self._preparsed.clear()
-        self._ahead.clear()
-        self._ahead_splitter = None
         self._stages = {}
         report = SyncReport(collection=self.settings.collection,
                             store=self.settings.describe_store(), dry_run=dry_run,
@@ -201,7 +192,8 @@ class Ingestor:
                          ocr=OcrOptions(s.ocr, ocr_languages, follow=s.ocr_languages == "auto",
                                         budget_s=0.8 * s.parse_timeout_s)) as worker:
             if rebuild or existing is None:
-                self._choose_model(candidates, report, worker)  # parsed files are kept
+                with self._timed("parse"):  # the language sample: parsed files are kept
+                    self._choose_model(candidates, report, worker)
                 with self._timed("model"):
                     fingerprint, self._splitter = self.fingerprint()
                 target = Store.create(self.settings, fingerprint,
@@ -230,7 +222,6 @@ class Ingestor:
             work.sort(key=lambda item: item[0].size)
             self.reporter.start(len(work), sum(c.size for c, _, _ in work))
             self._process(work, worker, target, report)
-            self._ahead.clear()  # vectors of a sampled file that was not written after all
 
         if rebuild:
             for outcome in removals:  # left out of the new collection (the old one goes)
@@ -356,28 +347,9 @@ class Ingestor:
         # replaces it. On the R manuals this took the model's 4 s off the first ingest.
         preload = threading.Thread(target=self._preload, name="model-preload", daemon=True)
         preload.start()
-        found: Counter[str] = Counter()
-        ahead_chars = 0
-        for cand, doc, text, more in self._language_sample(candidates, worker):
-            got = languages.identify(text)
-            if got is not None:
-                found[got[0]] += 1
-            # While the parser reads the next sampled file, this one is embedded with the
-            # model held now, if the languages found so far keep it (see _embed_ahead).
-            if doc is None or not more:
-                continue
-            size = sum(len(section.text) for section in doc.sections)
-            if ahead_chars + size <= LANGUAGE_SAMPLE_AHEAD_CHARS and (
-                    resolve_model(languages.model_for(found))[0] == self.embedder.name):
-                ahead_chars += size
-                if not self._embed_ahead(cand, doc):  # a model that fails to load: once
-                    ahead_chars = LANGUAGE_SAMPLE_AHEAD_CHARS + 1
+        found = languages.languages(self._language_sample(candidates, worker))
         model = languages.model_for(found)
-        held = self.embedder.name
         use(model)
-        if self.embedder.name != held:  # what was embedded ahead, with `held`, is moot
-            self._ahead.clear()
-        self._ahead_splitter = None
         notice = (f"languages of the sampled documents: {languages.describe(found)}; "
                   f"embedding model {model} (RAG_EMBEDDING_MODEL=auto)")
         if any(lang != "en" for lang in found) and model == languages.ENGLISH_MODEL:
@@ -395,68 +367,33 @@ class Ingestor:
             log.debug("preloading the embedding model failed", exc_info=True)
 
     def _language_sample(self, candidates: list[Candidate], worker: ParseWorker
-                         ) -> Iterator[tuple[Candidate, LoadedDocument | None, str, bool]]:
-        """(file, its document or None, its first characters, whether another sampled file is
-        being parsed now) for up to LANGUAGE_SAMPLE_FILES documents spread over the size order,
-        parsed by `worker` as the ingest would parse them; the next one is handed to the parser
-        before this one is yielded. What the parser made of each (document or failure) is kept
-        for the ingest, which then does not parse it again (documents over
-        LANGUAGE_SAMPLE_KEEP_CHARS excepted: parsed again, not held; their document is None)."""
+                         ) -> Iterator[str]:
+        """The first characters of up to LANGUAGE_SAMPLE_FILES documents spread over the size
+        order, parsed by `worker` as the ingest would parse them. What the parser made of each
+        (document or failure) is kept for the ingest, which then does not parse it again
+        (documents over LANGUAGE_SAMPLE_KEEP_CHARS excepted: parsed again, not held)."""
         ordered = sorted(candidates, key=lambda c: c.size)
         step = max(1, len(ordered) // LANGUAGE_SAMPLE_FILES)
         picked = ordered[::step][:LANGUAGE_SAMPLE_FILES]
         max_bytes = int(self.settings.max_file_mb * 1024 * 1024)
-        queue = iter(picked)
-
-        def submit_next() -> Candidate | None:
-            for cand in queue:
-                if cand.size > max_bytes or cand.key in self._preparsed:
-                    continue
-                if self._submit(worker, cand, max_bytes) is None:
-                    return cand
-                # else: its own turn submits it again and reports the failure
-            return None
-
-        cand = submit_next()
-        while cand is not None:
+        for cand in picked:
+            if cand.size > max_bytes:
+                continue
+            error = self._submit(worker, cand, max_bytes)
+            if error is not None:
+                continue  # its own turn submits it again and reports the failure
             try:
-                with self._timed("parse"):
-                    doc = worker.result()
+                doc = worker.result()
             except LoadError as exc:
                 self._preparsed[cand.key] = exc
-                cand = submit_next()
                 continue
             except Exception:  # noqa: BLE001 - the link to the parser broke: its turn retries
                 worker.close()
-                cand = submit_next()
                 continue
-            following = submit_next()  # the parser reads it while this one is looked at
             text = "\n".join(sec.text for sec in doc.sections)
-            kept = len(text) <= LANGUAGE_SAMPLE_KEEP_CHARS
-            if kept:
+            if len(text) <= LANGUAGE_SAMPLE_KEEP_CHARS:
                 self._preparsed[cand.key] = doc
-            yield cand, doc if kept else None, text[: languages.SAMPLE_CHARS], following is not None
-            cand = following
-
-    def _embed_ahead(self, cand: Candidate, doc: LoadedDocument) -> bool:
-        """Split and embed a sampled file before the model is final (the parser is reading the
-        next sampled file meanwhile); the vectors are kept by chunk id and written in the file's
-        turn if the model stays, else dropped. The same chunks in the same groups as its turn
-        would embed (`_embedded_groups`), so the vectors are those it would get. Any failure
-        here is left for the file's turn to meet and report (and False returned)."""
-        try:
-            if self._ahead_splitter is None:
-                with self._timed("model"):  # waits for the preload
-                    self._ahead_splitter = self.fingerprint()[1]
-            chunks = self._chunks_of(self._ahead_splitter, cand, doc)[1]
-            vectors: dict[str, Any] = {}
-            for group, got in self._embedded_groups(chunks):
-                vectors.update(zip((c.id for c in group), got, strict=True))
-            self._ahead[cand.key] = vectors
-        except Exception:  # the file's own turn meets it again
-            log.debug("embedding %s ahead failed", cand.source, exc_info=True)
-            return False
-        return True
+            yield text[: languages.SAMPLE_CHARS]
 
     def _submit(self, worker: ParseWorker, cand: Candidate, max_bytes: int) -> Exception | None:
         """Hand `cand` to the parser. Returns the error if that failed (that file's failure).
@@ -500,7 +437,27 @@ class Ingestor:
         """Write one file in the crash-safe order of the module doc. On an error before the
         old chunks are deleted, the new chunks written so far are deleted again (and a new
         file's record dropped), then the error is raised: the previous version stays whole."""
-        doc, chunks, refused, warnings, cut = self._chunks_of(splitter, cand, doc)
+        doc = doc.with_valid_utf8()  # no text, heading or title from the file can break Chroma
+        refused = ""
+        if self.settings.refuse_non_prose:
+            refused = check_prose("\n\n".join(s.text for s in doc.sections),
+                                  tables=doc.kind in TABLE_KINDS).reason
+        budget, warnings, cut = self.settings.max_chunks_per_file, list(doc.warnings), ""
+        # One chunk over the budget says the file is cut; the text after it is never split.
+        with self._timed("split"):
+            chunks = [] if refused else splitter.split(doc, cand.source, cand.key,
+                                                       limit=budget + 1 if budget else None)
+        if refused:
+            cut = NOT_PROSE
+        elif 0 < budget < len(chunks):
+            cut = f"{BUDGET} {budget}"
+            chunks = chunks[:budget]
+            overlap = splitter.config.chunk_overlap / splitter.config.chunk_tokens
+            share = (sum(len(c.text) for c in chunks) * (1 - overlap)
+                     / max(1, sum(len(s.text) for s in doc.sections)))
+            warnings.append(f"only its first {budget} chunks are indexed (about "
+                            f"{min(share, 0.99):.0%} of its text): RAG_MAX_CHUNKS_PER_FILE="
+                            f"{budget}; raise it (0: no limit) and run again to index the rest")
         # Ids hash the file, position, text and metadata: a chunk already stored under its id
         # is identical, so only new ones are embedded. This resumes a big file after a crash
         # and makes an append to a long file cheap.
@@ -531,33 +488,6 @@ class Ingestor:
         return FileOutcome(cand.source, status, root=str(cand.root), chunks_added=len(todo),
                            chunks_removed=removed, pages=doc.pages, warnings=warnings, cut=cut)
 
-    def _chunks_of(self, splitter: Splitter, cand: Candidate, doc: LoadedDocument
-                   ) -> tuple[LoadedDocument, list[Chunk], str, list[str], str]:
-        """(the document with valid UTF-8, its chunks to index, why it is refused as not prose
-        or "", its warnings, FileRecord.cut)."""
-        doc = doc.with_valid_utf8()  # no text, heading or title from the file can break Chroma
-        refused = ""
-        if self.settings.refuse_non_prose:
-            refused = check_prose("\n\n".join(s.text for s in doc.sections),
-                                  tables=doc.kind in TABLE_KINDS).reason
-        budget, warnings, cut = self.settings.max_chunks_per_file, list(doc.warnings), ""
-        # One chunk over the budget says the file is cut; the text after it is never split.
-        with self._timed("split"):
-            chunks = [] if refused else splitter.split(doc, cand.source, cand.key,
-                                                       limit=budget + 1 if budget else None)
-        if refused:
-            cut = NOT_PROSE
-        elif 0 < budget < len(chunks):
-            cut = f"{BUDGET} {budget}"
-            chunks = chunks[:budget]
-            overlap = splitter.config.chunk_overlap / splitter.config.chunk_tokens
-            share = (sum(len(c.text) for c in chunks) * (1 - overlap)
-                     / max(1, sum(len(s.text) for s in doc.sections)))
-            warnings.append(f"only its first {budget} chunks are indexed (about "
-                            f"{min(share, 0.99):.0%} of its text): RAG_MAX_CHUNKS_PER_FILE="
-                            f"{budget}; raise it (0: no limit) and run again to index the rest")
-        return doc, chunks, refused, warnings, cut
-
     def _cut_still_holds(self, record: FileRecord) -> bool:
         """False when a file was cut (refused as not prose, or bounded by the chunk budget)
         under settings that have changed since: it must be read again."""
@@ -570,36 +500,23 @@ class Ingestor:
 
     def _embed_and_upsert(self, store: Store, chunks: list[Chunk], record: FileRecord) -> None:
         """Embed in batches of similar length (less padding) and write every WRITE_GROUP
-        chunks, so memory stays flat and a crash loses at most one group of work. Vectors
-        embedded ahead for this file (`_embed_ahead`) are used where they cover a group."""
-        written = 0
-        ready = self._ahead.pop(record.key, None)
-        for group, vectors in self._embedded_groups(chunks, ready):
-            with self._timed("write"):
-                store.upsert_chunks(group, vectors, record)
-            written += len(group)
-            self.reporter.file_progress(PARSE_SHARE + (1 - PARSE_SHARE) * written / len(chunks))
-
-    def _embedded_groups(self, chunks: list[Chunk], ready: dict[str, Any] | None = None
-                         ) -> Iterator[tuple[list[Chunk], Any]]:
-        """(group, its vectors) for `chunks` sorted by length, WRITE_GROUP at a time; a group
-        whose every chunk id is in `ready` takes those vectors instead of embedding."""
+        chunks, so memory stays flat and a crash loses at most one group of work."""
         import numpy as np
 
         batch = self.settings.embedding_batch_size
         ordered = sorted(chunks, key=lambda c: c.token_count)
         for start in range(0, len(ordered), WRITE_GROUP):
             group = ordered[start : start + WRITE_GROUP]
-            if ready and all(c.id in ready for c in group):
-                yield group, np.stack([ready[c.id] for c in group])
-                continue
             with self._timed("embed"):
                 vectors = np.concatenate([
                     self.embedder.embed_documents([c.text for c in group[i : i + batch]],
                                                   batch_size=batch)
                     for i in range(0, len(group), batch)
                 ])
-            yield group, vectors
+            with self._timed("write"):
+                store.upsert_chunks(group, vectors, record)
+            done = (start + len(group)) / len(chunks)
+            self.reporter.file_progress(PARSE_SHARE + (1 - PARSE_SHARE) * done)
 
     def _record_failure(self, store: Store, record: FileRecord | None,
                         outcome: FileOutcome) -> None:
