@@ -37,9 +37,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
+from rag_app.answering.checks.confidence import _CODE
 from rag_app.names import answer_names, mentions
 from rag_app.text.numbers import numbers_in
-from rag_app.text.words import STOP, WORD, stem
+from rag_app.text.words import WORD, stem, terms
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -73,7 +74,6 @@ _QUANTITY = re.compile(r"\b(?:how\s+(?:long|many|much|often|far|big|large|old|fa
                        r"price|cost|length|speed|rate|number|percentage|value|depth|limit|"
                        r"amount))\b", re.I)
 _WHICH = re.compile(r"\bwhich\b", re.I)
-_CODE = re.compile(r"`([^`\n]{1,80})`")
 _CAPITALISED = re.compile(r"(?<=[a-z0-9,;:] )[A-Z][\w.+#-]*")  # inside a sentence, not at its start
 # written as a name wherever it stands, a sentence's start included: PYTHONDONTWRITEBYTECODE,
 # TK_LIBRARY, dbGetQuery, use_align_attribute
@@ -136,8 +136,7 @@ def _own_words(part: Part, others: list[Part]) -> set[str]:
     """A part's words that say what it asks about: not stop words, not question words, not
     in another part (stems compared)."""
     def stems(text: str) -> set[str]:
-        return {stem(w) for w in WORD.findall(text)
-                if len(w) > 2 and w.lower() not in STOP and not w.isdigit()}
+        return {stem(w) for w in terms(text) if not w.isdigit()}
     shared = set().union(*(stems(o.text) for o in others)) if others else set()
     return stems(part.text) - shared
 
