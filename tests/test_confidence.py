@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from rag_app.answering.checks.base import Draft, Inputs
-from rag_app.answering.checks.confidence import Confidence, Reply, key_terms, wanted
+from rag_app.answering.checks.confidence import (
+    Confidence,
+    Reply,
+    key_terms,
+    rival_items,
+    wanted,
+)
 from rag_app.answering.records import Claim
 from rag_app.llm.client import TokenProb
 from tests.conftest import make_settings
@@ -19,26 +25,31 @@ from tests.fakes import eval_row
 QUESTION = "In the console's line editor, how do I cut everything to the right of the cursor?"
 
 
-def tokens_of(reply: str, unsure: dict[str, float], size: int = 3) -> list[TokenProb]:
+def tokens_of(reply: str, unsure: dict[str, float], size: int = 3,
+              weighed: tuple[str, ...] = ("C",)) -> list[TokenProb]:
     """The reply in tokens of `size` characters, each certain except those where a term of
-    `unsure` starts (given its probability and an alternative)."""
+    `unsure` starts (given its probability and the alternatives `weighed`)."""
     starts = {reply.find(term): p for term, p in unsure.items()}
     out = []
     for i in range(0, len(reply), size):
         p = next((p for at, p in starts.items() if i <= at < i + size), 1.0)
-        alts = (("C", math.log(0.3)),) if p < 1.0 else ()
+        alts = tuple((w, math.log(0.3 / len(weighed))) for w in weighed) if p < 1.0 else ()
         out.append(TokenProb(reply[i:i + size], math.log(p), alts))
     return out
 
 
 def check(answer: str, unsure: dict[str, float], *, question: str = QUESTION,
-          supported: bool = True, **settings: Any) -> list[Claim]:
+          supported: bool = True, weighed: tuple[str, ...] = ("C",), passage: str = "",
+          **settings: Any) -> list[Claim]:
+    from types import SimpleNamespace
+
     reply = json.dumps({"answer": answer, "sources": [1]})
     s = make_settings(Path("/nonexistent"), **settings)
-    draft = Draft(answer, [1], reply=reply, tokens=tokens_of(reply, unsure),
+    draft = Draft(answer, [1], reply=reply, tokens=tokens_of(reply, unsure, weighed=weighed),
                   claims=[Claim(answer, 1, "C-k Kill from cursor to end of command.", supported)])
-    inputs = Inputs(query=question, settings=s, hits=[], context=[], sources=[], chat=None,
-                    embedder=None)
+    context: Any = [SimpleNamespace(text=passage)] if passage else []
+    inputs = Inputs(query=question, settings=s, hits=[], context=context, sources=[],
+                    chat=None, embedder=None)
     verdict = Confidence()(inputs, draft)
     return (verdict.draft or draft).claims
 
@@ -47,6 +58,39 @@ def test_a_key_term_the_model_was_unsure_of_flags_its_sentence() -> None:
     [claim] = check("Press `M-d` to cut it.", {"M-d": 0.25})
     assert not claim.supported and claim.confidence == 0.25
     assert claim.reason == "the model was unsure of 'M-d' (25%; it also weighed 'C')"
+
+
+def test_only_another_item_weighed_there_flags_not_another_wording() -> None:
+    """Recorded live cases: "try" (43%) where the model also weighed "the" and a code quote
+    (it would have written "the try() function" or "`try()`"), "rep" beside "is" and
+    "contains": the same answer in other words, not flagged. "C" and "Python" beside "the"
+    (C++), "header" and "row" (`row.names`): another item, flagged."""
+    passage = "Use try(expr) or tryCatch(). write.table(x, row.names = FALSE, header = TRUE)"
+    for weighed in (("the", "`"), ("is", "contains"), ("`[",)):
+        [claim] = check("Use `try` to go on.", {"try": 0.43}, weighed=weighed,
+                        passage=passage, question="How do I keep going after an error?")
+        assert claim.supported and claim.confidence == 0.43, weighed
+    for weighed, shown in ((("the", "Python"), "'the', 'Python'"),
+                           (("header", "row"), "'header', 'row'"), (("3",), "'3'"),
+                           (("d", "ln"), "'d', 'ln'")):
+        [claim] = check("Use `try` to go on.", {"try": 0.43}, weighed=weighed,
+                        passage=passage, question="How do I keep going after an error?")
+        assert not claim.supported, weighed
+        assert claim.reason == f"the model was unsure of 'try' (43%; it also weighed {shown})"
+
+
+def test_the_same_token_in_a_code_quote_is_no_rival() -> None:
+    assert rival_items(["`try", "\u201ctry", "Try", "tryCatch"], " try", "") == ["tryCatch"]
+
+
+def test_a_plain_word_is_an_item_only_where_the_passages_begin_code_with_it() -> None:
+    question = "How do I keep going after an error?"
+    [kept] = check("Use `try` to go on.", {"try": 0.4}, weighed=("create",),
+                   passage="You create an object. Connections are created. Then",
+                   question=question)
+    [flagged] = check("Use `try` to go on.", {"try": 0.4}, weighed=("create",),
+                      passage="Call createObject(x).", question=question)
+    assert kept.supported and not flagged.supported
 
 
 def test_a_sure_answer_passes_with_its_confidence_recorded() -> None:

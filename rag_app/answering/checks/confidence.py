@@ -15,7 +15,10 @@ and is flagged with the reason, so the reader checks it.
 
 Only key terms count (code identifiers and calls, code in backticks, versions and figures not
 in the question, key chords such as C-r): the model's choice of plain words ("To", "you can")
-says nothing about whether the answer is right.
+says nothing about whether the answer is right. Nor does a hesitation between the item and
+another wording of the same sentence ("the try() function" or "`try()`"): from
+`WORDING_MIN` up to the threshold a term is flagged only when the model weighed another item
+there (`rival_items`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rag_app.answering.checks.base import PASS, Draft, Inputs, Verdict, amended
 from rag_app.answering.records import Claim
 from rag_app.names import answer_names
 from rag_app.text.numbers import numbers_in
+from rag_app.text.words import STOP
 
 if TYPE_CHECKING:
     from rag_app.llm.client import TokenProb
@@ -40,6 +44,9 @@ _CODE = re.compile(r"`([^`\n]{1,80})`")
 CHORD = re.compile(r"(?<![\w-])(?:[A-Za-z]{1,2}-[A-Za-z0-9]{1,2})(?![\w-])")
 _ANSWER_KEY = re.compile(r'"answer"\s*:\s*"')
 UNSURE = "the model was unsure of"  # how its flags begin (counted by the evaluation)
+# a key term weighed only against other wordings ("the", a code quote) is flagged under this,
+# not under `answer_confidence_min`: the model chose the item over saying it in other words
+WORDING_MIN = 0.4
 _OPENING = re.compile(r"\s*[A-Z][a-z]*")  # a capitalised word that may open a sentence
 
 
@@ -77,24 +84,31 @@ class Confidence:
             return PASS
         reply = Reply(draft.tokens, json_reply=draft.json_reply)
         least = inputs.settings.answer_confidence_min
-        return amended(draft, [_checked(c, reply, inputs.query, least) for c in draft.claims])
+        passages = "\n".join(h.text for h in inputs.context)
+        return amended(draft, [_checked(c, reply, inputs.query, least, passages)
+                               for c in draft.claims])
 
 
-def _checked(claim: Claim, reply: Reply, question: str, least: float) -> Claim:
+def _checked(claim: Claim, reply: Reply, question: str, least: float,
+             passages: str | None = None) -> Claim:
     """The claim with the least probability of its key terms, flagged when that is under
-    `least` (a claim flagged already keeps its reason)."""
+    `least` and the model weighed another item there (`rival_items`; with `passages` None,
+    any other token counts); a claim flagged already keeps its reason."""
     measured = []
     for term in key_terms(claim.text, question):
         found = reply.probability(term, near=claim.text)
         if found is not None:
-            measured.append((found[0], term, found[1]))
+            measured.append((found[0], term, found[1], found[2]))
     if not measured:
         return claim
-    p, term, others = min(measured, key=lambda m: m[0])
+    p, term, others, chosen = min(measured, key=lambda m: m[0])
     claim = replace(claim, confidence=round(p, 4))
     if not claim.supported or p >= least:
         return claim
-    also = f"; it also weighed {', '.join(repr(o) for o in others)}" if others else ""
+    if passages is not None and p >= WORDING_MIN and not rival_items(others, chosen, passages):
+        return claim  # only wording was weighed there: "the try() function" or "`try()`"
+    shown = others[:2]
+    also = f"; it also weighed {', '.join(repr(o) for o in shown)}" if shown else ""
     return replace(claim, supported=False,
                    reason=f"{UNSURE} {term!r} ({p:.0%}{also})")
 
@@ -119,10 +133,10 @@ class Reply:
         """`text` as it stands in the reply (escaped inside a JSON string)."""
         return json.dumps(text, ensure_ascii=False)[1:-1] if self.json_reply else text
 
-    def probability(self, term: str, *, near: str) -> tuple[float, list[str]] | None:
+    def probability(self, term: str, *, near: str) -> tuple[float, list[str], str] | None:
         """The probability of the first token of `term` where the reply wrote it (after the
-        start of the sentence `near`, if found) and the other tokens the model weighed there;
-        None when the term cannot be found in the reply."""
+        start of the sentence `near`, if found), the other tokens the model weighed there and
+        the token it chose; None when the term cannot be found in the reply."""
         start = self.text.find(self._written(near[:40]), self.begin)
         at = self.text.find(self._written(term), start if start >= 0 else self.begin)
         if at < 0:
@@ -137,5 +151,40 @@ class Reply:
                     # or "We …", "Modula-3" or "The …"; a sentence's opening word is no rival
                     rivals = [(alt, lp) for alt, lp in rivals if not _OPENING.fullmatch(alt)]
                     p /= p + sum(math.exp(lp) for _, lp in rivals)
-                return p, [alt.strip() for alt, _ in rivals][:2]
+                return p, [alt.strip() for alt, _ in rivals], token.text.strip()
         return None
+
+
+# English words of one or two letters (rag_app.text.words.STOP starts at three)
+_SHORT = frozenset("a an as at be by do if in is it me my no of on or so to up us we".split())
+_WORDS = STOP | _SHORT
+_QUOTES = "`'\"\u2018\u2019\u201c\u201d"
+
+
+def rival_items(others: list[str], chosen: str, passages: str) -> list[str]:
+    """The tokens the model weighed instead of `chosen` that begin another item, not another
+    wording of the same sentence. Not items: a code quote, a quotation mark or a bracket
+    alone ("`", "`["), the same token in another case or quoted ("`try" for "try"), a stop
+    word ("the", "is"), and a plain lower-case word of three letters or more that no passage
+    uses as the start of code ("create", "explicitly"; "row" begins `row.names`, "matrix"
+    `matrix(`, "command" `commandArgs(`). Capitalised words, figures, code pieces and pieces
+    of a name ("d", "ln": the model weighing `dlnorm` against `dnorm`) are items.
+
+    Replayed on the three recorded live runs of each dev set that carry token probabilities
+    (bench/replay_answers.py; README): no wrong answer loses its flag, and 8 flags of right R
+    answers go (`try` at 43% beside "the" and "`", `rep` beside "is" and "contains", `open`
+    beside "create" and "explicitly"). Under WORDING_MIN the rule does not apply: "the
+    `-t` flag" at 33% beside "command" was an answer to an unanswerable question."""
+    bare = chosen.strip(_QUOTES + " ")
+    out = []
+    for other in others:
+        word = other.strip(_QUOTES + " ")
+        if not any(ch.isalnum() for ch in word) or word.lower() in _WORDS:
+            continue  # a quote or bracket alone, "the", "is"
+        if word.lower() == bare.lower():
+            continue  # the same item, with or without a code quote
+        if word.isalpha() and word.islower() and len(word) > 2 and not re.search(
+                rf"(?<![\w.]){re.escape(word)}\w*(?:\.\w|[($\[]|\s?=)", passages):
+            continue  # a word, not a piece of a name ("d", "ln" of `dlnorm`) nor code's start
+        out.append(other)
+    return out
