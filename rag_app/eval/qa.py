@@ -824,8 +824,9 @@ def summarise(rows: Sequence[dict[str, Any]], *, use_llm: bool, judge: bool
     m["right_flagged"] = float(outcomes.count("right, flagged"))
     # of those, flagged by the confidence check (a key term the model was unsure of), by the
     # subject and rival checks (a name or figure the sources give about something else) and by
-    # the opposite check (an item whose quoted line says the opposite of the question) and the
-    # parts check (a question of two parts answered in part)
+    # the opposite check (an item whose quoted line says the opposite of the question), the
+    # parts check (a question of two parts answered in part) and the warned check (code the
+    # passages only warn against)
     for check, flag in _flag_starts().items():
         by = [o for r, o in zip(graded, outcomes, strict=True) if _flagged_by(r, flag)]
         m[f"wrong_flagged_{check}"] = float(by.count("wrong, flagged"))
@@ -861,9 +862,10 @@ def _flag_starts() -> dict[str, str]:
     from rag_app.answering.checks.opposite import OPPOSITE
     from rag_app.answering.checks.parts import PARTIAL
     from rag_app.answering.checks.subject import OFF_SUBJECT
+    from rag_app.answering.checks.warned import WARNED
 
     return {"unsure": UNSURE, "off_subject": OFF_SUBJECT, "opposite": OPPOSITE,
-            "partial": PARTIAL}
+            "partial": PARTIAL, "warned": WARNED}
 
 
 def _flagged_by(row: dict[str, Any], flag: str) -> bool:

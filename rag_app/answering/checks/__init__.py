@@ -29,6 +29,7 @@ from rag_app.answering.checks import (
     subject,
     support,
     unsourced,
+    warned,
     whole,
 )
 from rag_app.answering.checks.base import PASS, Check, Draft, Inputs, Verdict
@@ -52,6 +53,7 @@ POST: list[Check] = [
     subject.Subject(),  # names or figures the sources give only about something else
     rival.Rival(),  # a figure where the sources give another beside the question's own word
     opposite.Opposite(),  # an item whose name or quoted line says the opposite of the question
+    warned.Warned(),  # code the passages only warn against ("do not call as.numeric()")
     parts.Parts(),  # a question of two parts (or a plural "which") answered in part
     confidence.Confidence(),  # names or figures the model was unsure of (token probabilities)
     whole.Whole(),  # an answer that stops inside an open bracket, quote or code span
