@@ -233,8 +233,10 @@ class Settings(BaseSettings):
         "away from what the question asks about (the normal's dnorm given for the log-normal; "
         "Python's release year given for the year a foundation was founded), or whose figure, "
         "version or key chord stands where the sources give another one beside a word only the "
-        "question's place has (100 °C given for oolong tea, whose line says 85 °C). The "
-        "sentence stays, marked with the reason.",
+        "question's place has (100 °C given for oolong tea, whose line says 85 °C), or whose "
+        "item's line says the opposite of the question (C-n, 'forwards', for 'backwards'), or "
+        "that gives code the sources warn against ('do not call as.numeric()'). The sentence "
+        "stays, marked with the reason.",
     )
     answer_flag_partial: bool = Field(
         default=True,
