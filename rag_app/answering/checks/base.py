@@ -70,6 +70,12 @@ def amended(draft: Draft, claims: list[Claim]) -> Verdict:
     return PASS if claims == draft.claims else Verdict(draft=replace(draft, claims=claims))
 
 
+def flagged(claim: Claim, reason: str | None) -> Claim:
+    """The claim marked unsupported with `reason` (it keeps its quote), or the claim as it is
+    when there is no reason."""
+    return replace(claim, supported=False, reason=reason) if reason else claim
+
+
 def judged_one_by_one(draft: Draft, judge: Callable[[Claim], Claim]) -> Verdict:
     """The verdict of a check that re-judges the draft's claims one by one with `judge`:
     PASS for a draft with none to judge (no claims, or a reply kept raw), else `amended`."""

@@ -89,11 +89,10 @@ class Confidence:
                                for c in draft.claims])
 
 
-def _checked(claim: Claim, reply: Reply, question: str, least: float,
-             passages: str | None = None) -> Claim:
+def _checked(claim: Claim, reply: Reply, question: str, least: float, passages: str) -> Claim:
     """The claim with the least probability of its key terms, flagged when that is under
-    `least` and the model weighed another item there (`rival_items`; with `passages` None,
-    any other token counts); a claim flagged already keeps its reason."""
+    `least` (from WORDING_MIN up: when the model weighed another item there, `rival_items`);
+    a claim flagged already keeps its reason."""
     measured = []
     for term in key_terms(claim.text, question):
         found = reply.probability(term, near=claim.text)
@@ -105,7 +104,7 @@ def _checked(claim: Claim, reply: Reply, question: str, least: float,
     claim = replace(claim, confidence=round(p, 4))
     if not claim.supported or p >= least:
         return claim
-    if passages is not None and p >= WORDING_MIN and not rival_items(others, chosen, passages):
+    if p >= WORDING_MIN and not rival_items(others, chosen, passages):
         return claim  # only wording was weighed there: "the try() function" or "`try()`"
     shown = others[:2]
     also = f"; it also weighed {', '.join(repr(o) for o in shown)}" if shown else ""

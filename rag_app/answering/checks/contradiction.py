@@ -19,10 +19,9 @@ cost"), so the reader sees both. Measured on recorded replies (bench/replay_answ
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import Draft, Inputs, Verdict, amended
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, amended, flagged
 from rag_app.answering.records import Claim
 from rag_app.text.words import stem as _stem
 
@@ -163,4 +162,4 @@ def _checked(claim: Claim, question: str) -> Claim:
     if not claim.supported or not claim.quote:
         return claim
     reason = contradiction(claim.text, claim.quote, question)
-    return replace(claim, supported=False, reason=reason) if reason else claim
+    return flagged(claim, reason)

@@ -35,10 +35,9 @@ answers ("write" beside `fileEncoding`, "import" beside `read.csv`) for one more
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import Draft, Inputs, Verdict, judged_one_by_one
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, flagged, judged_one_by_one
 from rag_app.answering.checks.confidence import key_terms
 from rag_app.answering.checks.rival import _given, _pieces
 from rag_app.answering.records import Claim
@@ -130,7 +129,7 @@ def opposite(claim: Claim, question: str) -> str | None:
 def checked(claim: Claim, question: str) -> Claim:
     """The claim, flagged when its item or its quoted line says the opposite of the question."""
     reason = opposite(claim, question)
-    return claim if reason is None else replace(claim, supported=False, reason=reason)
+    return flagged(claim, reason)
 
 
 class Opposite:

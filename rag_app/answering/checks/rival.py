@@ -30,10 +30,9 @@ beside "column") for no more wrong ones; words of four letters flagged a right r
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import Draft, Inputs, Verdict, judged_one_by_one
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, flagged, judged_one_by_one
 from rag_app.answering.checks.confidence import CHORD, key_terms
 from rag_app.answering.checks.subject import OFF_SUBJECT, telling
 from rag_app.answering.records import Claim
@@ -162,7 +161,7 @@ def checked(claim: Claim, question: str, passages: Sequence[tuple[str, str]],
             answer: str, others: Sequence[Claim] = ()) -> Claim:
     """The claim, flagged when a rival stands beside the question's pinpoint word."""
     reason = rival(claim, question, passages, answer, others)
-    return claim if reason is None else replace(claim, supported=False, reason=reason)
+    return flagged(claim, reason)
 
 
 class Rival:

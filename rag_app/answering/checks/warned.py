@@ -23,10 +23,10 @@ README): it flags that answer in each run and no right one.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-from rag_app.answering.checks.base import Draft, Inputs, Verdict, judged_one_by_one
+from rag_app.answering.checks.base import Draft, Inputs, Verdict, flagged, judged_one_by_one
 from rag_app.answering.checks.confidence import key_terms
 from rag_app.answering.records import Claim
 
@@ -90,8 +90,9 @@ def _warnings(term: str, text: str) -> list[str | None]:
     as.numeric() gives the internal codes)")."""
     out: list[str | None] = []
     said: tuple[int, str] | None = None  # the last warning: where its sentence began, its words
+    starts = [0, *(m.end() for m in _SENTENCE_END.finditer(text))]
     for at in _places(term, text):
-        start = max((m.end() for m in _SENTENCE_END.finditer(text, 0, at)), default=0)
+        start = starts[bisect_right(starts, at) - 1]
         warning = _warned(text, at)
         if warning is not None:
             said = (start, warning)
@@ -104,7 +105,7 @@ def _warnings(term: str, text: str) -> list[str | None]:
 def checked(claim: Claim, question: str, passages: Sequence[str]) -> Claim:
     """The claim, flagged when it gives code that the passages only warn against."""
     reason = warned(claim, question, passages)
-    return claim if reason is None else replace(claim, supported=False, reason=reason)
+    return flagged(claim, reason)
 
 
 class Warned:
